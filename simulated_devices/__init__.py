@@ -1,0 +1,1 @@
+"""Simulated XAFS beamline built with ophyd (installed as ``xafs_stream.simulated_devices``)."""

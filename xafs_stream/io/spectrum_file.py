@@ -1,0 +1,200 @@
+"""Read XDI 1.0 and plain column spectrum files; write XDI.
+
+Handles the three header styles found in the field's public data: XDI (``# XDI/1.0``, ``# Key.sub: value``
+lines, ``# ///`` and ``#----`` separators, last comment line naming the columns), IFEFFIT/Athena ``#%`` headers,
+and bare whitespace-separated columns. μ(E) is taken from a ``mu``-like column or computed as
+ln(I0/It) (transmission) or If/I0 (fluorescence) when only intensities are present.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..engines.errors import InputError
+
+_MU_NAMES = ("mutrans", "mu", "xmu", "mufluor", "mu_trans", "norm", "normtrans")
+_I0_NAMES = ("i0", "izero")
+_IT_NAMES = ("itrans", "it", "i1")
+_IF_NAMES = ("ifluor", "if", "fluor")
+
+
+class SpectrumFileError(InputError):
+    """A spectrum file could not be understood (names the file and what was wrong)."""
+
+
+@dataclass
+class SpectrumFile:
+    """One spectrum read from a file.
+
+    Attributes
+    ----------
+    energy : ndarray of shape (n,), in eV
+    mu : ndarray of shape (n,), absorption (arbitrary units)
+    columns : dict of column name -> ndarray of shape (n,)
+    metadata : flat dict of header fields ("Element.symbol": "Cu", ...)
+    path : where it came from
+    """
+
+    energy: np.ndarray
+    mu: np.ndarray
+    columns: dict[str, np.ndarray]
+    metadata: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def element(self) -> str | None:
+        return self.metadata.get("Element.symbol")
+
+    @property
+    def edge(self) -> str | None:
+        return self.metadata.get("Element.edge")
+
+
+def _column_names_from_header(header: list[str], n_cols: int) -> list[str]:
+    """Find column labels: XDI ``Column.N`` fields, else the last comment line with n_cols words."""
+    xdi_cols: dict[int, str] = {}
+    for line in header:
+        m = re.match(r"#\s*Column\.(\d+)\s*:\s*(\S+)", line, flags=re.IGNORECASE)
+        if m:
+            xdi_cols[int(m.group(1))] = m.group(2).lower()
+    if len(xdi_cols) == n_cols:
+        return [xdi_cols[i + 1] for i in range(n_cols)]
+    for line in reversed(header):
+        words = line.lstrip("#%").split()
+        if len(words) == n_cols and not any(":" in w for w in words):
+            return [w.lower() for w in words]
+    names = ["energy", "mu"] + [f"col{i + 1}" for i in range(2, n_cols)]
+    return names[:n_cols]
+
+
+def _header_fields(header: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in header:
+        body = line.lstrip("#%").strip()
+        m = re.match(r"([A-Za-z][\w.]*)\s*:\s*(.*)$", body)
+        if m and not body.startswith("XDI/"):
+            fields[m.group(1)] = m.group(2).strip()
+    # Athena-style '#%atom:' / '#%edge:' map onto XDI names where unambiguous.
+    if "Element.edge" not in fields and "edge" in fields:
+        fields["Element.edge"] = fields["edge"]
+    return fields
+
+
+def _pick(columns: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray | None:
+    for name in names:
+        if name in columns:
+            return columns[name]
+    return None
+
+
+def read_spectrum(path: str | Path, *, mu_column: str | None = None) -> SpectrumFile:
+    """Read an XDI or column file into a :class:`SpectrumFile`.
+
+    ``mu_column`` names the column to use as μ (case-insensitive) in multi-column files such as
+    Athena ``.nor`` exports; by default a ``mu``-like column, ln(I0/It) or If/I0 is used.
+
+    Raises :class:`SpectrumFileError` naming the file when there is no numeric data, rows of unequal
+    length, or no way to obtain μ(E).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise SpectrumFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    header: list[str] = []
+    rows: list[list[float]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            header.append(stripped)
+            continue
+        try:
+            rows.append([float(w.replace("D", "E")) for w in stripped.split()])
+        except ValueError:
+            if rows:
+                raise SpectrumFileError(f"{path}:{lineno}: non-numeric data line {stripped[:60]!r}") from None
+            header.append("#" + stripped)  # a bare label line before the data
+    if not rows:
+        raise SpectrumFileError(f"{path}: no numeric data rows")
+    n_cols = len(rows[0])
+    bad = [i for i, r in enumerate(rows) if len(r) != n_cols]
+    if bad:
+        raise SpectrumFileError(f"{path}: data row {bad[0] + 1} has {len(rows[bad[0]])} values, expected {n_cols}")
+    if n_cols < 2:
+        raise SpectrumFileError(f"{path}: need at least two columns (energy, mu), found {n_cols}")
+    data = np.asarray(rows, dtype=float)
+    names = _column_names_from_header(header, n_cols)
+    columns = {name: data[:, i].copy() for i, name in enumerate(names)}
+    energy = columns.get("energy", data[:, 0])
+    if energy.max() < 100:  # keV files
+        energy = energy * 1000.0
+    if mu_column is not None:
+        if mu_column.lower() not in columns:
+            raise SpectrumFileError(f"{path}: no column {mu_column!r}; columns are {names}")
+        mu = columns[mu_column.lower()]
+    else:
+        mu = _pick(columns, _MU_NAMES)
+    if mu is None:
+        i0, it, i_f = (_pick(columns, n) for n in (_I0_NAMES, _IT_NAMES, _IF_NAMES))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if i0 is not None and it is not None:
+                mu = np.log(i0 / it)
+            elif i0 is not None and i_f is not None:
+                mu = i_f / i0
+            elif n_cols == 2:
+                mu = data[:, 1]
+    if mu is None:
+        raise SpectrumFileError(f"{path}: no mu column and no i0/itrans pair among columns {names}")
+    return SpectrumFile(
+        energy=np.asarray(energy, float), mu=np.asarray(mu, float), columns=columns,
+        metadata=_header_fields(header), path=str(path),
+    )
+
+
+def write_xdi(
+    path: str | Path,
+    columns: dict[str, np.ndarray],
+    metadata: dict[str, object] | None = None,
+    *,
+    units: dict[str, str] | None = None,
+    comments: str = "",
+) -> Path:
+    """Write columns (first one must be ``energy`` in eV) as an XDI 1.0 file.
+
+    ``metadata`` keys are ``Namespace.tag`` (e.g. ``Element.symbol``); values are written with ``str``.
+    """
+    path = Path(path)
+    names = list(columns)
+    if not names or names[0] != "energy":
+        raise ValueError(f"write_xdi: first column must be 'energy', got {names[:1]}")
+    arrays = [np.asarray(columns[n], float) for n in names]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("write_xdi: columns have different lengths " + str({k: len(v) for k, v in columns.items()}))
+    units = {"energy": "eV", **(units or {})}
+    lines = ["# XDI/1.0 xafs-stream/0.1"]
+    for i, name in enumerate(names, start=1):
+        unit = f" {units[name]}" if name in units else ""
+        lines.append(f"# Column.{i}: {name}{unit}")
+    for key, value in (metadata or {}).items():
+        if "." not in key:
+            raise ValueError(f"write_xdi: metadata key {key!r} must be 'Namespace.tag'")
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        lines.append(f"# {key}: {value}")
+    lines.append("# ///")
+    for comment in comments.splitlines():
+        lines.append(f"# {comment}")
+    lines.append("#----")
+    lines.append("# " + " ".join(names))
+    table = np.column_stack(arrays)
+    body = "\n".join(" ".join(f"{v:.10g}" for v in row) for row in table)
+    path.write_text("\n".join(lines) + "\n" + body + "\n")
+    return path
