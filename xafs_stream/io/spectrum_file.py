@@ -169,15 +169,16 @@ def write_xdi(
     """Write columns (first one must be ``energy`` in eV) as an XDI 1.0 file.
 
     ``metadata`` keys are ``Namespace.tag`` (e.g. ``Element.symbol``); values are written with ``str``.
+    Raises InputError (a ValueError) for a missing energy column, unequal lengths or a bad metadata key.
     """
     path = Path(path)
     names = list(columns)
     if not names or names[0] != "energy":
-        raise ValueError(f"write_xdi: first column must be 'energy', got {names[:1]}")
+        raise InputError(f"write_xdi: first column must be 'energy', got {names[:1]}")
     arrays = [np.asarray(columns[n], float) for n in names]
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
-        raise ValueError("write_xdi: columns have different lengths " + str({k: len(v) for k, v in columns.items()}))
+        raise InputError("write_xdi: columns have different lengths " + str({k: len(v) for k, v in columns.items()}))
     units = {"energy": "eV", **(units or {})}
     lines = ["# XDI/1.0 xafs-stream/0.1"]
     for i, name in enumerate(names, start=1):
@@ -185,7 +186,7 @@ def write_xdi(
         lines.append(f"# Column.{i}: {name}{unit}")
     for key, value in (metadata or {}).items():
         if "." not in key:
-            raise ValueError(f"write_xdi: metadata key {key!r} must be 'Namespace.tag'")
+            raise InputError(f"write_xdi: metadata key {key!r} must be 'Namespace.tag'")
         if isinstance(value, float) and not math.isfinite(value):
             continue
         lines.append(f"# {key}: {value}")

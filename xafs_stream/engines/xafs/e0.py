@@ -1,0 +1,198 @@
+"""E0, the absorption threshold: the energy of the maximum of the (smoothed) first derivative of μ(E).
+
+Follows the IFEFFIT / Larch ``find_e0`` convention so that E0 agrees with the field's tools: a first pass on the
+raw derivative picks the highest point whose two neighbours are also high (a lone glitch is not an edge),
+then a second pass on the Lorentzian-smoothed derivative, within ±75 points of the first guess, refines it.
+E0 is always one of the measured energies. Vectorised over a stack of spectra on one energy grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ._smooth import LorentzSmoother
+from ._validate import SpectrumErrors, check_energy, check_finite_rows, check_stack
+
+_WINDOW_HALF = 75  # points each side of the first guess searched in the second pass
+_FALLBACK_HALF = 20  # same when the first guess is in the first 5 % of the scan (likely a glitch)
+
+
+@dataclass
+class E0Search:
+    """E0 of each spectrum in a stack: ``e0`` (n_spectra,) eV and ``index`` into the energy grid.
+
+    ``found`` is False where no point of high derivative with high neighbours exists (no edge).
+    """
+
+    e0: np.ndarray
+    index: np.ndarray
+    found: np.ndarray
+
+
+def _energy_step(en: np.ndarray) -> float:
+    """Typical energy step: mean of the 10 smallest steps after skipping the smallest 1 % (Larch rule).
+
+    With fewer than 100 points nothing is skipped and Larch's own rule yields NaN, which its caller turns
+    into a step of 1 eV; that outcome is reproduced here so E0 agrees on short (XANES) scans.
+    """
+    nskip = int(0.01 * en.size)
+    if nskip == 0:
+        return 1.0
+    steps = np.sort(np.diff(en[:-1][nskip:-nskip]))
+    return float(steps[nskip : nskip + 10].mean())
+
+
+def _pick_edge(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the edge in each row of a finite derivative array ``d`` (m, L); returns (index, found).
+
+    The derivative is scaled to 0..1 over the row's interior (all but ``nmin`` points at each end); points
+    above 0.6 (0.3 for rows of ≤ 20 points) are "high", with the threshold lowered for rows with fewer than
+    3 high points; the edge is the highest interior point whose two neighbours are also high. The scaling
+    is monotonic, so thresholds are compared on d itself.
+    """
+    m, length = d.shape
+    nmin = max(3, int(length * 0.02))
+    if length < 2 * nmin + 3:
+        return np.zeros(m, dtype=np.intp), np.zeros(m, dtype=bool)
+    core = d[:, nmin : length - nmin]
+    dmin = core.min(axis=1)
+    ptp = np.maximum(1e-10, core.max(axis=1) - dmin)
+    frac = 0.60 if length > 20 else 0.30
+    high = d > (dmin + frac * ptp)[:, None]  # threshold > dmin, so "high" points are above the minimum
+    sparse = np.count_nonzero(high, axis=1) < 3
+    if sparse.any():
+        # lower the threshold (twice at most) for rows with almost no high points; else every point above
+        # the minimum counts
+        rows = np.flatnonzero(sparse)
+        sub = d[rows]
+        h2 = sub > (dmin[rows] + frac / 2 * ptp[rows])[:, None]
+        h4 = sub > (dmin[rows] + frac / 4 * ptp[rows])[:, None]
+        use2 = h2.sum(axis=1) > 3
+        use4 = ~use2 & (h4.sum(axis=1) >= 3)
+        high[rows] = np.where(use2[:, None], h2, np.where(use4[:, None], h4, sub > dmin[rows, None]))
+    # interior candidates i in [nmin, length - nmin] with both neighbours high
+    lo, hi = nmin, length - nmin + 1
+    cand = high[:, lo:hi] & high[:, lo - 1 : hi - 1]
+    cand &= high[:, lo + 1 : hi + 1]
+    score = np.where(cand, d[:, lo:hi], -np.inf)
+    best = np.argmax(score, axis=1)
+    found = np.isfinite(score[np.arange(m), best])
+    return np.where(found, best + lo, 0), found
+
+
+def _derivative(mu: np.ndarray, en: np.ndarray) -> np.ndarray:
+    """dμ/dE as the ratio of index gradients (Larch's convention: central differences, one-sided at the ends)."""
+    d = np.empty_like(mu)
+    np.subtract(mu[:, 2:], mu[:, :-2], out=d[:, 1:-1])
+    d[:, 1:-1] *= (1.0 / (en[2:] - en[:-2]))[None, :]
+    d[:, 0] = (mu[:, 1] - mu[:, 0]) / (en[1] - en[0])
+    d[:, -1] = (mu[:, -1] - mu[:, -2]) / (en[-1] - en[-2])
+    return d
+
+
+def _window_derivative(
+    d_full: np.ndarray, mu: np.ndarray, rows: np.ndarray, energy: np.ndarray, a: int, b: int
+) -> np.ndarray:
+    """dμ/dE of ``rows`` over the points a..b-1 as if computed on that window alone (one-sided at its ends)."""
+    d = d_full[rows, a:b]
+    ends = mu[rows[:, None], np.array([a, a + 1, b - 2, b - 1])[None, :]]
+    d[:, 0] = (ends[:, 1] - ends[:, 0]) / (energy[a + 1] - energy[a])
+    d[:, -1] = (ends[:, 3] - ends[:, 2]) / (energy[b - 1] - energy[b - 2])
+    return d
+
+
+def search_e0(
+    energy: np.ndarray,
+    mu: np.ndarray,
+    *,
+    smooth_ev: float | None = None,
+    cache: dict | None = None,
+) -> E0Search:
+    """Kernel of :func:`find_e0`: clean float64 ``energy`` (n,) and finite ``mu`` (m, n); no input checks.
+
+    ``smooth_ev`` sets the Lorentzian half-width (eV) of the second pass; None uses the Larch rule
+    (the mean of the typical energy step and E0/25000, each clipped to 0.01..1 eV). ``cache`` (a dict)
+    keeps smoothing operators between calls on the same grid (chunks of one stack).
+    """
+    n = energy.size
+    m = mu.shape[0]
+    cache = {} if cache is None else cache
+    # Larch drops the last point in each pass (an artefact of its ordering check); kept for agreement.
+    en1 = energy[:-1]
+    d_full = _derivative(mu[:, :-1], en1)
+    i1, _ = _pick_edge(d_full)
+    e1 = en1[i1]
+    start = np.maximum(3, i1 - _WINDOW_HALF)
+    stop = np.minimum(i1 + _WINDOW_HALF, n - 3)
+    early = i1 < 0.05 * n
+    e1 = np.where(early, energy.mean(), e1)
+    start = np.where(early, np.maximum(3, i1 - _FALLBACK_HALF), start)
+    stop = np.where(early, n - 3, stop)
+    if smooth_ev is None:
+        step1 = max(0.01, min(1.0, _energy_step(en1)))
+        width = 0.5 * (step1 + np.minimum(np.maximum(e1 / 25000.0, 0.01), 1.0))
+    else:
+        width = np.full(m, float(smooth_ev))
+
+    e0 = np.empty(m)
+    index = np.empty(m, dtype=np.intp)
+    found = np.empty(m, dtype=bool)
+    # spectra sharing a window and a smoothing width share one smoothing operator
+    if m == 1:
+        groups = [(np.zeros(1, dtype=np.intp), 0)]
+    else:
+        wkey = np.round(width * 1e9).astype(np.int64)
+        key = (start.astype(np.int64) * (n + 1) + stop) * (2**31) + wkey
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(first.size + 1))
+        groups = [(order[bounds[g] : bounds[g + 1]], j) for g, j in enumerate(first)]
+    for rows, j in groups:
+        a, b, w = int(start[j]), int(stop[j]), float(width[j])
+        if b - 1 - a < 3:
+            e0[rows], index[rows], found[rows] = energy[min(a + 2, n - 1)], min(a + 2, n - 1), False
+            continue
+        d = _window_derivative(d_full, mu, rows, energy, a, b - 1)
+        smoother = cache.get((a, b, w))
+        if smoother is None:
+            smoother = cache[(a, b, w)] = LorentzSmoother(energy[a : b - 1], sigma=w, xstep=w)
+        ix, ok = _pick_edge(smoother(d))
+        ok &= ix >= 1
+        ix = np.where(ok, ix, 2)
+        index[rows] = a + ix
+        e0[rows] = energy[a + ix]
+        found[rows] = ok
+    return E0Search(e0=e0, index=index, found=found)
+
+
+def find_e0(energy: np.ndarray, mu: np.ndarray, *, smooth_ev: float | None = None) -> float | np.ndarray:
+    """E0 (eV): the energy of the maximum of the smoothed derivative dμ/dE.
+
+    Parameters
+    ----------
+    energy : ndarray of shape (n,), in eV, strictly increasing
+    mu : ndarray of shape (n,) or (n_spectra, n)
+    smooth_ev : Lorentzian half-width (eV) for the derivative; default: Larch's rule (≈0.3-0.7 eV)
+
+    Returns
+    -------
+    float for one spectrum (raises InputError if there is no edge); ndarray of shape (n_spectra,) for a
+    stack, NaN where a spectrum has no edge or non-finite values (use :func:`pre_edge` for the reasons).
+    """
+    e = check_energy(energy)
+    mu2, single = check_stack(mu, e.size)
+    if smooth_ev is not None and not (np.isfinite(smooth_ev) and smooth_ev > 0):
+        raise InputError(f"smooth_ev: must be a positive number of eV, got {smooth_ev!r}")
+    status = SpectrumErrors(mu2.shape[0])
+    check_finite_rows(mu2, e, status)
+    out = np.full(mu2.shape[0], np.nan)
+    good = np.flatnonzero(status.ok)
+    if good.size:
+        res = search_e0(e, mu2[good], smooth_ev=smooth_ev)
+        out[good] = np.where(res.found, res.e0, np.nan)
+        status.fail(good[~res.found], "no edge found: no point of high dμ/dE with high neighbours")
+    status.raise_if_single(single)
+    return float(out[0]) if single else out

@@ -1,0 +1,448 @@
+"""Pre-edge line, post-edge polynomial, edge step, normalised and flattened μ(E) (IFEFFIT / Larch convention).
+
+For each spectrum: a line is fitted to μ over [E0+pre1, E0+pre2], a polynomial of order ``nnorm`` to
+μ - pre-edge over [E0+norm1, E0+norm2]; the edge step is the post-edge polynomial at E0; ``norm`` is
+(μ - pre-edge) / step; ``flat`` also removes the post-edge curvature above E0. Defaults and index
+conventions are Larch's so that E0 and the edge step agree with it; they adapt to short (XANES) scans.
+
+Vectorised: a stack (n_spectra, n) on one energy grid is processed in chunks of a few thousand spectra
+with a few array passes each; spectra whose fit ranges fall on the same grid indices share one
+least-squares projector (solved once, applied as a matrix product), so a million-pixel XANES map takes
+seconds. The pre-edge line, post-edge curve and flattened spectrum are computed from the stored
+coefficients only when first asked for (each is as large as the stack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import InputError
+from ._validate import SpectrumErrors, check_energy, check_finite_rows, check_stack, per_spectrum
+from .e0 import search_e0
+
+MAX_NNORM = 5
+_CHUNK = 4096  # spectra per vectorised pass: temporaries of a few MB stay in cache
+
+
+@dataclass
+class LocalPoly:
+    """Per-row polynomials sum_p coefs[:, p] * ((E - centre) / scale)**p, each in its own fit-range coordinates.
+
+    Local coordinates (u in [-1, 1] over the fit range) keep narrow, high-order fits well conditioned.
+    """
+
+    coefs: np.ndarray  # (m, order + 1)
+    centre: np.ndarray  # (m,), eV
+    scale: np.ndarray  # (m,), eV
+
+    def __call__(self, energy: np.ndarray, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Values of the selected rows at the energies ``energy`` (n,): shape (n_rows, n)."""
+        c, h, k = self.centre[rows], self.scale[rows], self.coefs[rows]
+        u = (energy[None, :] - c[:, None]) / h[:, None]
+        out = np.repeat(k[:, -1:], energy.size, axis=1)
+        for p in range(k.shape[1] - 2, -1, -1):
+            out *= u
+            out += k[:, p : p + 1]
+        return out
+
+    def at(self, energy: np.ndarray) -> np.ndarray:
+        """Value of row i at energy[i]; ``energy`` of shape (m,)."""
+        u = (energy - self.centre) / self.scale
+        out = self.coefs[:, -1].copy()
+        for p in range(self.coefs.shape[1] - 2, -1, -1):
+            out = out * u + self.coefs[:, p]
+        return out
+
+
+@dataclass
+class PreEdgeResult:
+    """Normalisation of one spectrum or a stack.
+
+    Attributes
+    ----------
+    energy : ndarray of shape (n,), eV
+    e0 : float or ndarray of shape (n_spectra,), eV (NaN for failed spectra)
+    edge_step : float or ndarray of shape (n_spectra,), in units of μ (NaN for failed spectra)
+    norm : ndarray, same shape as mu: (μ - pre-edge line) / edge step
+    ok : ndarray of shape (n_spectra,), bool: spectra that normalised (always length ≥ 1)
+    errors : dict spectrum index -> reason, for the spectra with ``ok`` False
+    params_used : pre1, pre2, norm1, norm2 (eV relative to E0), nnorm, npre actually used (scalars for one
+        spectrum, arrays of shape (n_spectra,) for a stack), plus ``e0_given`` and ``min_edge_snr``
+    noise : per-point noise of μ estimated from the pre-edge fit residual (NaN if too few points)
+    edge_step_err : standard error of the edge step from that noise (NaN if unknown)
+    pre_edge_line, post_edge_curve, flat : ndarrays, same shape as mu (computed on first access)
+    """
+
+    energy: np.ndarray
+    e0: float | np.ndarray
+    edge_step: float | np.ndarray
+    norm: np.ndarray
+    ok: np.ndarray
+    errors: dict[int, str]
+    params_used: dict[str, object]
+    noise: float | np.ndarray
+    edge_step_err: float | np.ndarray
+    _pre: LocalPoly = field(repr=False)
+    _post: LocalPoly = field(repr=False)
+    _ie0: np.ndarray = field(repr=False)  # index of the grid point nearest E0 (n_spectra,)
+    _single: bool = field(repr=False)
+
+    def _shape(self, a: np.ndarray) -> np.ndarray:
+        return a[0] if self._single else a
+
+    @cached_property
+    def _pre2d(self) -> np.ndarray:
+        return self._pre(self.energy)
+
+    @cached_property
+    def _poly2d(self) -> np.ndarray:
+        return self._post(self.energy)
+
+    @property
+    def pre_edge_line(self) -> np.ndarray:
+        """The pre-edge line (in units of μ), same shape as mu."""
+        return self._shape(self._pre2d)
+
+    @property
+    def post_edge_curve(self) -> np.ndarray:
+        """Pre-edge line + post-edge polynomial (in units of μ), same shape as mu."""
+        return self._shape(self._pre2d + self._poly2d)
+
+    @cached_property
+    def flat(self) -> np.ndarray:
+        """Normalised μ with the post-edge curvature removed above E0 (Athena's "flattened")."""
+        norm2d = self.norm[None, :] if self._single else self.norm
+        step = np.atleast_1d(self.edge_step)[:, None]
+        resid = self._poly2d / step
+        at_e0 = np.take_along_axis(resid, self._ie0[:, None], axis=1)
+        above = np.arange(self.energy.size)[None, :] >= self._ie0[:, None]
+        flat = np.where(above, norm2d - resid + at_e0, norm2d)
+        return self._shape(flat)
+
+
+def _index_of(grid: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Index of the grid point at or below each value (0 below the grid)."""
+    return np.maximum(np.searchsorted(grid, value, side="right") - 1, 0)
+
+
+def _index_nearest(grid: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Index of the grid point nearest each value (the lower one on ties)."""
+    j = np.minimum(np.maximum(np.searchsorted(grid, value, side="left"), 1), grid.size - 1)
+    lower_closer = (value - grid[j - 1]) <= (grid[j] - value)
+    return np.where(lower_closer, j - 1, j)
+
+
+def _range_polyfit(
+    y: np.ndarray,
+    start: np.ndarray,
+    stop: np.ndarray,
+    order: np.ndarray,
+    energy: np.ndarray,
+    max_order: int,
+    *,
+    subtract: LocalPoly | None = None,
+    want_rss: bool = False,
+    leverage_at: np.ndarray | None = None,
+) -> tuple[LocalPoly, np.ndarray | None, np.ndarray | None]:
+    """Least-squares polynomial per row of y (m, n) over index ranges [start, stop), in local coordinates.
+
+    Rows with fewer points than coefficients get a lower order; orders above a row's ``order`` are zero.
+    ``subtract`` (a LocalPoly of the same rows) is removed from y inside the range before fitting. The
+    grid is shared, so rows with the same (start, stop, order) share one projection matrix: each distinct
+    range is solved once and applied to its rows with one matrix product.
+    Returns (polynomials, residual sum of squares or None, leverage or None): the leverage of row i at
+    energy ``leverage_at[i]`` is var(fit value there) / var(one point), for error propagation.
+    """
+    m, n = y.shape
+    start = np.minimum(np.maximum(start, 0), n - 1)
+    stop = np.minimum(np.maximum(stop, start + 1), n)
+    order = np.minimum(np.maximum(np.minimum(order, stop - start - 1), 0), max_order)
+    coefs = np.zeros((m, max_order + 1))
+    centre = 0.5 * (energy[start] + energy[stop - 1])
+    scale = np.maximum(0.5 * (energy[stop - 1] - energy[start]), 1e-6)
+    rss = np.zeros(m) if want_rss else None
+    leverage = np.zeros(m) if leverage_at is not None else None
+    if m == 1:
+        groups = [(np.zeros(1, dtype=np.intp), 0)]
+    else:
+        key = (start.astype(np.int64) * (n + 1) + stop) * (max_order + 1) + order
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        by_group = np.argsort(group.ravel(), kind="stable")
+        bounds = np.searchsorted(group.ravel()[by_group], np.arange(first.size + 1))
+        groups = [(by_group[bounds[g] : bounds[g + 1]], j) for g, j in enumerate(first)]
+    for rows, j in groups:
+        a, b, k = int(start[j]), int(stop[j]), int(order[j])
+        u = (energy[a:b] - centre[j]) / scale[j]
+        basis = u[None, :] ** np.arange(k + 1)[:, None]  # (k + 1, b - a), u in [-1, 1]: well conditioned
+        gram_inv = np.linalg.inv(basis @ basis.T)
+        proj = (gram_inv @ basis).T  # (b - a, k + 1) least-squares projector
+        block = y[rows, a:b]
+        if subtract is not None:
+            block = block - subtract(energy[a:b], rows)
+        c = block @ proj
+        coefs[rows, : k + 1] = c
+        if want_rss:
+            resid = block - c @ basis
+            rss[rows] = np.einsum("ij,ij->i", resid, resid)
+        if leverage is not None:
+            b0 = ((leverage_at[rows] - centre[j]) / scale[j])[:, None] ** np.arange(k + 1)[None, :]
+            leverage[rows] = np.einsum("ri,ij,rj->r", b0, gram_inv, b0)
+    return LocalPoly(coefs, centre, scale), rss, leverage
+
+
+def _default_ranges(
+    energy: np.ndarray, e0: np.ndarray, ie0: np.ndarray, pre1, pre2, norm1, norm2, nnorm
+) -> dict[str, np.ndarray]:
+    """Per-spectrum fit ranges (eV relative to E0) and orders, with Larch's defaults and clamps."""
+    emin, emax = energy[0], energy[-1]
+    if pre1 is None:
+        p1 = np.where(
+            ie0 > 20, 5.0 * np.round((energy[1] - e0) / 5.0), 2.0 * np.round((energy[1] - e0) / 2.0)
+        )
+    else:
+        p1 = np.full(e0.shape, float(pre1))
+    p1 = np.maximum(p1, emin - e0)
+    p2 = 0.5 * p1 if pre2 is None else np.full(e0.shape, float(pre2))
+    p1, p2 = np.minimum(p1, p2), np.maximum(p1, p2)
+
+    if norm2 is None:
+        n2 = 5.0 * np.round((emax - e0) / 5.0)
+    else:
+        n2 = np.full(e0.shape, float(norm2))
+        n2 = np.where(n2 < 0, emax - e0 - n2, n2)
+    n2 = np.minimum(n2, emax - e0)
+    n1 = np.minimum(25.0, 5.0 * np.round(n2 / 15.0)) if norm1 is None else np.full(e0.shape, float(norm1))
+    n1, n2 = np.minimum(n1, n2), np.maximum(n1, n2)
+    n1 = np.minimum(n1, n2 - 2.0)
+    if nnorm is None:
+        span = n2 - n1
+        order = np.where(span < 30, 0, np.where(span < 300, 1, 2))
+    else:
+        order = np.full(e0.shape, int(nnorm))
+    order = np.minimum(np.maximum(order, 0), MAX_NNORM)
+    return {"pre1": p1, "pre2": p2, "norm1": n1, "norm2": n2, "nnorm": order}
+
+
+def _normalize_chunk(
+    energy: np.ndarray,
+    mu: np.ndarray,
+    e0: np.ndarray,
+    step_given: np.ndarray | None,
+    ranges_kw: dict,
+    npre: int,
+) -> dict[str, object]:
+    """Kernel: normalise clean rows ``mu`` (m, n) with known E0 (m,), eV."""
+    n = energy.size
+    ie0 = _index_nearest(energy, e0)
+    r = _default_ranges(energy, e0, ie0, **ranges_kw)
+    ipre1 = _index_of(energy, r["pre1"] + e0)
+    ipre2 = _index_of(energy, r["pre2"] + e0)
+    npre_row = np.where(ipre2 - ipre1 < 3, 0, npre)
+    a = ipre1
+    b = _index_nearest(energy, r["pre2"] + e0)
+    b = np.where((npre_row == 0) & (b == a), b + 1, b)
+    b = np.where((npre_row == 1) & (b - a < 2), np.minimum(n, a + 2), b)
+    pre, pre_rss, pre_lev = _range_polyfit(
+        mu, a, b, npre_row, energy, 1, want_rss=True, leverage_at=energy[ie0]
+    )
+    dof = np.maximum(b - a, 0) - (npre_row + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise = np.where(dof >= 2, np.sqrt(pre_rss / dof), np.nan)
+
+    c = _index_of(energy, r["norm1"] + e0)
+    d = _index_nearest(energy, r["norm2"] + e0)
+    c = np.minimum(c, n - 3)
+    order = r["nnorm"].copy()
+    short = d - c < 2
+    c = np.where(short, c - 2, c)
+    order = np.where(short, 0, np.where(d - c < 5, np.minimum(1, order), order))
+    post, _, post_lev = _range_polyfit(
+        mu, c, d, order, energy, MAX_NNORM, subtract=pre, leverage_at=energy[ie0]
+    )
+    step = post.at(energy[ie0]) if step_given is None else step_given
+    # norm = (mu - pre-edge line) / step, with the line as alpha + beta * E: three array passes
+    beta = pre.coefs[:, 1] / pre.scale
+    alpha = pre.coefs[:, 0] - beta * pre.centre
+    norm = mu - alpha[:, None]
+    norm -= beta[:, None] * energy[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm *= (1.0 / step)[:, None]
+    r.update(npre=npre_row)
+    # standard error of the step from the per-point noise, both fits extrapolated to E0 (the post-edge
+    # residual also holds XAFS structure, so the pre-edge noise is taken as the measurement noise)
+    step_err = noise * np.sqrt(pre_lev + post_lev)
+    return {
+        "pre": pre,
+        "post": post,
+        "step": step,
+        "norm": norm,
+        "ie0": ie0,
+        "ranges": r,
+        "noise": noise,
+        "step_err": step_err,
+    }
+
+
+def pre_edge(
+    energy: np.ndarray,
+    mu: np.ndarray,
+    *,
+    e0: float | np.ndarray | None = None,
+    edge_step: float | np.ndarray | None = None,
+    pre1: float | None = None,
+    pre2: float | None = None,
+    norm1: float | None = None,
+    norm2: float | None = None,
+    nnorm: int | None = None,
+    npre: int = 1,
+    smooth_ev: float | None = None,
+    min_edge_snr: float = 3.0,
+) -> PreEdgeResult:
+    """Pre-edge subtraction and normalisation of one spectrum or a stack of spectra on one energy grid.
+
+    Parameters
+    ----------
+    energy : ndarray of shape (n,), in eV, strictly increasing
+    mu : ndarray of shape (n,) or (n_spectra, n); processed as float64 (other dtypes are copied)
+    e0 : edge energy in eV (scalar or (n_spectra,)); default: :func:`find_e0` per spectrum
+    edge_step : fixed edge step (scalar or (n_spectra,)); default: from the fits
+    pre1, pre2 : pre-edge fit range, eV relative to E0; default pre1 = (second point - E0) rounded to 5 eV
+        (2 eV when E0 is within 20 points of the start), pre2 = pre1 / 2
+    norm1, norm2 : post-edge fit range, eV relative to E0; default norm2 = end of data (rounded to 5 eV),
+        norm1 = min(25, norm2 / 15 rounded to 5 eV); a negative norm2 counts back from the end of the data
+    nnorm : post-edge polynomial order (0..5); default 2 if norm2 - norm1 ≥ 300 eV, 1 if ≥ 30 eV, else 0
+    npre : 1 for a pre-edge line, 0 for a constant (a constant is used anyway with fewer than 3 points)
+    smooth_ev : Lorentzian half-width (eV) of the derivative used for E0 (default: Larch's rule)
+    min_edge_snr : a spectrum whose edge step is below this many standard errors (propagated from the
+        pre-edge noise through both fits) has "no edge"; 0 disables the test (e.g. for L edges, whose
+        continuum step is small next to the white lines)
+
+    Returns
+    -------
+    PreEdgeResult. For one spectrum (1-D mu) any failure raises InputError; for a stack, failed spectra
+    get ``ok`` False, a message in ``errors`` and NaN in their rows, and the others are unaffected.
+    Failures: NaN/inf in μ, no edge found, E0 outside the data, edge step ≤ 0 or not significant.
+    """
+    e = check_energy(energy)
+    mu2, single = check_stack(mu, e.size)
+    m = mu2.shape[0]
+    e0_in = per_spectrum(e0, m, name="e0")
+    step_in = per_spectrum(edge_step, m, name="edge_step")
+    for name, val in (("pre1", pre1), ("pre2", pre2), ("norm1", norm1), ("norm2", norm2)):
+        if val is not None and not np.isfinite(val):
+            raise InputError(f"{name}: must be a finite number of eV relative to E0, got {val!r}")
+    if nnorm is not None and not (0 <= int(nnorm) <= MAX_NNORM):
+        raise InputError(f"nnorm: post-edge polynomial order must be 0..{MAX_NNORM}, got {nnorm!r}")
+    if npre not in (0, 1):
+        raise InputError(f"npre: must be 0 (constant) or 1 (line), got {npre!r}")
+    if smooth_ev is not None and not (np.isfinite(smooth_ev) and smooth_ev > 0):
+        raise InputError(f"smooth_ev: must be a positive number of eV, got {smooth_ev!r}")
+    if not (np.isfinite(min_edge_snr) and min_edge_snr >= 0):
+        raise InputError(f"min_edge_snr: must be a number >= 0 (0 disables the test), got {min_edge_snr!r}")
+
+    status = SpectrumErrors(m)
+    check_finite_rows(mu2, e, status)
+    if e0_in is not None:
+        outside = ~np.isfinite(e0_in) | (e0_in < e[1]) | (e0_in > e[-2])
+        status.fail_each(
+            outside,
+            lambda i: f"e0: {e0_in[i]:.2f} eV is outside the data ({e[1]:.2f} .. {e[-2]:.2f} eV)",
+        )
+    if step_in is not None:
+        status.fail_each(
+            ~(np.isfinite(step_in) & (step_in > 0)), lambda i: f"edge_step: must be > 0, got {step_in[i]!r}"
+        )
+
+    ranges_kw = {"pre1": pre1, "pre2": pre2, "norm1": norm1, "norm2": norm2, "nnorm": nnorm}
+    e0_out = np.full(m, np.nan)
+    step_out = np.full(m, np.nan)
+    noise_out = np.full(m, np.nan)
+    step_err = np.full(m, np.nan)
+    norm = np.empty(mu2.shape)  # rows of failed spectra are set to NaN below
+    pre = LocalPoly(np.full((m, 2), np.nan), np.zeros(m), np.ones(m))
+    post = LocalPoly(np.full((m, MAX_NNORM + 1), np.nan), np.zeros(m), np.ones(m))
+    ie0_out = np.zeros(m, dtype=np.intp)
+    used = {k: np.full(m, np.nan) for k in ("pre1", "pre2", "norm1", "norm2", "nnorm", "npre")}
+    smoothers: dict = {}
+    for lo in range(0, m, _CHUNK):
+        hi = min(m, lo + _CHUNK)
+        good = status.ok[lo:hi]
+        rows = slice(lo, hi) if good.all() else lo + np.flatnonzero(good)
+        block = mu2[rows]
+        if block.shape[0] == 0:
+            continue
+        if e0_in is None:
+            found = search_e0(e, block, smooth_ev=smooth_ev, cache=smoothers)
+            e0_rows = found.e0
+            row_ids = np.arange(lo, hi) if isinstance(rows, slice) else rows
+            status.fail(row_ids[~found.found], "no edge found: no point of high dμ/dE with high neighbours")
+        else:
+            e0_rows = e0_in[rows]
+        out = _normalize_chunk(e, block, e0_rows, None if step_in is None else step_in[rows], ranges_kw, npre)
+        e0_out[rows] = e0_rows
+        step_out[rows] = out["step"]
+        noise_out[rows] = out["noise"]
+        step_err[rows] = out["step_err"]
+        norm[rows] = out["norm"]
+        ie0_out[rows] = out["ie0"]
+        for target, part in ((pre, out["pre"]), (post, out["post"])):
+            target.coefs[rows, : part.coefs.shape[1]] = part.coefs
+            target.centre[rows] = part.centre
+            target.scale[rows] = part.scale
+        for k, values in used.items():
+            values[rows] = out["ranges"][k]
+
+    checked = status.ok.copy()
+    step_bad = checked & ~(np.isfinite(step_out) & (step_out > 0))
+    status.fail_each(
+        step_bad,
+        lambda i: (
+            f"no edge: edge step {step_out[i]:.4g} at E0 = {e0_out[i]:.2f} eV is not positive"
+            " (μ does not rise across E0: wrong E0, or I0 and It swapped?)"
+            if np.isfinite(step_out[i])
+            else "no edge: edge step is not finite"
+        ),
+    )
+    if step_in is None:
+        weak = status.ok & np.isfinite(step_err) & (step_out < min_edge_snr * step_err)
+        status.fail_each(
+            weak,
+            lambda i: (
+                f"no edge: edge step {step_out[i]:.3g} is within {min_edge_snr:g} standard errors "
+                f"({step_err[i]:.2g}, from the pre-edge noise {noise_out[i]:.2g}) of zero"
+            ),
+        )
+    failed = ~status.ok
+    if failed.any():
+        for arr in (e0_out, step_out, noise_out, step_err):
+            arr[failed] = np.nan
+        norm[failed] = np.nan
+        pre.coefs[failed] = np.nan
+        post.coefs[failed] = np.nan
+    status.raise_if_single(single)
+
+    def scalar_or(a: np.ndarray):
+        return float(a[0]) if single else a
+
+    params = {
+        k: (int(v[0]) if k in ("nnorm", "npre") else float(v[0])) if single else v for k, v in used.items()
+    }
+    params.update(e0_given=e0 is not None, min_edge_snr=float(min_edge_snr), smooth_ev=smooth_ev)
+    return PreEdgeResult(
+        energy=e,
+        e0=scalar_or(e0_out),
+        edge_step=scalar_or(step_out),
+        norm=norm[0] if single else norm,
+        ok=status.ok,
+        errors=dict(status.messages),
+        params_used=params,
+        noise=scalar_or(noise_out),
+        edge_step_err=scalar_or(step_err),
+        _pre=pre,
+        _post=post,
+        _ie0=ie0_out,
+        _single=single,
+    )
