@@ -1,4 +1,14 @@
 """Bluesky plans for XAFS energy scans and μ-XAFS maps (installed as ``xafs_stream.plans``).
 
-Plans know nothing of workers or analyses: they only move devices and emit documents.
+Plans know nothing of workers or analyses: they only move devices and emit documents. Arguments are
+plain numbers, strings and lists so the plans can be queued by bluesky-queueserver.
 """
+
+from .mapping import mu_xafs_map
+from .regions import DEFAULT_REGIONS, PlanArgumentError, estimate_scan_time, parse_regions, region_energies
+from .xafs import xafs_scan
+
+__all__ = [
+    "DEFAULT_REGIONS", "PlanArgumentError", "estimate_scan_time", "mu_xafs_map", "parse_regions",
+    "region_energies", "xafs_scan",
+]

@@ -1,0 +1,37 @@
+"""Shared fixtures: a real embedded Tiled server, a simulated beamline, a RunEngine."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiled(tmp_path_factory):
+    """A real embedded Tiled server (SQLite) for the whole session; yields a TiledHandle."""
+    from xafs_stream.storage.tiled_server import start_embedded_tiled
+
+    handle = start_embedded_tiled(tmp_path_factory.mktemp("tiled"))
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def beamline():
+    from xafs_stream.simulated_devices.beamline import make_beamline
+
+    return make_beamline(sample="Cu", seed=1)
+
+
+@pytest.fixture
+def RE():
+    from bluesky import RunEngine
+
+    return RunEngine({}, call_returns_result=False)
+
+
+@pytest.fixture
+def collect(RE):
+    """Subscribe a list collector to the RunEngine; returns the list of (name, doc)."""
+    docs: list = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    return docs

@@ -1,0 +1,141 @@
+"""The embedded Tiled server (the default: no external service) or a connection to an existing one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TiledHandle:
+    """A Tiled client plus the embedded server behind it, if any.
+
+    Keep this object alive as long as the server is needed: ``SimpleTiledServer`` stops when it is
+    garbage-collected.
+    """
+
+    uri: str
+    client: Any
+    server: Any = None
+    api_key: str | None = None
+
+    @property
+    def browse_url(self) -> str:
+        """Address of the Tiled web UI (with the API key for the embedded server)."""
+        if self.server is not None:
+            return self.server.web_ui_link
+        return self.uri.split("/api/v1")[0]
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+class EmbeddedTiledServer:
+    """Tiled in a background thread of this process: SQLite catalog, SQLite table storage, files for arrays.
+
+    Like tiled's ``SimpleTiledServer`` but with SQLite instead of DuckDB for tables: with DuckDB,
+    reading a table while bluesky's TiledWriter appends to it failed here with "No active transaction"
+    errors, HTTP 500s and duplicated rows (measured with a live reader polling every 0.25 s).
+    Data persist in ``directory`` across restarts. Stop it with :meth:`close`; it also stops when
+    garbage-collected, so keep a reference.
+    """
+
+    def __init__(self, directory: str | Path, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None):
+        import secrets
+        import time
+        from urllib.parse import quote_plus, urlparse
+
+        import httpx
+        import uvicorn
+        from tiled.catalog import from_uri as catalog_from_uri
+        from tiled.config import Authentication
+        from tiled.server.app import build_app
+        from tiled.server.simple import ThreadedServer
+
+        self.directory = Path(directory).resolve()
+        (self.directory / "data").mkdir(parents=True, exist_ok=True)
+        self.api_key = api_key or secrets.token_hex(16)
+        _enable_wal(self.directory / "tables.sqlite")
+        catalog = catalog_from_uri(
+            self.directory / "catalog.db",
+            writable_storage=[self.directory / "data", f"sqlite:///{self.directory / 'tables.sqlite'}"],
+            init_if_not_exists=True,
+        )
+        app = build_app(catalog, authentication=Authentication(single_user_api_key=self.api_key))
+        self._server = ThreadedServer(uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level="warning"))
+        self._cm = self._server.run_in_thread()
+        base_url = self._cm.__enter__()
+        try:
+            deadline = time.monotonic() + 60
+            with httpx.Client(trust_env=False) as client:
+                while True:
+                    try:
+                        if client.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
+                            break
+                    except httpx.RequestError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"embedded Tiled at {base_url} did not become ready in 60 s")
+                    time.sleep(0.1)
+        except BaseException:
+            self._cm.__exit__(None, None, None)
+            raise
+        self.port = urlparse(base_url).port
+        self.uri = f"{base_url}/api/v1?api_key={quote_plus(self.api_key)}"
+        self.web_ui_link = f"{base_url}?api_key={quote_plus(self.api_key)}"
+
+    def close(self) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+            self._cm = None
+
+    def __enter__(self) -> "EmbeddedTiledServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _enable_wal(path: Path) -> None:
+    """Put a SQLite file in write-ahead-log mode (persistent): readers then never block the writer.
+
+    Without it a live reader polling a table while TiledWriter appends got "database is locked" (HTTP 500).
+    """
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def start_embedded_tiled(data_dir: str | Path, *, port: int = 0, api_key: str | None = None) -> TiledHandle:
+    """Start Tiled in this process on ``data_dir``/tiled (see :class:`EmbeddedTiledServer`)."""
+    from tiled.client import from_uri
+
+    directory = Path(data_dir) / "tiled"
+    server = EmbeddedTiledServer(directory, port=port, api_key=api_key)
+    client = from_uri(server.uri)
+    log.info("embedded Tiled at %s (data in %s)", server.web_ui_link, directory)
+    return TiledHandle(uri=server.uri, client=client, server=server, api_key=server.api_key)
+
+
+def connect_tiled(uri: str, *, api_key: str | None = None) -> TiledHandle:
+    """Connect to an existing Tiled server (``tiled serve ...``, possibly PostgreSQL-backed)."""
+    from tiled.client import from_uri
+
+    try:
+        client = from_uri(uri, api_key=api_key) if api_key else from_uri(uri)
+    except Exception as exc:
+        raise ConnectionError(f"cannot connect to Tiled at {uri}: {type(exc).__name__}: {exc}") from None
+    return TiledHandle(uri=uri, client=client, api_key=api_key)
