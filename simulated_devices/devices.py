@@ -25,6 +25,16 @@ class MonoFailedToReachPosition(RuntimeError):
     """The monochromator did not reach its target energy."""
 
 
+class _FailedMoveStatus(MoveStatus):
+    """A move status whose text carries the failure, so the run's stop reason says what happened."""
+
+    def __repr__(self) -> str:
+        exc = self.exception(timeout=0) if self.done else None
+        return f"{super().__repr__()}: {exc}" if exc else super().__repr__()
+
+    __str__ = __repr__
+
+
 class SimDCM(SynAxis):
     """Double-crystal monochromator energy positioner, eV.
 
@@ -79,7 +89,7 @@ class SimDCM(SynAxis):
             raise LimitError(f"{self.name}: {value:.2f} eV outside the monochromator range {low:.0f}-{high:.0f} eV")
         stuck = self.beam.faults.mono_stuck_above_ev
         if stuck is not None and value > stuck:
-            status = MoveStatus(positioner=self, target=value)
+            status = _FailedMoveStatus(positioner=self, target=value)
             status.set_exception(
                 MonoFailedToReachPosition(
                     f"{self.name}: failed to reach {value:.2f} eV (stuck at {self.position:.2f} eV)"
