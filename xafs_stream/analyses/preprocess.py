@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..engines.errors import InputError
-from ..engines.xafs import autobk, calibrate_energy, deglitch, estimate_chi_noise, pre_edge, xftf
+from ..engines.xafs import autobk, calibrate_energy, deglitch, estimate_chi_noise, merge_spectra, pre_edge, xftf
 from ..engines.xafs.kspace import ETOK
 from ..engines.xafs.process import default_ft_kmax
 from ..units import WorkUnit
@@ -100,18 +100,69 @@ def _reference_mu(unit: WorkUnit) -> np.ndarray | None:
     return None
 
 
+def _repeat_rows(unit: WorkUnit, name: str) -> list[np.ndarray] | None:
+    """Rows of a ``<name>_repeats`` (n_repeats, n_max) block with the NaN padding at the end removed."""
+    block = unit.arrays.get(f"{name}_repeats")
+    if block is None:
+        return None
+    block = np.atleast_2d(np.asarray(block, dtype=float))
+    energy = np.atleast_2d(np.asarray(unit.arrays["energy_repeats"], dtype=float))
+    return [row[np.isfinite(e)] for row, e in zip(block, energy)]
+
+
+def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, dict, dict, dict]:
+    """Merge a merge unit's repeats (each calibrated on the reference channel when there is one).
+
+    Returns energy, merged μ, extra arrays (``mu_noise``), summary and diagnostics entries.
+    """
+    energies = _repeat_rows(unit, "energy")
+    mus = _repeat_rows(unit, "mu")
+    if energies is None or mus is None:
+        raise InputError(f"unit {unit.unit_id}: a merge unit needs energy_repeats and mu_repeats")
+    its, irefs = _repeat_rows(unit, "it"), _repeat_rows(unit, "iref")
+    e0_tab = unit.metadata.get("e0")
+    shifts = np.zeros(len(mus))
+    diagnostics: dict[str, Any] = {}
+    if its is not None and irefs is not None and e0_tab is not None and config.get("calibrate", True):
+        for i, (e, it, iref) in enumerate(zip(energies, its, irefs)):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mu_ref = np.log(it / iref)
+            try:
+                shifts[i] = float(calibrate_energy(e, mu_ref, e0_reference=float(e0_tab)).shift)
+            except InputError as exc:
+                diagnostics[f"calibration_error_repeat_{i}"] = str(exc)
+    merged = merge_spectra(energies, mus, shifts=shifts)
+    diagnostics["repeats_excluded"] = {str(k): v for k, v in merged.excluded.items()}
+    summary = {"n_repeats": len(mus), "n_repeats_merged": len(merged.used),
+               "energy_shift": float(np.mean(shifts[merged.used])) if merged.used else 0.0}
+    return np.asarray(merged.energy), np.asarray(merged.mu), {"mu_noise": np.asarray(merged.noise)}, summary, diagnostics
+
+
 @register("xafs.normalize", "spectrum", "1.0")
 def normalize_spectrum(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:
-    """E0, pre/post-edge normalisation, AUTOBK χ(k), χ(R) and χ noise of one spectrum."""
+    """E0, pre/post-edge normalisation, AUTOBK χ(k), χ(R) and χ noise of one spectrum.
+
+    A merge unit (``energy_repeats``, ``mu_repeats`` and optionally ``it_repeats``/``iref_repeats``, one row
+    per repeat, NaN-padded) is first merged: each repeat calibrated on its reference channel, repeats with
+    NaN/inf left out (listed in the diagnostics), the mean taken with a per-point noise (``mu_noise``).
+    """
     _check_config(config)
-    energy = _array(unit, "energy")
-    mu = _array(unit, "mu")
     summary: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {}
+    extra_arrays: dict[str, np.ndarray] = {}
     shift = 0.0
-    mu_ref = _reference_mu(unit)
+    if "mu" not in unit.arrays and "mu_repeats" in unit.arrays:
+        energy, mu, extra_arrays, merge_summary, merge_diag = _merge_repeats(unit, config)
+        summary.update(merge_summary)
+        diagnostics.update(merge_diag)
+        shift = merge_summary["energy_shift"]
+        mu_ref = None
+    else:
+        energy = _array(unit, "energy")
+        mu = _array(unit, "mu")
+        mu_ref = _reference_mu(unit)
     e0_tab = unit.metadata.get("e0")
     if mu_ref is not None and e0_tab is not None and config.get("calibrate", True):
         try:
@@ -146,6 +197,7 @@ def normalize_spectrum(
     }
     if glitch is not None:
         arrays["glitch"] = glitch
+    arrays.update(extra_arrays)
     dims = {name: ("energy",) for name in arrays}
     params: dict[str, Any] = {"pre_edge": pre.params_used}
 

@@ -1,0 +1,265 @@
+"""Document consumers that assemble work units from bluesky runs and hand them to a sink.
+
+- :class:`SpectrumUnitBuilder` (runs with ``xafs_kind == "spectrum"``, from ``xafs_scan``): one unit per
+  repeat as soon as its last point arrives, and a ``"merge"`` unit with all repeats when the run stops.
+- :class:`MapTileBuilder` (runs with ``xafs_kind == "map"``, from ``mu_xafs_map``): one unit per tile when
+  its full energy stack is in. In ``tile-outer`` order that is after the tile's last energy; in
+  ``energy-outer`` order per-energy planes accumulate and every tile completes with the last energy.
+
+The sink is any callable taking a :class:`~xafs_stream.protocol.UnitEnvelope` (e.g.
+``UnitPublisher.submit``); these callbacks know nothing of sockets or workers. Documents of other runs
+and other streams are ignored. A malformed run (missing metadata keys) is logged and skipped, never
+stopping the scan; errors of the sink propagate (a unit that cannot be queued must not vanish silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..protocol import UnitEnvelope
+from ..units import SPECTRUM, TILE, WorkUnit
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[UnitEnvelope], Any]
+RUN_CONTEXT_KEYS = ("sample", "element", "edge", "e0", "mode", "plan_name", "scan_id", "xafs_kind", "repeats")
+
+
+def _context(start: dict) -> dict:
+    return {k: start[k] for k in RUN_CONTEXT_KEYS if k in start}
+
+
+@dataclass
+class _SpectrumRun:
+    start: dict
+    energy_key: str
+    channels: dict[str, str]
+    n_points: int
+    repeats: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    emitted: set[int] = field(default_factory=set)
+    last_time: dict[int, float] = field(default_factory=dict)
+    primary: set[str] = field(default_factory=set)
+
+
+class SpectrumUnitBuilder:
+    """Assemble spectrum units (each repeat, then the merge) from an XAFS scan's documents."""
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self._runs: dict[str, _SpectrumRun] = {}
+        self._desc_run: dict[str, str] = {}
+        self.units_emitted = 0
+
+    def __call__(self, name: str, doc: dict) -> None:
+        handler = getattr(self, f"_{name}", None)
+        if handler is not None:
+            handler(doc)
+
+    def _start(self, doc: dict) -> None:
+        if doc.get("xafs_kind") != "spectrum":
+            return
+        try:
+            channels = dict(doc["channels"])
+            run = _SpectrumRun(start=doc, energy_key=doc["energy_key"], channels=channels,
+                               n_points=int(doc["n_points"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("run %s: cannot build spectrum units, start document lacks %s", doc.get("uid"), exc)
+            return
+        if "i0" not in channels or not ({"it", "ifluor"} & set(channels)):
+            log.error("run %s: no i0 and it/ifluor channels in %s; no spectrum units", doc["uid"], channels)
+            return
+        self._runs[doc["uid"]] = run
+
+    def _descriptor(self, doc: dict) -> None:
+        run = self._runs.get(doc.get("run_start"))
+        if run is not None and doc.get("name") == "primary":
+            run.primary.add(doc["uid"])
+            self._desc_run[doc["uid"]] = doc["run_start"]
+
+    def _event(self, doc: dict) -> None:
+        run_uid = self._desc_run.get(doc.get("descriptor"))
+        run = self._runs.get(run_uid) if run_uid else None
+        if run is None:
+            return
+        data = doc["data"]
+        rep = int(data.get("repeat", 0))
+        buf = run.repeats.setdefault(rep, {})
+        try:
+            buf.setdefault("energy", []).append(float(data[run.energy_key]))
+            for channel, key in run.channels.items():
+                buf.setdefault(channel, []).append(float(data[key]))
+        except KeyError as exc:
+            log.error("run %s: event lacks %s; spectrum units for this run stop", run_uid, exc)
+            self._runs.pop(run_uid, None)
+            return
+        run.last_time[rep] = float(doc.get("time", time.time()))
+        for earlier in [r for r in run.repeats if r < rep and r not in run.emitted]:
+            self._emit_repeat(run, earlier, complete=False)
+        if len(buf["energy"]) >= run.n_points and rep not in run.emitted:
+            self._emit_repeat(run, rep, complete=True)
+
+    def _event_page(self, doc: dict) -> None:
+        from event_model import unpack_event_page
+
+        for event in unpack_event_page(doc):
+            self._event(event)
+
+    def _stop(self, doc: dict) -> None:
+        run = self._runs.pop(doc.get("run_start"), None)
+        if run is None:
+            return
+        for rep in sorted(run.repeats):
+            if rep not in run.emitted:
+                self._emit_repeat(run, rep, complete=len(run.repeats[rep]["energy"]) >= run.n_points)
+        if run.repeats:
+            self._emit_merge(run, doc)
+        for desc in list(run.primary):
+            self._desc_run.pop(desc, None)
+
+    def _arrays(self, run: _SpectrumRun, buf: dict[str, list[float]]) -> dict[str, np.ndarray]:
+        arrays = {k: np.asarray(v, dtype=float) for k, v in buf.items()}
+        mode = run.start.get("mode", "transmission")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if mode == "fluorescence" and "ifluor" in arrays:
+                arrays["mu"] = arrays["ifluor"] / arrays["i0"]
+            else:
+                arrays["mu"] = np.log(arrays["i0"] / arrays["it"])
+        return arrays
+
+    def _emit_repeat(self, run: _SpectrumRun, rep: int, *, complete: bool) -> None:
+        run.emitted.add(rep)
+        arrays = self._arrays(run, run.repeats[rep])
+        metadata = {**_context(run.start), "repeat": rep, "complete": complete, "n_points": len(arrays["energy"]),
+                    "n_points_expected": run.n_points, "t_complete": run.last_time.get(rep, time.time())}
+        self._submit(WorkUnit(run.start["uid"], SPECTRUM, rep, arrays, metadata))
+
+    def _emit_merge(self, run: _SpectrumRun, stop: dict) -> None:
+        reps = sorted(run.repeats)
+        per = [self._arrays(run, run.repeats[r]) for r in reps]
+        width = max(len(p["energy"]) for p in per)
+        arrays: dict[str, np.ndarray] = {}
+        for name in per[0]:
+            block = np.full((len(per), width), np.nan)
+            for i, p in enumerate(per):
+                block[i, : len(p[name])] = p[name]
+            arrays[f"{name}_repeats"] = block
+        metadata = {**_context(run.start), "repeats_merged": reps, "exit_status": stop.get("exit_status"),
+                    "n_points_expected": run.n_points, "t_complete": float(stop.get("time", time.time()))}
+        self._submit(WorkUnit(run.start["uid"], SPECTRUM, "merge", arrays, metadata))
+
+    def _submit(self, unit: WorkUnit) -> None:
+        self.sink(UnitEnvelope(unit=unit))
+        self.units_emitted += 1
+
+
+@dataclass
+class _MapRun:
+    start: dict
+    energies: np.ndarray
+    tile_shape: tuple[int, int]
+    n_tile_cols: int
+    image_key: str
+    i0_key: str
+    stacks: dict[int, np.ndarray] = field(default_factory=dict)  # tile -> (n_e, th, tw) OD
+    filled: dict[int, np.ndarray] = field(default_factory=dict)  # tile -> (n_e,) bool
+    i0: dict[int, np.ndarray] = field(default_factory=dict)
+    emitted: set[int] = field(default_factory=set)
+    descriptors: set[str] = field(default_factory=set)
+
+
+class MapTileBuilder:
+    """Assemble tile units (a tile's full energy stack, optical density ln(I0/I)) from a μ-XAFS map run."""
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self._runs: dict[str, _MapRun] = {}
+        self._desc_run: dict[str, str] = {}
+        self.units_emitted = 0
+
+    def __call__(self, name: str, doc: dict) -> None:
+        handler = getattr(self, f"_{name}", None)
+        if handler is not None:
+            handler(doc)
+
+    def _start(self, doc: dict) -> None:
+        if doc.get("xafs_kind") != "map":
+            return
+        try:
+            run = _MapRun(start=doc, energies=np.asarray(doc["energies"], float),
+                          tile_shape=(int(doc["tile_ny"]), int(doc["tile_nx"])), n_tile_cols=int(doc["n_tile_cols"]),
+                          image_key=doc["image_key"], i0_key=doc["i0_key"])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("run %s: cannot build tile units, start document lacks %s", doc.get("uid"), exc)
+            return
+        self._runs[doc["uid"]] = run
+
+    def _descriptor(self, doc: dict) -> None:
+        run = self._runs.get(doc.get("run_start"))
+        if run is not None and doc.get("name") == "primary":
+            run.descriptors.add(doc["uid"])
+            self._desc_run[doc["uid"]] = doc["run_start"]
+
+    def _event(self, doc: dict) -> None:
+        run_uid = self._desc_run.get(doc.get("descriptor"))
+        run = self._runs.get(run_uid) if run_uid else None
+        if run is None:
+            return
+        data = doc["data"]
+        try:
+            tile = int(data["tile_index"])
+            e_idx = int(data["energy_index"])
+            image = np.asarray(data[run.image_key], dtype=float)
+            i0 = float(data[run.i0_key])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("run %s: map event lacks %s; skipped", run_uid, exc)
+            return
+        n_e = len(run.energies)
+        if image.shape != run.tile_shape or not 0 <= e_idx < n_e:
+            log.error("run %s: event image %s / energy index %d do not fit the map", run_uid, image.shape, e_idx)
+            return
+        if tile not in run.stacks:
+            run.stacks[tile] = np.full((n_e, *run.tile_shape), np.nan, dtype=np.float32)
+            run.filled[tile] = np.zeros(n_e, bool)
+            run.i0[tile] = np.full(n_e, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            run.stacks[tile][e_idx] = np.log(i0 / image)
+        run.i0[tile][e_idx] = i0
+        run.filled[tile][e_idx] = True
+        if run.filled[tile].all() and tile not in run.emitted:
+            self._emit(run, tile, float(doc.get("time", time.time())), complete=True)
+
+    def _event_page(self, doc: dict) -> None:
+        from event_model import unpack_event_page
+
+        for event in unpack_event_page(doc):
+            self._event(event)
+
+    def _stop(self, doc: dict) -> None:
+        run = self._runs.pop(doc.get("run_start"), None)
+        if run is None:
+            return
+        for tile in sorted(run.stacks):
+            if tile not in run.emitted:
+                self._emit(run, tile, float(doc.get("time", time.time())), complete=False)
+        for desc in run.descriptors:
+            self._desc_run.pop(desc, None)
+
+    def _emit(self, run: _MapRun, tile: int, t_complete: float, *, complete: bool) -> None:
+        run.emitted.add(tile)
+        th, tw = run.tile_shape
+        row, col = divmod(tile, run.n_tile_cols)
+        start = run.start
+        metadata = {**_context(start), "tile_row": row, "tile_col": col, "y0": row * th, "x0": col * tw,
+                    "map_ny": int(start["map_ny"]), "map_nx": int(start["map_nx"]), "n_tiles": int(start["n_tiles"]),
+                    "order": start.get("order"), "complete": complete, "t_complete": t_complete}
+        arrays = {"energy": run.energies.copy(), "stack": run.stacks.pop(tile), "i0": run.i0.pop(tile)}
+        run.filled.pop(tile, None)
+        unit = WorkUnit(start["uid"], TILE, tile, arrays, metadata)
+        self.sink(UnitEnvelope(unit=unit, affinity=f"map:{start['uid']}"))
+        self.units_emitted += 1

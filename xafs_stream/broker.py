@@ -1,0 +1,403 @@
+"""The unit broker: producers submit units, workers take them with credit-based flow control.
+
+Pattern: two ROUTER sockets (ZeroMQ guide, "reliable request-reply": the Paranoid Pirate queue with
+heartbeats, plus a Titanic-style disk store):
+
+- **frontend** (producers, DEALER): ``SUBMIT`` → the unit is validated, written to the durable store
+  (:class:`~xafs_stream.spool.DiskSpool`) and only then acknowledged (``ACK``). When the store holds
+  ``max_pending`` units or ``max_pending_bytes``, the broker answers ``BUSY`` and the producer keeps the
+  unit in its own disk outbox: back-pressure, never unbounded memory. Malformed messages get ``REJECT``
+  with the reason, are logged and counted; the broker carries on.
+- **backend** (workers, DEALER): a worker announces ``READY`` with a credit (how many units it may hold);
+  the broker sends ``UNIT`` while the worker has credit, least-loaded worker first; ``DONE`` returns a
+  credit and deletes the unit from the store. Units with an ``affinity`` key (all tiles of one map) go to
+  the same worker while it lives, so a map has one owner.
+- **reliability**: both sides heartbeat. A worker silent for ``worker_timeout_s`` is expired and its units
+  are redelivered; a unit in flight longer than ``unit_timeout_s`` is redelivered to another worker too
+  (results are idempotent, so a late duplicate does no harm). After ``max_attempts`` deliveries the unit
+  is sent once more marked *poisoned*: the worker records an error result instead of running it.
+  On restart the broker reloads every stored unit: a broker crash loses nothing.
+
+The broker holds no unit payloads in memory between events: they are read back from disk to dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import protocol as P
+from .spool import DiskSpool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BrokerConfig:
+    """Broker settings (times in s, sizes in bytes)."""
+
+    frontend: str = "tcp://127.0.0.1:5560"
+    backend: str = "tcp://127.0.0.1:5561"
+    store_dir: str = "xafs-data/broker"
+    heartbeat_s: float = 1.0
+    worker_timeout_s: float = 5.0
+    unit_timeout_s: float = 300.0
+    max_attempts: int = 3
+    max_pending: int = 100_000
+    max_pending_bytes: int = 8 << 30
+    max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
+    fsync: bool = False
+
+
+@dataclass
+class _Pending:
+    unit_id: str
+    affinity: str | None
+    attempt: int
+    size: int
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Worker:
+    identity: bytes
+    credit: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+    inflight: dict[str, float] = field(default_factory=dict)  # unit id -> sent time
+    info: dict[str, Any] = field(default_factory=dict)
+    done: int = 0
+
+
+class Broker:
+    """The broker's state machine and event loop (run it with :meth:`run`, stop with :meth:`stop`)."""
+
+    def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None):
+        self.config = config
+        self.ctx = context or zmq.Context.instance()
+        self.store = DiskSpool(Path(config.store_dir), fsync=config.fsync)
+        self.pending: OrderedDict[str, _Pending] = OrderedDict()
+        self.inflight: dict[str, tuple[bytes, float]] = {}  # unit id -> (worker identity, sent time)
+        self.attempts: dict[str, int] = {}
+        self.workers: dict[bytes, _Worker] = {}
+        self.owners: dict[str, bytes] = {}  # affinity key -> worker identity
+        self.stats: dict[str, int] = {k: 0 for k in (
+            "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned",
+            "workers_expired", "late_done")}
+        self.rejections: list[str] = []
+        self._running = False
+        for key in self.store.keys():
+            try:
+                header = P.peek_header(self.store.get(key)[:1])
+            except (P.ProtocolError, KeyError) as exc:
+                log.error("stored unit %s unreadable (%s); left on disk", key, exc)
+                continue
+            self.pending[key] = _Pending(key, header.get("affinity"), int(header.get("attempt", 0)),
+                                         self.store._sizes.get(key, 0))
+            self.attempts[key] = int(header.get("attempt", 0))
+        if self.pending:
+            log.info("broker restored %d stored units from %s", len(self.pending), config.store_dir)
+        self.frontend = self.ctx.socket(zmq.ROUTER)
+        self.backend = self.ctx.socket(zmq.ROUTER)
+        for sock in (self.frontend, self.backend):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.RCVHWM, 10_000)
+            sock.setsockopt(zmq.SNDHWM, 10_000)
+        # a peer that sends a frame above the limit is disconnected by libzmq before we see it
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + P.MAX_HEADER_BYTES)
+        self.frontend_address = _bind(self.frontend, config.frontend)
+        self.backend_address = _bind(self.backend, config.backend)
+        log.info("broker frontend %s backend %s", self.frontend_address, self.backend_address)
+
+    # -- public ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve until :meth:`stop` (or SIGTERM when running as the main program)."""
+        self._running = True
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        next_beat = time.monotonic()
+        while self._running:
+            timeout_ms = max(0, int(1000 * (next_beat - time.monotonic())))
+            events = dict(poller.poll(min(timeout_ms, 200)))
+            if self.frontend in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_frontend(frames)
+            if self.backend in events:
+                for _ in range(1000):
+                    try:
+                        frames = self.backend.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_backend(frames)
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat(now)
+                self._expire(now)
+                next_beat = now + self.config.heartbeat_s
+            self._dispatch()
+        self.close()
+
+    def stop(self) -> None:
+        self._running = False
+
+    def close(self) -> None:
+        for sock in (self.frontend, self.backend):
+            if not sock.closed:
+                sock.close(0)
+
+    def status(self) -> dict[str, Any]:
+        """Counts and per-worker state (JSON-able)."""
+        now = time.monotonic()
+        return {
+            "pending": len(self.pending),
+            "inflight": len(self.inflight),
+            "stored": len(self.store),
+            "stored_bytes": self.store.total_bytes,
+            "workers": [
+                {"id": w.identity.decode(errors="replace"), "credit": w.credit, "inflight": len(w.inflight),
+                 "done": w.done, "idle_s": round(now - w.last_seen, 2), **w.info}
+                for w in self.workers.values()
+            ],
+            "stats": dict(self.stats),
+            "recent_rejections": self.rejections[-10:],
+        }
+
+    # -- frontend -------------------------------------------------------------------------------
+    def _on_frontend(self, frames: list) -> None:
+        identity = frames[0].bytes
+        try:
+            command, body = P.split_envelope(frames[1:])
+        except P.ProtocolError as exc:
+            return self._reject(identity, "", str(exc))
+        if command == P.STATUS:
+            return self._send(self.frontend, identity, P.STATUS, P.dumps(self.status()))
+        if command != P.SUBMIT:
+            return self._reject(identity, "", f"command {command.decode()} not accepted on the frontend")
+        unit_id = ""
+        try:
+            header = P.peek_header(body)
+            unit_id = str(header.get("unit_id", ""))
+            P.decode_unit(body, max_bytes=self.config.max_message_bytes)
+        except P.ProtocolError as exc:
+            return self._reject(identity, unit_id, str(exc))
+        if unit_id in self.pending or unit_id in self.inflight:
+            self.stats["duplicates"] += 1  # a resend after a lost ACK: already stored
+            return self._send(self.frontend, identity, P.ACK, unit_id.encode())
+        size = sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in body)
+        if len(self.store) >= self.config.max_pending or self.store.total_bytes + size > self.config.max_pending_bytes:
+            self.stats["busy"] += 1
+            return self._send(self.frontend, identity, P.BUSY, unit_id.encode())
+        self.store.put(unit_id, body)
+        self.pending[unit_id] = _Pending(unit_id, header.get("affinity"), 0, size)
+        self.attempts[unit_id] = 0
+        self.stats["submitted"] += 1
+        self._send(self.frontend, identity, P.ACK, unit_id.encode())
+
+    def _reject(self, identity: bytes, unit_id: str, reason: str) -> None:
+        self.stats["rejected"] += 1
+        msg = f"rejected message from {identity!r}: {reason}"
+        log.warning(msg)
+        self.rejections.append(msg)
+        self.rejections = self.rejections[-100:]
+        self._send(self.frontend, identity, P.REJECT, P.dumps({"unit_id": unit_id, "reason": reason}))
+
+    # -- backend --------------------------------------------------------------------------------
+    def _on_backend(self, frames: list) -> None:
+        identity = frames[0].bytes
+        try:
+            command, body = P.split_envelope(frames[1:])
+        except P.ProtocolError as exc:
+            self.stats["rejected"] += 1
+            log.warning("bad message from worker %r: %s", identity, exc)
+            return
+        worker = self.workers.get(identity)
+        if command == P.READY:
+            try:
+                info = P.loads(body[0].bytes if body else b"{}", "READY body")
+                credit = int(info.get("credit", 1))
+            except (P.ProtocolError, AttributeError, TypeError, ValueError) as exc:
+                log.warning("bad READY from %r: %s", identity, exc)
+                return
+            if worker is None:
+                worker = self.workers[identity] = _Worker(identity)
+                log.info("worker %s joined (credit %d)", identity.decode(errors="replace"), credit)
+            worker.credit = max(0, credit - len(worker.inflight))
+            worker.info = {k: info[k] for k in ("worker", "host", "pid") if k in info}
+            worker.last_seen = time.monotonic()
+            return
+        if worker is None:
+            # unknown worker (we restarted, or it was expired): ask it to introduce itself again
+            self._send(self.backend, identity, P.READY, b"{}")
+            if command == P.DONE:
+                self._on_done(None, body)
+            return
+        worker.last_seen = time.monotonic()
+        if command == P.HEARTBEAT:
+            return
+        if command == P.DONE:
+            self._on_done(worker, body)
+            return
+        if command == P.BYE:
+            self._remove_worker(identity, reason="said goodbye")
+            return
+        log.warning("unexpected %s from worker %r", command.decode(), identity)
+
+    def _on_done(self, worker: _Worker | None, body: list) -> None:
+        try:
+            info = P.loads(body[0].bytes if body else b"", "DONE body")
+            unit_id = str(info["unit_id"])
+        except (P.ProtocolError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("bad DONE: %s", exc)
+            return
+        if worker is not None:
+            if unit_id in worker.inflight:
+                del worker.inflight[unit_id]
+                worker.credit += 1
+            worker.done += 1
+        known = unit_id in self.inflight or unit_id in self.pending
+        if not known:
+            self.stats["late_done"] += 1
+        self.inflight.pop(unit_id, None)
+        self.pending.pop(unit_id, None)
+        self.attempts.pop(unit_id, None)
+        self.store.remove(unit_id)
+        if known:
+            self.stats["done"] += 1
+
+    # -- dispatch and reliability -------------------------------------------------------------
+    def _choose_worker(self, item: _Pending) -> _Worker | None:
+        if item.affinity is not None:
+            owner = self.workers.get(self.owners.get(item.affinity, b""))
+            if owner is not None:
+                return owner if owner.credit > 0 else None
+        candidates = [w for w in self.workers.values() if w.credit > 0]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda w: (len(w.inflight), -w.credit))
+        if item.affinity is not None:
+            self.owners[item.affinity] = best.identity
+        return best
+
+    def _dispatch(self) -> None:
+        if not self.pending or not any(w.credit > 0 for w in self.workers.values()):
+            return
+        for unit_id in list(self.pending):
+            if not any(w.credit > 0 for w in self.workers.values()):
+                break
+            item = self.pending[unit_id]
+            worker = self._choose_worker(item)
+            if worker is None:
+                continue
+            try:
+                body = self.store.get(unit_id)
+            except KeyError:
+                self.pending.pop(unit_id, None)
+                continue
+            attempt = self.attempts.get(unit_id, 0)
+            if attempt > 0:
+                header = P.loads(body[0], "stored header")
+                header["attempt"] = attempt
+                if attempt >= self.config.max_attempts:
+                    header["poisoned"] = True
+                    header["poison_reason"] = (
+                        f"unit was delivered {attempt} times and no worker finished it (worker died or timed out)"
+                    )
+                    self.stats["poisoned"] += 1
+                body = [P.dumps(header), *body[1:]]
+            try:
+                self.backend.send_multipart([worker.identity, P.PROTOCOL, P.UNIT, *body], copy=False)
+            except zmq.ZMQError as exc:  # worker vanished (ROUTER_MANDATORY): forget it, keep the unit
+                log.warning("cannot send to worker %r: %s", worker.identity, exc)
+                self._remove_worker(worker.identity, reason="unreachable")
+                continue
+            now = time.monotonic()
+            del self.pending[unit_id]
+            self.inflight[unit_id] = (worker.identity, now)
+            worker.inflight[unit_id] = now
+            worker.credit -= 1
+            self.stats["dispatched"] += 1
+
+    def _requeue(self, unit_id: str, reason: str) -> None:
+        self.inflight.pop(unit_id, None)
+        if unit_id not in self.store:
+            return
+        self.attempts[unit_id] = self.attempts.get(unit_id, 0) + 1
+        header_affinity = None
+        try:
+            header_affinity = P.loads(self.store.get(unit_id)[0], "stored header").get("affinity")
+        except (KeyError, P.ProtocolError):
+            pass
+        # redelivered units go to the front: they are the oldest work
+        self.pending[unit_id] = _Pending(unit_id, header_affinity, self.attempts[unit_id], 0)
+        self.pending.move_to_end(unit_id, last=False)
+        self.stats["redelivered"] += 1
+        log.warning("redelivering %s (%s)", unit_id, reason)
+
+    def _remove_worker(self, identity: bytes, *, reason: str) -> None:
+        worker = self.workers.pop(identity, None)
+        if worker is None:
+            return
+        log.warning("worker %s removed: %s; %d unit(s) redelivered", identity.decode(errors="replace"), reason,
+                    len(worker.inflight))
+        for unit_id in list(worker.inflight):
+            if self.inflight.get(unit_id, (None,))[0] == identity:
+                self._requeue(unit_id, f"worker {identity.decode(errors='replace')} {reason}")
+        for key in [k for k, v in self.owners.items() if v == identity]:
+            del self.owners[key]
+
+    def _heartbeat(self, now: float) -> None:
+        for identity in list(self.workers):
+            self._send(self.backend, identity, P.HEARTBEAT, b"")
+
+    def _expire(self, now: float) -> None:
+        for identity, worker in list(self.workers.items()):
+            if now - worker.last_seen > self.config.worker_timeout_s:
+                self.stats["workers_expired"] += 1
+                self._remove_worker(identity, reason=f"silent for {now - worker.last_seen:.1f} s")
+        for unit_id, (identity, sent) in list(self.inflight.items()):
+            if now - sent > self.config.unit_timeout_s:
+                self._requeue(unit_id, f"in flight for more than {self.config.unit_timeout_s:.0f} s")
+
+    def _send(self, sock: zmq.Socket, identity: bytes, command: bytes, body: bytes) -> None:
+        try:
+            sock.send_multipart([identity, P.PROTOCOL, command, body], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone or its queue full: nothing to do but log
+            log.debug("send %s to %r failed: %s", command, identity, exc)
+
+
+def _bind(sock: zmq.Socket, address: str) -> str:
+    """Bind, supporting ``tcp://host:0`` for a random port; returns the address actually bound."""
+    if address.endswith(":0") or address.endswith(":*"):
+        base = address.rsplit(":", 1)[0]
+        port = sock.bind_to_random_port(base)
+        return f"{base}:{port}"
+    sock.bind(address)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def run_broker(config: BrokerConfig, *, ready_file: str | None = None) -> None:
+    """Run a broker in this process until SIGTERM/SIGINT. ``ready_file`` gets the bound addresses (JSON)."""
+    broker = Broker(config)
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    signal.signal(signal.SIGINT, lambda *_: broker.stop())
+    if ready_file:
+        tmp = ready_file + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(P.dumps({"frontend": broker.frontend_address, "backend": broker.backend_address,
+                              "pid": os.getpid(), "host": socket.gethostname()}))
+        os.replace(tmp, ready_file)
+    broker.run()

@@ -1,0 +1,183 @@
+"""Producer side of the transport: hand units to the broker without blocking, never dropping any.
+
+:meth:`UnitPublisher.submit` writes the encoded unit to a local disk outbox and returns (a file write:
+well under a millisecond for a spectrum). A background thread sends outbox units to the broker with at
+most ``window`` unacknowledged at a time and deletes each only when the broker's ``ACK`` says it is
+stored durably. If the broker is absent, slow or answers ``BUSY``, units wait in the outbox (on disk, so
+memory stays bounded) and are sent later; a restart of the producer resends what is left. Units the
+broker ``REJECT``s are moved to ``outbox/rejected`` with the reason, for inspection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import zmq
+
+from . import protocol as P
+from .spool import DiskSpool
+
+log = logging.getLogger(__name__)
+
+
+class UnitPublisher:
+    """Send work units to a broker's frontend.
+
+    Parameters
+    ----------
+    address : broker frontend, e.g. ``tcp://127.0.0.1:5560``
+    outbox_dir : durable local spool
+    window : units sent but not yet acknowledged, at most
+    ack_timeout_s : resend (after reconnecting) when no answer comes within this time
+    """
+
+    def __init__(self, address: str, outbox_dir: str | Path, *, window: int = 16, ack_timeout_s: float = 5.0,
+                 context: zmq.Context | None = None):
+        self.address = address
+        self.outbox = DiskSpool(outbox_dir)
+        self.rejected_dir = Path(outbox_dir) / "rejected"
+        self.window = int(window)
+        self.ack_timeout_s = float(ack_timeout_s)
+        self.ctx = context or zmq.Context.instance()
+        self.stats = {"submitted": 0, "acked": 0, "busy": 0, "rejected": 0, "resent": 0}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="UnitPublisher", daemon=True)
+        self._thread.start()
+
+    def submit(self, envelope: P.UnitEnvelope) -> str:
+        """Queue a unit durably; returns its id. Safe to call from the RunEngine thread."""
+        frames = P.encode_unit(envelope, P.SUBMIT)[2:]
+        self.outbox.put(envelope.unit_id, frames)
+        self.stats["submitted"] += 1
+        self._idle.clear()
+        self._wake.set()
+        return envelope.unit_id
+
+    def __len__(self) -> int:
+        """Units not yet acknowledged by the broker."""
+        return len(self.outbox)
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the broker acknowledged everything submitted; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.outbox) and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.01)
+        return len(self.outbox) == 0
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Try to deliver what is queued for up to ``timeout_s``, then stop (the rest stays on disk)."""
+        self.flush(timeout_s)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout_s + 2)
+
+    # -- background thread ---------------------------------------------------------------------
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, f"pub-{uuid.uuid4().hex[:12]}".encode())
+        sock.connect(self.address)
+        return sock
+
+    def _loop(self) -> None:
+        sock = self._connect()
+        in_flight: dict[str, float] = {}  # unit id -> sent time
+        backoff_until = 0.0
+        backoff = 0.1
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= backoff_until:
+                for unit_id in self.outbox.keys():
+                    if len(in_flight) >= self.window:
+                        break
+                    if unit_id in in_flight:
+                        continue
+                    try:
+                        frames = self.outbox.get(unit_id)
+                    except KeyError:
+                        continue
+                    sock.send_multipart([P.PROTOCOL, P.SUBMIT, *frames], copy=False)
+                    in_flight[unit_id] = time.monotonic()
+            events = dict(poller.poll(50 if in_flight else 200))
+            if sock in events:
+                while True:
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._on_reply(frames, in_flight)
+                    if frames[1:2] == [P.BUSY]:
+                        backoff_until = time.monotonic() + backoff
+                        backoff = min(backoff * 2, 2.0)
+                    elif frames[1:2] == [P.ACK]:
+                        backoff = 0.1
+            stale = [u for u, t in in_flight.items() if time.monotonic() - t > self.ack_timeout_s]
+            if stale:
+                # no answer: the broker may have restarted; a fresh socket drops stale replies
+                log.info("no ACK for %d unit(s) in %.0f s: reconnecting to %s", len(stale), self.ack_timeout_s,
+                         self.address)
+                poller.unregister(sock)
+                sock.close(0)
+                sock = self._connect()
+                poller.register(sock, zmq.POLLIN)
+                self.stats["resent"] += len(in_flight)
+                in_flight.clear()
+            if not in_flight and not len(self.outbox):
+                self._idle.set()
+                self._wake.wait(0.2)
+                self._wake.clear()
+        sock.close(0)
+
+    def _on_reply(self, frames: list, in_flight: dict[str, float]) -> None:
+        try:
+            command, body = P.split_envelope(frames)
+        except P.ProtocolError as exc:
+            log.warning("bad reply from broker: %s", exc)
+            return
+        if command == P.ACK:
+            unit_id = body[0].decode() if body else ""
+            in_flight.pop(unit_id, None)
+            self.outbox.remove(unit_id)
+            self.stats["acked"] += 1
+        elif command == P.BUSY:
+            unit_id = body[0].decode() if body else ""
+            in_flight.pop(unit_id, None)
+            self.stats["busy"] += 1
+        elif command == P.REJECT:
+            info = P.loads(body[0]) if body else {}
+            unit_id = info.get("unit_id", "")
+            in_flight.pop(unit_id, None)
+            log.error("broker rejected unit %s: %s", unit_id, info.get("reason"))
+            self.stats["rejected"] += 1
+            if unit_id in self.outbox:
+                self._keep_rejected(unit_id, info.get("reason", ""))
+
+    def _keep_rejected(self, unit_id: str, reason: str) -> None:
+        frames = self.outbox.get(unit_id)
+        DiskSpool(self.rejected_dir).put(unit_id, [P.dumps({"reason": reason}), *frames])
+        self.outbox.remove(unit_id)
+
+
+def broker_status(address: str, *, timeout_s: float = 2.0, context: zmq.Context | None = None) -> dict:
+    """Ask a broker frontend for its status (JSON); ``TimeoutError`` if it does not answer."""
+    ctx = context or zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(address)
+        sock.send_multipart([P.PROTOCOL, P.STATUS])
+        if not sock.poll(int(timeout_s * 1000)):
+            raise TimeoutError(f"broker at {address} did not answer within {timeout_s} s")
+        command, body = P.split_envelope(sock.recv_multipart())
+        return P.loads(body[0], "status")
+    finally:
+        sock.close(0)
