@@ -5,3 +5,10 @@ ZeroMQ broker and workers â†’ pure analysis engines (``xafs_stream.engines``) â†
 """
 
 __version__ = "0.1.0"
+
+
+def subscribe(RE, config=None, **kwargs):
+    """Attach xafs-stream's live callbacks to a RunEngine (see :func:`xafs_stream.service.subscribe`)."""
+    from .service import subscribe as _subscribe
+
+    return _subscribe(RE, config, **kwargs)

@@ -45,6 +45,7 @@ class Worker:
     credit : units this worker may hold at once (1 processing + prefetch)
     heartbeat_s, broker_timeout_s : liveness settings (must match the broker's)
     post_process : optional hook ``(envelope, records) -> extra records`` (map owners use it)
+    enabled : run only these analyses (and what they require); None: every registered analysis
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class Worker:
         broker_timeout_s: float = 5.0,
         max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES,
         post_process: Callable[[P.UnitEnvelope, list[ResultRecord]], list[ResultRecord]] | None = None,
+        enabled: list[str] | None = None,
         context: zmq.Context | None = None,
     ):
         self.address = address
@@ -72,6 +74,7 @@ class Worker:
         self.broker_timeout_s = broker_timeout_s
         self.max_message_bytes = max_message_bytes
         self.post_process = post_process
+        self.enabled = list(enabled) if enabled else None
         self.ctx = context or zmq.Context.instance()
         self.stats = {"units": 0, "records": 0, "errors": 0, "bad_messages": 0, "store_retries": 0, "reconnects": 0}
         self._todo: queue.Queue = queue.Queue()
@@ -195,6 +198,9 @@ class Worker:
 
     def handle(self, envelope: P.UnitEnvelope) -> list[ResultRecord]:
         """Analyse one unit and store its records (retrying until stored). Returns the records."""
+        if self.enabled is not None:
+            wanted = set(self.enabled) if envelope.analyses is None else set(envelope.analyses) & set(self.enabled)
+            envelope.analyses = sorted(wanted) or ["__none__"]
         records = process_unit(envelope, self.registry, self.config, worker=self.name)
         if self.post_process is not None:
             records = records + self.post_process(envelope, records)
@@ -210,6 +216,7 @@ class Worker:
 
     def _store(self, record: ResultRecord) -> None:
         delay = 0.5
+        refused = 0
         while True:
             try:
                 self.store.write(record)
@@ -227,9 +234,13 @@ class Worker:
                     record.result = None
                     continue
                 else:
-                    self.stats["store_retries"] += 1
+                    refused += 1
                     log.error("%s: storing error record %s/%s failed: %s", self.name, record.unit_id,
                               record.analysis, exc)
+                    if refused >= 3:  # Tiled answers but refuses: do not block the worker forever
+                        self.stats["store_failed"] = self.stats.get("store_failed", 0) + 1
+                        log.critical("%s: giving up on storing %s/%s", self.name, record.unit_id, record.analysis)
+                        return
                 if self._stop.wait(delay):
                     raise RuntimeError("worker stopped before the result was stored") from exc
                 delay = min(delay * 2, 10.0)

@@ -1,0 +1,87 @@
+"""End to end with real parts: RunEngine → callbacks → ZeroMQ broker process → worker processes → Tiled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xafs_stream.config import load_config
+from xafs_stream.plans import mu_xafs_map, xafs_scan
+from xafs_stream.service import Service, subscribe
+from xafs_stream.simulated_devices.phantom import default_map_energies
+from xafs_stream.storage.results import RESULTS_ROOT, read_arrays
+
+FAST_ANALYSES = "xafs.normalize,xafs.normalize_tile,imaging.features"
+
+
+def make_config(data_dir, **sections):
+    overrides = {
+        "service": {"data_dir": str(data_dir), "workers": 2, "reconcile_recent": 0},
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
+                   "worker_timeout_s": 3.0},
+        "worker": {"analyses": FAST_ANALYSES},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    return load_config(overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    svc = Service(make_config(tmp_path_factory.mktemp("svc"))).start(reconcile=False)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def session(service, RE):
+    s = subscribe(RE, service.config, tiled_client=service.tiled.client, frontend=service.frontend)
+    yield s
+    s.close()
+
+
+def results_of(client, uid):
+    return client[RESULTS_ROOT][uid]
+
+
+def test_spectra_end_to_end(service, session, RE, beamline, collect):
+    RE(xafs_scan([beamline.scaler], beamline.dcm, element="Cu", sample="Cu", repeats=2, dwell_s=0.5))
+    session.flush()
+    assert service.wait_idle(120, publisher=session.publisher)
+    uid = collect[0][1]["uid"]
+    run = results_of(service.tiled.client, uid)
+    assert sorted(run["xafs_normalize"]) == ["merge", "repeat_0", "repeat_1"]
+    for key in ("repeat_0", "repeat_1", "merge"):
+        md = run["xafs_normalize"][key].metadata
+        assert md["status"] == "ok", md["error"]
+        assert abs(md["summary"]["e0"] - 8979.0) < 1.0
+    # the run node carries the merged spectrum's numbers for queries
+    assert run.metadata["sample"] == "Cu"
+    assert abs(run.metadata["summary"]["e0"] - 8979.0) < 1.0
+    arrays = read_arrays(run["xafs_normalize"]["merge"])
+    assert arrays["norm"].shape == arrays["energy"].shape
+    assert np.nanmax(arrays["norm"]) > 0.9
+    from tiled.queries import Key
+
+    found = service.tiled.client[RESULTS_ROOT].search(Key("sample") == "Cu").search(Key("summary.e0") > 8978)
+    assert uid in list(found)
+
+
+@pytest.mark.parametrize("order", ["tile-outer", "energy-outer"])
+def test_map_tiles_end_to_end(service, session, RE, beamline, collect, order):
+    energies = list(default_map_energies(30))
+    RE(mu_xafs_map(beamline.mapdet, beamline.dcm, beamline.stage, energies, n_tile_rows=2, n_tile_cols=2,
+                   element="Fe", sample="phantom", order=order))
+    session.flush()
+    assert service.wait_idle(180, publisher=session.publisher)
+    uid = collect[0][1]["uid"]
+    run = results_of(service.tiled.client, uid)
+    for analysis in ("xafs_normalize_tile", "imaging_features"):
+        tiles = sorted(run[analysis])
+        assert tiles == [f"tile_{i}" for i in range(4)], analysis
+        assert all(run[analysis][t].metadata["status"] == "ok" for t in tiles)
+    md = run["imaging_map"]["map"].metadata
+    assert md["status"] == "ok", md["error"]
+    assert md["summary"]["imaging"]["n_tiles_done"] == 4
+    maps = read_arrays(run["imaging_map"]["map"])
+    assert maps["labels"].shape == (32, 32)

@@ -1,0 +1,57 @@
+"""``xafs-stream worker --connect ADDR``: an analysis worker process (local or on another host)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+from .common import add_service_options, config_from_args
+from .errors import CliError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run an analysis worker connected to a broker")
+    p.add_argument("--connect", help="broker backend address (default: [broker] backend)")
+    add_service_options(p, broker=False)
+    p.add_argument("--credit", type=int, help="units held at once (default: [worker] credit)")
+    p.add_argument("--name", help="worker name (default: host-pid-random)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analyses import default_registry
+    from ..mapowner import MapOwner
+    from ..service import API_KEY_ENV
+    from ..storage.results import ResultStore
+    from ..storage.tiled_server import connect_tiled
+    from ..worker import Worker
+
+    cfg = config_from_args(args)
+    if not cfg.tiled.uri:
+        raise CliError("worker needs --tiled-uri (or [tiled] uri): workers write results to an existing Tiled")
+    api_key = cfg.tiled.api_key or os.environ.get(API_KEY_ENV) or None
+    try:
+        tiled = connect_tiled(cfg.tiled.uri, api_key=api_key)
+    except ConnectionError as exc:
+        raise CliError(str(exc)) from None
+    store = ResultStore(tiled.client)
+    import importlib
+
+    registry = default_registry()
+    for module in cfg.worker.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CliError(f"analysis plugin {module!r} cannot be imported: {exc}") from None
+    owner = MapOwner(store, cfg.analysis)
+    worker = Worker(
+        args.connect or cfg.broker.backend, store, registry, cfg.analysis, name=args.name,
+        credit=args.credit or cfg.worker.credit, heartbeat_s=cfg.broker.heartbeat_s,
+        broker_timeout_s=cfg.broker.worker_timeout_s, max_message_bytes=cfg.broker.max_message_bytes,
+        post_process=owner.post_process, enabled=cfg.worker.analyses or None,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    return 0

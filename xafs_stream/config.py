@@ -1,0 +1,215 @@
+"""Service configuration: one TOML file, overridden by environment variables, overridden by CLI options.
+
+Defaults run everything on this machine (embedded SQLite Tiled under ``data_dir``, broker on loopback).
+A larger deployment only changes configuration: ``[tiled] uri`` points at a ``tiled serve`` (e.g.
+PostgreSQL-backed) server, ``[broker]`` binds on ``tcp://*:5560``/``5561`` and workers on other hosts run
+``xafs-stream worker --connect tcp://broker-host:5561``.
+
+Example ``xafs-stream.toml``::
+
+    [service]
+    data_dir = "/data/xafs"
+    workers = 4
+
+    [tiled]
+    uri = "http://tiled.beamline:8000/api/v1"     # empty: embedded server
+    api_key = ""                                   # or XAFS_STREAM_TILED_API_KEY
+
+    [broker]
+    frontend = "tcp://127.0.0.1:5560"
+    backend = "tcp://127.0.0.1:5561"
+
+    [analysis."xafs.normalize"]
+    kweight = 2
+
+    [analysis.spm.paths]
+    Cu = "packaged:cu_fcc_a3.615_feff6l"
+
+Environment: ``XAFS_STREAM_<SECTION>_<KEY>`` (e.g. ``XAFS_STREAM_TILED_URI``, ``XAFS_STREAM_SERVICE_WORKERS``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "XAFS_STREAM_"
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid (the message names the setting)."""
+
+
+@dataclass
+class ServiceSection:
+    data_dir: str = "xafs-data"
+    workers: int = 2
+    reconcile_recent: int = 20  # on start, fill missing results of this many recent runs
+
+
+@dataclass
+class TiledSection:
+    uri: str = ""  # empty: start the embedded server
+    api_key: str = ""
+    port: int = 0  # embedded server port (0: any free port)
+
+
+@dataclass
+class BrokerSection:
+    frontend: str = "tcp://127.0.0.1:5560"
+    backend: str = "tcp://127.0.0.1:5561"
+    heartbeat_s: float = 1.0
+    worker_timeout_s: float = 5.0
+    unit_timeout_s: float = 300.0
+    max_attempts: int = 3
+    max_pending: int = 100_000
+    max_pending_bytes: int = 8 << 30
+    max_message_bytes: int = 1 << 30
+    fsync: bool = False
+
+
+@dataclass
+class WorkerSection:
+    credit: int = 2
+    analyses: list = field(default_factory=list)  # run only these (and what they need); empty: all
+    plugins: list = field(default_factory=list)  # extra modules that register analyses (importable names)
+
+
+@dataclass
+class Config:
+    """The whole configuration. ``analysis`` maps analysis name → settings (plain dict)."""
+
+    service: ServiceSection = field(default_factory=ServiceSection)
+    tiled: TiledSection = field(default_factory=TiledSection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    worker: WorkerSection = field(default_factory=WorkerSection)
+    analysis: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.service.data_dir).expanduser().resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        """The configuration as TOML (for handing to worker processes)."""
+        lines = []
+        for section in ("service", "tiled", "broker", "worker"):
+            lines.append(f"[{section}]")
+            for key, value in asdict(getattr(self, section)).items():
+                lines.append(f"{key} = {_toml_value(value)}")
+            lines.append("")
+        for name, settings in self.analysis.items():
+            lines.extend(_toml_table(f'analysis."{name}"', settings))
+        return "\n".join(lines) + "\n"
+
+
+_SECTIONS = {"service": ServiceSection, "tiled": TiledSection, "broker": BrokerSection, "worker": WorkerSection}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+    lines = [f"[{name}]"]
+    subtables = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            subtables.append((key, value))
+        else:
+            lines.append(f'"{key}" = {_toml_value(value)}')
+    lines.append("")
+    for key, value in subtables:
+        lines.extend(_toml_table(f'{name}."{key}"', value))
+    return lines
+
+
+def _coerce(section: str, key: str, value: Any, typ: type) -> Any:
+    where = f"[{section}] {key}"
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+
+
+def _apply(cfg: Config, section: str, values: dict[str, Any], source: str) -> None:
+    cls = _SECTIONS[section]
+    target = getattr(cfg, section)
+    types = {f.name: f.type for f in fields(cls)}
+    for key, value in values.items():
+        if key not in types:
+            raise ConfigError(f"{source}: unknown setting [{section}] {key}; known: {sorted(types)}")
+        typ = {"int": int, "float": float, "bool": bool, "str": str, "list": list}[
+            types[key] if isinstance(types[key], str) else types[key].__name__]
+        setattr(target, key, _coerce(section, key, value, typ))
+
+
+def load_config(path: str | Path | None = None, *, overrides: dict[str, dict[str, Any]] | None = None,
+                environ: dict[str, str] | None = None) -> Config:
+    """Defaults ← TOML file ← environment ← ``overrides`` (``{"tiled": {"uri": ...}}``, None values ignored)."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path}: {exc}") from None
+        for section, values in data.items():
+            if section == "analysis":
+                if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+                    raise ConfigError(f"{path}: [analysis.<name>] sections must be tables")
+                cfg.analysis = {k: dict(v) for k, v in values.items()}
+            elif section in _SECTIONS:
+                if not isinstance(values, dict):
+                    raise ConfigError(f"{path}: [{section}] must be a table")
+                _apply(cfg, section, values, str(path))
+            else:
+                raise ConfigError(f"{path}: unknown section [{section}]; known: {sorted(_SECTIONS) + ['analysis']}")
+    env = os.environ if environ is None else environ
+    for section in _SECTIONS:
+        prefix = f"{ENV_PREFIX}{section.upper()}_"
+        values = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        if values:
+            _apply(cfg, section, values, "environment")
+    for section, values in (overrides or {}).items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            _apply(cfg, section, values, "command line")
+    if cfg.service.workers < 0:
+        raise ConfigError(f"[service] workers must be >= 0, got {cfg.service.workers}")
+    return cfg

@@ -1,0 +1,102 @@
+"""One owner per μ-XANES map: the worker that receives a map's tiles keeps its live maps.
+
+The broker routes every tile of a map run to one worker (affinity ``map:<run uid>``). That worker's
+:class:`MapOwner` adds each tile's ``imaging.features`` result to the run's
+:class:`~xafs_stream.analyses.imaging.MapAccumulator` and writes the whole-map result
+(``/xafs_results/<run>/imaging_map/map``) in place. If the owner dies, the broker picks a new owner, which
+rebuilds the accumulator from the per-tile feature results already in Tiled (every finished tile stored its
+features before it was acknowledged), so no tile is lost and two workers never write one map at once.
+
+Whole-map writes are throttled to one per ``min_write_interval_s`` (and always on the last tile): a map
+result holds ~20 maps and PNGs, and writing them per tile would dominate the tile time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .protocol import UnitEnvelope
+from .storage.results import RESULTS_ROOT, ResultRecord, node_key, read_arrays
+
+log = logging.getLogger(__name__)
+
+FEATURES = "imaging.features"
+MAP_ANALYSIS = "imaging.map"
+
+
+class MapOwner:
+    """Post-processing hook of a worker: keeps the maps of the runs whose tiles it owns."""
+
+    def __init__(self, store: Any, analysis_config: Mapping[str, Any] | None = None, *,
+                 min_write_interval_s: float = 1.0):
+        self.store = store
+        self.config = dict(analysis_config or {})
+        self.min_write_interval_s = float(min_write_interval_s)
+        self.maps: dict[str, Any] = {}
+        self._last_write: dict[str, float] = {}
+
+    def _accumulator(self, envelope: UnitEnvelope) -> Any:
+        from .analyses.imaging import MapAccumulator
+
+        unit = envelope.unit
+        acc = self.maps.get(unit.run_uid)
+        if acc is None:
+            md = unit.metadata
+            acc = MapAccumulator((int(md["map_ny"]), int(md["map_nx"])), np.asarray(unit.arrays["energy"]),
+                                 self.config.get(FEATURES, {}))
+            self._rebuild(acc, unit.run_uid, skip_index=unit.index)
+            self.maps[unit.run_uid] = acc
+        return acc
+
+    def _rebuild(self, acc: Any, run_uid: str, *, skip_index: Any) -> None:
+        """Add the tiles whose features are already in Tiled (another owner processed them)."""
+        client = getattr(self.store, "client", None)
+        if client is None or RESULTS_ROOT not in client or run_uid not in client[RESULTS_ROOT]:
+            return
+        run = client[RESULTS_ROOT][run_uid]
+        key = node_key(FEATURES)
+        if key not in run:
+            return
+        added = 0
+        for tile_key in run[key]:
+            node = run[key][tile_key]
+            md = node.metadata
+            if md.get("status") != "ok" or md.get("unit_index") == skip_index:
+                continue
+            from .analyses.registry import AnalysisResult
+
+            summary = md.get("summary", {}).get("imaging", {}).get("tile", {})
+            arrays = read_arrays(node)
+            acc.add_tile(int(summary["y0"]), int(summary["x0"]), AnalysisResult(arrays=arrays))
+            added += 1
+        if added:
+            log.info("map %s: took over ownership, rebuilt %d tile(s) from Tiled", run_uid, added)
+
+    def post_process(self, envelope: UnitEnvelope, records: list[ResultRecord]) -> list[ResultRecord]:
+        unit = envelope.unit
+        if unit.kind != "tile":
+            return []
+        features = next((r for r in records if r.analysis == FEATURES), None)
+        if features is None or features.status != "ok":
+            return []
+        base = dict(run_uid=unit.run_uid, unit_id=f"{unit.run_uid}:map:map", kind="map", index="map",
+                    analysis=MAP_ANALYSIS, version="1", unit_metadata=unit.metadata, attempt=envelope.attempt,
+                    worker=features.worker)
+        t0 = time.perf_counter()
+        try:
+            acc = self._accumulator(envelope)
+            result = acc.add_tile(int(unit.metadata["y0"]), int(unit.metadata["x0"]), features.result)
+        except Exception as exc:
+            log.exception("map %s: tile %s could not be added", unit.run_uid, unit.index)
+            return [ResultRecord(**base, status="error", error=f"tile {unit.index}: {type(exc).__name__}: {exc}")]
+        last = len(acc.tiles) >= int(unit.metadata.get("n_tiles", 0))
+        now = time.monotonic()
+        if not last and now - self._last_write.get(unit.run_uid, 0.0) < self.min_write_interval_s:
+            return []
+        self._last_write[unit.run_uid] = now
+        return [ResultRecord(**base, status="ok", result=result, timings={"compute_s": time.perf_counter() - t0})]

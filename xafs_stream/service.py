@@ -1,0 +1,245 @@
+"""Service wiring: Tiled (embedded or remote), the broker and N local worker processes, from one config;
+and :func:`subscribe` to attach the live callbacks to a user's RunEngine.
+
+``xafs-stream serve`` calls :class:`Service`; a beamline's IPython profile calls :func:`subscribe`::
+
+    from xafs_stream import subscribe
+    session = subscribe(RE, "xafs-stream.toml")   # raw runs to Tiled, units to the broker
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config
+from .storage.tiled_server import TiledHandle, connect_tiled, start_embedded_tiled
+
+log = logging.getLogger(__name__)
+API_KEY_ENV = "XAFS_STREAM_TILED_API_KEY"
+
+
+def open_tiled(config: Config) -> TiledHandle:
+    """Connect to ``[tiled] uri`` or start the embedded server under the data directory."""
+    if config.tiled.uri:
+        return connect_tiled(config.tiled.uri, api_key=config.tiled.api_key or None)
+    return start_embedded_tiled(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None)
+
+
+def _python_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xafs_stream.cli.main", *args]
+
+
+@dataclass
+class Service:
+    """Broker + workers (+ embedded Tiled). Use as a context manager or call :meth:`start`/:meth:`stop`."""
+
+    config: Config
+    tiled: TiledHandle | None = None
+    broker_proc: subprocess.Popen | None = None
+    worker_procs: list[subprocess.Popen] = field(default_factory=list)
+    frontend: str = ""
+    backend: str = ""
+    _config_file: str = ""
+    log_dir: Path | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> "Service":
+        return cls(load_config(path, overrides=overrides))
+
+    def start(self, *, reconcile: bool = True) -> "Service":
+        data = self.config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.log_dir = data / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+        self.tiled = open_tiled(self.config)
+        self.start_broker()
+        for i in range(self.config.service.workers):
+            self.start_worker(f"w{i}")
+        if reconcile and self.config.service.reconcile_recent > 0:
+            threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
+        return self
+
+    def _write_config(self) -> str:
+        if not self._config_file:
+            fd, path = tempfile.mkstemp(prefix="xafs-stream-", suffix=".toml", dir=self.config.data_dir)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.config.to_toml())
+            self._config_file = path
+        return self._config_file
+
+    def start_broker(self) -> None:
+        """Start (or restart) the broker process and wait for its addresses."""
+        b = self.config.broker
+        ready = self.config.data_dir / "broker.ready"
+        ready.unlink(missing_ok=True)
+        cmd = _python_cli("broker", "--config", self._write_config(), "--ready-file", str(ready))
+        logfile = open(self.log_dir / "broker.log", "ab")  # noqa: SIM115 - handed to the process
+        self.broker_proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if self.broker_proc.poll() is not None:
+                raise RuntimeError(f"broker exited with code {self.broker_proc.returncode}; see {self.log_dir}/broker.log")
+            if time.monotonic() > deadline:
+                raise TimeoutError("broker did not start within 30 s")
+            time.sleep(0.05)
+        import json
+
+        info = json.loads(ready.read_text())
+        self.frontend, self.backend = info["frontend"], info["backend"]
+        # later restarts must come back on the same ports
+        b.frontend, b.backend = self.frontend, self.backend
+        self._config_file = ""
+        log.info("broker up: frontend %s backend %s", self.frontend, self.backend)
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        env = dict(os.environ)
+        if self.tiled is not None and self.tiled.api_key:
+            env[API_KEY_ENV] = self.tiled.api_key
+        uri = self.tiled.uri.split("?")[0] if self.tiled else self.config.tiled.uri
+        cmd = _python_cli("worker", "--connect", self.backend, "--tiled-uri", uri, "--config", self._write_config(),
+                          "--name", f"{name}-{os.getpid()}")
+        logfile = open(self.log_dir / f"worker-{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env)
+        self.worker_procs.append(proc)
+        return proc
+
+    def stop_broker(self, *, kill: bool = False) -> None:
+        if self.broker_proc is not None and self.broker_proc.poll() is None:
+            if kill:
+                self.broker_proc.kill()
+            else:
+                self.broker_proc.terminate()
+            self.broker_proc.wait(10)
+
+    def status(self, timeout_s: float = 2.0) -> dict:
+        from .publisher import broker_status
+
+        return broker_status(self.frontend, timeout_s=timeout_s)
+
+    def wait_idle(self, timeout_s: float = 120.0, *, publisher: Any = None) -> bool:
+        """Wait until the broker holds no pending or in-flight unit (and ``publisher`` has sent all)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if publisher is not None and len(publisher):
+                time.sleep(0.1)
+                continue
+            try:
+                st = self.status()
+            except TimeoutError:
+                time.sleep(0.2)
+                continue
+            if st["pending"] == 0 and st["inflight"] == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        for proc in self.worker_procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.worker_procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.stop_broker()
+        if self.tiled is not None:
+            self.tiled.close()
+        if self._config_file:
+            Path(self._config_file).unlink(missing_ok=True)
+
+    def _reconcile(self) -> None:
+        from .reprocess import reconcile_recent
+
+        try:
+            n = reconcile_recent(self.tiled.client, self.frontend, self.config,
+                                 limit=self.config.service.reconcile_recent)
+            if n:
+                log.info("reconcile: submitted %d missing unit(s) of recent runs", n)
+        except Exception:
+            log.exception("reconciling recent runs failed")
+
+    def __enter__(self) -> "Service":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Session:
+    """What :func:`subscribe` attached to a RunEngine (keep it; call :meth:`close` at the end)."""
+
+    RE: Any
+    writer: Any
+    publisher: Any
+    tokens: list[int]
+    spectra: Any
+    tiles: Any
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until raw data are in Tiled and every unit reached the broker."""
+        if self.writer is not None:
+            self.writer.flush(timeout_s)
+        if self.publisher is not None:
+            self.publisher.flush(timeout_s)
+
+    def close(self) -> None:
+        for token in self.tokens:
+            self.RE.unsubscribe(token)
+        if self.writer is not None:
+            self.writer.close()
+        if self.publisher is not None:
+            self.publisher.close()
+
+
+def subscribe(
+    RE: Any,
+    config: Config | str | Path | None = None,
+    *,
+    tiled_client: Any = None,
+    frontend: str | None = None,
+    write_raw: bool = True,
+    live_processing: bool = True,
+) -> Session:
+    """Attach xafs-stream to a RunEngine: raw runs → Tiled (live), spectra and tiles → the broker.
+
+    Parameters
+    ----------
+    RE : the user's RunEngine
+    config : a :class:`Config` or a TOML path (default: defaults + environment)
+    tiled_client : write raw runs here (default: connect to ``[tiled] uri``)
+    frontend : broker frontend address (default: ``[broker] frontend``)
+    write_raw : subscribe the raw-run writer (off when another process already writes runs to Tiled)
+    live_processing : subscribe the unit builders (off: runs can be processed later by ``reprocess``)
+    """
+    from .callbacks.units import MapTileBuilder, SpectrumUnitBuilder
+    from .publisher import UnitPublisher
+    from .storage.raw_writer import LiveTiledWriter
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    tokens: list[int] = []
+    writer = publisher = spectra = tiles = None
+    if write_raw:
+        if tiled_client is None:
+            if not cfg.tiled.uri:
+                raise ValueError("subscribe: give tiled_client or set [tiled] uri to write raw runs")
+            tiled_client = connect_tiled(cfg.tiled.uri, api_key=cfg.tiled.api_key or None).client
+        writer = LiveTiledWriter(tiled_client, backup_directory=str(cfg.data_dir / "raw-backup"))
+        tokens.append(RE.subscribe(writer))
+    if live_processing:
+        publisher = UnitPublisher(frontend or cfg.broker.frontend, cfg.data_dir / "outbox")
+        spectra = SpectrumUnitBuilder(publisher.submit)
+        tiles = MapTileBuilder(publisher.submit)
+        tokens.append(RE.subscribe(spectra))
+        tokens.append(RE.subscribe(tiles))
+    return Session(RE=RE, writer=writer, publisher=publisher, tokens=tokens, spectra=spectra, tiles=tiles)
