@@ -1,0 +1,276 @@
+"""Per-pixel XANES features of an image stack (METHODS §3), vectorised over pixels.
+
+From the normalised spectrum (``xafs_stream.engines.xafs.pre_edge``, the Athena/Larch convention):
+edge step (thickness, absorption units), E0 (maximum of the smoothed derivative), edge position (energy where
+the normalised μ first reaches 1/2 next to E0, linear interpolation), white-line energy and height (local
+quadratic least squares around the maximum above the edge), pre-edge centroid and area (after a linear
+baseline across a window below the edge). From the raw spectrum: the noise per point (robust, model-free,
+from second differences) and, when references are given, a linear-combination fit (:mod:`.lcf`).
+
+Each feature carries its own validity (NaN where it could not be measured): a pixel whose normalisation
+fails at high noise still has its LCF fractions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from ..xafs import pre_edge
+from .lcf import fit_lcf
+
+FEATURE_NAMES = (
+    "edge_step", "e0", "edge_position", "whiteline_energy", "whiteline_height", "preedge_centroid",
+    "preedge_area", "noise",
+)
+
+
+@dataclass
+class PixelFeatures:
+    """Features of n_pix pixel spectra.
+
+    Attributes
+    ----------
+    values : name -> ndarray of shape (n_pix,): edge_step (μ units), e0 / edge_position / whiteline_energy /
+        preedge_centroid (eV), whiteline_height (normalised units), preedge_area (normalised units x eV),
+        noise (μ units per point); plus, with references, ``lcf_total`` (thickness in reference edge steps: the
+        sum of the unconstrained weights, unbiased at any noise),
+        ``lcf_rms`` (μ units), ``fraction.<ref name>`` (0..1, non-negative fit) and ``weight.<ref name>``
+        (unconstrained least-squares weight: linear in the data, what the map MRF smooths)
+    fractions : ndarray of shape (n_refs, n_pix) or None
+    ref_names : names of the references
+    usable : ndarray of shape (n_pix,) bool, the spectrum is finite and not flat
+    normalized : ndarray of shape (n_pix,) bool, the normalisation succeeded
+    reasons : counts of masked pixels by reason
+    lcf_cov_ls : ndarray of shape (n_refs, n_refs), covariance of the ``weight.*`` values per unit noise
+        variance of the spectra (the same for every pixel)
+    """
+
+    values: dict[str, np.ndarray]
+    fractions: np.ndarray | None
+    ref_names: tuple[str, ...]
+    usable: np.ndarray
+    normalized: np.ndarray
+    reasons: dict[str, int] = field(default_factory=dict)
+    lcf_cov_ls: np.ndarray | None = None
+
+
+def noise_second_difference(energy: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Noise per point of each row of ``mu`` (n_pix, n_e) from second differences on a non-uniform grid.
+
+    d_i = y_i - (w y_{i-1} + (1 - w) y_{i+1}) with w the linear-interpolation weight has variance
+    sigma^2 (1 + w^2 + (1 - w)^2) for white noise; sigma = 1.4826 * median |d / sqrt(...)| is robust to the
+    few points where the edge curvature dominates.
+    """
+    e = energy
+    w = (e[2:] - e[1:-1]) / (e[2:] - e[:-2])
+    d = mu[:, 1:-1] - (w * mu[:, :-2] + (1 - w) * mu[:, 2:])
+    d /= np.sqrt(1 + w**2 + (1 - w) ** 2)
+    return 1.4826 * np.median(np.abs(d), axis=1)
+
+
+def half_step_energy(energy: np.ndarray, norm: np.ndarray, e0: np.ndarray) -> np.ndarray:
+    """Energy where the normalised μ crosses 1/2 upwards, the crossing nearest E0 (NaN if none)."""
+    below = norm[:, :-1] < 0.5
+    above = norm[:, 1:] >= 0.5
+    cross = below & above
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = (0.5 - norm[:, :-1]) / (norm[:, 1:] - norm[:, :-1])
+    e_cross = energy[:-1][None, :] + frac * np.diff(energy)[None, :]
+    dist = np.where(cross, np.abs(e_cross - e0[:, None]), np.inf)
+    k = np.argmin(dist, axis=1)
+    rows = np.arange(norm.shape[0])
+    out = e_cross[rows, k]
+    out[~np.isfinite(dist[rows, k])] = np.nan
+    return out
+
+
+def white_line(
+    energy: np.ndarray, norm: np.ndarray, start: np.ndarray, window_ev: float, half_width: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy and height of the maximum of the normalised μ in [start, start + window_ev] (eV).
+
+    The maximum is refined by a quadratic least-squares fit over ``2 * half_width + 1`` points around the
+    highest point (reduces the upward bias of a noisy maximum); the vertex is used when it lies inside the
+    fitted points and the curve opens downwards, else the highest point itself.
+    """
+    n_pix, n_e = norm.shape
+    inside = (energy[None, :] >= start[:, None]) & (energy[None, :] <= start[:, None] + window_ev)
+    masked = np.where(inside & np.isfinite(norm), norm, -np.inf)
+    k = np.argmax(masked, axis=1)
+    found = np.isfinite(masked[np.arange(n_pix), k])
+    offsets = np.arange(-half_width, half_width + 1)
+    idx = np.clip(k[:, None] + offsets[None, :], 0, n_e - 1)
+    ex = energy[idx] - energy[k][:, None]
+    yx = np.take_along_axis(norm, idx, axis=1)
+    vander = np.stack([np.ones_like(ex), ex, ex**2], axis=2)  # (n_pix, m, 3)
+    gram = np.einsum("pmi,pmj->pij", vander, vander)
+    rhs = np.einsum("pmi,pm->pi", vander, yx)
+    ok = found & (np.abs(np.linalg.det(gram)) > 1e-12) & np.all(np.isfinite(yx), axis=1)
+    coef = np.zeros((n_pix, 3))
+    if ok.any():
+        coef[ok] = np.linalg.solve(gram[ok], rhs[ok][..., None])[..., 0]
+    a, b, c = coef.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vertex = -b / (2 * c)
+    lo, hi = ex.min(axis=1), ex.max(axis=1)
+    use_vertex = ok & (c < 0) & (vertex >= lo) & (vertex <= hi)
+    e_peak = np.where(use_vertex, energy[k] + vertex, energy[k])
+    h_peak = np.where(use_vertex, a - b**2 / (4 * c), norm[np.arange(n_pix), k])
+    e_peak[~found] = np.nan
+    h_peak[~found] = np.nan
+    return e_peak, h_peak
+
+
+def preedge_peak(
+    energy: np.ndarray, norm: np.ndarray, edge: np.ndarray, window_ev: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (eV) and area of the pre-edge peak in [edge + lo, edge + hi] above a linear baseline.
+
+    The baseline joins the normalised μ at the two window ends (linear interpolation); negative residuals
+    count as zero. NaN where the window holds fewer than 3 points or no positive residual.
+    """
+    lo = edge + window_ev[0]
+    hi = edge + window_ev[1]
+    inside = (energy[None, :] >= lo[:, None]) & (energy[None, :] <= hi[:, None])
+    n_in = inside.sum(axis=1)
+    y_lo = _interp_rows(energy, norm, lo)
+    y_hi = _interp_rows(energy, norm, hi)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (energy[None, :] - lo[:, None]) / (hi - lo)[:, None]
+    base = y_lo[:, None] + t * (y_hi - y_lo)[:, None]
+    resid = np.where(inside, np.clip(norm - base, 0, None), 0.0)
+    weights = resid * np.gradient(energy)[None, :]
+    area = np.nansum(weights, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroid = np.nansum(weights * energy[None, :], axis=1) / area
+    bad = (n_in < 3) | ~(area > 0) | ~np.isfinite(edge)
+    centroid[bad] = np.nan
+    area[bad | ~np.isfinite(area)] = np.nan
+    return centroid, area
+
+
+def _interp_rows(energy: np.ndarray, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Linear interpolation of each row at its own abscissa (NaN outside the grid)."""
+    j = np.clip(np.searchsorted(energy, at) - 1, 0, energy.size - 2)
+    with np.errstate(invalid="ignore"):
+        t = (at - energy[j]) / (energy[j + 1] - energy[j])
+    r = np.arange(rows.shape[0])
+    out = rows[r, j] * (1 - t) + rows[r, j + 1] * t
+    out[(at < energy[0]) | (at > energy[-1]) | ~np.isfinite(at)] = np.nan
+    return out
+
+
+def pixel_features(
+    energy: np.ndarray,
+    mu: np.ndarray,
+    *,
+    refs: np.ndarray | None = None,
+    ref_names: tuple[str, ...] | None = None,
+    lcf_background: str = "linear",
+    sum_to_one: bool = False,
+    normalize: dict | None = None,
+    whiteline_window_ev: float = 30.0,
+    preedge_window_ev: tuple[float, float] = (-16.0, -5.0),
+    chunk: int = 65536,
+) -> PixelFeatures:
+    """Features of many pixel spectra on one energy grid.
+
+    Parameters
+    ----------
+    energy : ndarray of shape (n_e,), eV, strictly increasing
+    mu : ndarray of shape (n_pix, n_e), absorption (optical density); NaN rows are masked
+    refs : ndarray of shape (n_refs, n_e) on ``energy``, for the linear-combination fit (optional)
+    ref_names : their names (default ref0, ref1, ...)
+    lcf_background : "none", "constant" or "linear" background in the fit (see :func:`.lcf.fit_lcf`)
+    sum_to_one : constrain the fitted weights to sum to one (for normalised spectra)
+    normalize : keyword arguments for ``pre_edge`` (pre1, pre2, norm1, norm2, nnorm, e0 ...)
+    whiteline_window_ev : the white line is searched from the edge position to this many eV above it
+    preedge_window_ev : pre-edge window, eV relative to the edge position
+    chunk : pixels per block (bounds the temporary memory)
+
+    Returns
+    -------
+    PixelFeatures
+    """
+    energy = np.asarray(energy, dtype=np.float64)
+    if energy.ndim != 1 or energy.size < 5:
+        raise InputError(f"energy must be 1-D with at least 5 points, got shape {energy.shape}")
+    if not np.all(np.isfinite(energy)) or not np.all(np.diff(energy) > 0):
+        raise InputError("energy must be finite and strictly increasing")
+    mu = np.asarray(mu)
+    if mu.ndim != 2 or mu.shape[1] != energy.size:
+        raise InputError(f"mu must have shape (n_pixels, {energy.size}) to match energy, got {mu.shape}")
+    n_refs = 0
+    if refs is not None:
+        refs = np.asarray(refs, dtype=np.float64)
+        if refs.ndim != 2 or refs.shape[1] != energy.size:
+            raise InputError(f"refs must have shape (n_refs, {energy.size}) on the stack energies, got {refs.shape}")
+        n_refs = refs.shape[0]
+        ref_names = tuple(ref_names) if ref_names is not None else tuple(f"ref{i}" for i in range(n_refs))
+        if len(ref_names) != n_refs:
+            raise InputError(f"ref_names: {len(ref_names)} names for {n_refs} references")
+    else:
+        ref_names = ()
+    if not (preedge_window_ev[0] < preedge_window_ev[1]):
+        raise InputError(f"preedge_window_ev must be (low, high) with low < high, got {preedge_window_ev}")
+    if not whiteline_window_ev > 0:
+        raise InputError(f"whiteline_window_ev must be > 0, got {whiteline_window_ev}")
+    normalize = dict(normalize or {})
+
+    n_pix = mu.shape[0]
+    names = list(FEATURE_NAMES)
+    if n_refs:
+        names += ["lcf_total", "lcf_rms"] + [f"fraction.{n}" for n in ref_names] + [f"weight.{n}" for n in ref_names]
+    values = {n: np.full(n_pix, np.nan) for n in names}
+    fractions = np.full((n_refs, n_pix), np.nan) if n_refs else None
+    usable = np.zeros(n_pix, dtype=bool)
+    normalized = np.zeros(n_pix, dtype=bool)
+    reasons = {"nan": 0, "flat": 0, "normalisation": 0}
+    lcf_cov = None
+    for lo in range(0, n_pix, chunk):
+        block = np.asarray(mu[lo:lo + chunk], dtype=np.float64)
+        finite = np.all(np.isfinite(block), axis=1)
+        flat = finite & (np.ptp(np.where(finite[:, None], block, 0.0), axis=1) <= 0)
+        ok = finite & ~flat
+        reasons["nan"] += int((~finite).sum())
+        reasons["flat"] += int(flat.sum())
+        usable[lo:lo + block.shape[0]] = ok
+        rows = np.flatnonzero(ok)
+        if rows.size == 0:
+            continue
+        good = block[rows]
+        out = lo + rows
+        values["noise"][out] = noise_second_difference(energy, good)
+        if n_refs:
+            fit = fit_lcf(good, refs, energy=energy, background=lcf_background, sum_to_one=sum_to_one)
+            values["lcf_total"][out] = np.sum(fit.weights_ls, axis=0)
+            values["lcf_rms"][out] = fit.rms
+            fractions[:, out] = fit.fractions
+            for i, n in enumerate(ref_names):
+                values[f"fraction.{n}"][out] = fit.fractions[i]
+                values[f"weight.{n}"][out] = fit.weights_ls[i]
+            lcf_cov = fit.cov_ls
+        pe = pre_edge(energy, good, **normalize)
+        nok = np.asarray(pe.ok, bool)
+        reasons["normalisation"] += int((~nok).sum())
+        if not nok.any():
+            continue
+        e0 = np.atleast_1d(pe.e0)[nok]
+        norm = np.atleast_2d(pe.norm)[nok]
+        sel = out[nok]
+        normalized[sel] = True
+        values["edge_step"][sel] = np.atleast_1d(pe.edge_step)[nok]
+        values["e0"][sel] = e0
+        edge = half_step_energy(energy, norm, e0)
+        values["edge_position"][sel] = edge
+        wl_e, wl_h = white_line(energy, norm, np.where(np.isfinite(edge), edge, e0), whiteline_window_ev)
+        values["whiteline_energy"][sel] = wl_e
+        values["whiteline_height"][sel] = wl_h
+        c, a = preedge_peak(energy, norm, edge, preedge_window_ev)
+        values["preedge_centroid"][sel] = c
+        values["preedge_area"][sel] = a
+    return PixelFeatures(values=values, fractions=fractions, ref_names=ref_names, usable=usable,
+                         normalized=normalized, reasons=reasons, lcf_cov_ls=lcf_cov)
