@@ -207,6 +207,7 @@ class Worker:
         for record in records:
             sent = envelope.unit.metadata.get("t_complete")
             if isinstance(sent, (int, float)):
+                record.timings["t_complete"] = float(sent)
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self._store(record)
         self.stats["units"] += 1
