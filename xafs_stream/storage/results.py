@@ -191,7 +191,7 @@ def _write_arrays(node: Any, result: AnalysisResult) -> None:
                 node.write_array(arr, key=node_key(name), dims=[axis], metadata={"layers": [name]})
             continue
         frame = pd.DataFrame({node_key(k): (v.astype(np.float64) if v.dtype == bool else v) for k, v in columns.items()})
-        node.write_dataframe(frame, key=node_key(axis), metadata={"columns": list(columns)})
+        node.write_table(frame, key=node_key(axis), metadata={"columns": list(columns)})
     for (dims, shape, is_float), arrays in by_grid.items():
         names = list(arrays)
         if len(names) == 1:
