@@ -56,6 +56,7 @@ class BrokerConfig:
     max_pending_bytes: int = 8 << 30
     max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
     fsync: bool = False
+    memory_cache_bytes: int = 512 << 20  # payloads also kept in memory up to this size (disk is for crashes)
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Broker:
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned",
             "workers_expired", "late_done")}
         self.rejections: list[str] = []
+        self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
+        self._cached_bytes = 0
         self._running = False
         for key in self.store.keys():
             try:
@@ -101,7 +104,7 @@ class Broker:
                 log.error("stored unit %s unreadable (%s); left on disk", key, exc)
                 continue
             self.pending[key] = _Pending(key, header.get("affinity"), int(header.get("attempt", 0)),
-                                         self.store._sizes.get(key, 0))
+                                         self.store.size_of(key))
             self.attempts[key] = int(header.get("attempt", 0))
         if self.pending:
             log.info("broker restored %d stored units from %s", len(self.pending), config.store_dir)
@@ -202,6 +205,9 @@ class Broker:
             self.stats["busy"] += 1
             return self._send(self.frontend, identity, P.BUSY, unit_id.encode())
         self.store.put(unit_id, body)
+        if self._cached_bytes + size <= self.config.memory_cache_bytes:
+            self._cache[unit_id] = body
+            self._cached_bytes += size
         self.pending[unit_id] = _Pending(unit_id, header.get("affinity"), 0, size)
         self.attempts[unit_id] = 0
         self.stats["submitted"] += 1
@@ -275,6 +281,7 @@ class Broker:
         self.pending.pop(unit_id, None)
         self.attempts.pop(unit_id, None)
         self.store.remove(unit_id)
+        self._uncache(unit_id)
         if known:
             self.stats["done"] += 1
 
@@ -302,14 +309,16 @@ class Broker:
             worker = self._choose_worker(item)
             if worker is None:
                 continue
-            try:
-                body = self.store.get(unit_id)
-            except KeyError:
-                self.pending.pop(unit_id, None)
-                continue
+            body = self._cache.get(unit_id)
+            if body is None:
+                try:
+                    body = self.store.get(unit_id)
+                except KeyError:
+                    self.pending.pop(unit_id, None)
+                    continue
             attempt = self.attempts.get(unit_id, 0)
             if attempt > 0:
-                header = P.loads(body[0], "stored header")
+                header = P.loads(_bytes(body[0]), "stored header")
                 header["attempt"] = attempt
                 if attempt >= self.config.max_attempts:
                     header["poisoned"] = True
@@ -330,6 +339,11 @@ class Broker:
             worker.inflight[unit_id] = now
             worker.credit -= 1
             self.stats["dispatched"] += 1
+
+    def _uncache(self, unit_id: str) -> None:
+        body = self._cache.pop(unit_id, None)
+        if body is not None:
+            self._cached_bytes -= sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in body)
 
     def _requeue(self, unit_id: str, reason: str) -> None:
         self.inflight.pop(unit_id, None)
@@ -377,6 +391,10 @@ class Broker:
             sock.send_multipart([identity, P.PROTOCOL, command, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or its queue full: nothing to do but log
             log.debug("send %s to %r failed: %s", command, identity, exc)
+
+
+def _bytes(frame: Any) -> bytes:
+    return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
 
 
 def _bind(sock: zmq.Socket, address: str) -> str:

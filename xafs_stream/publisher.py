@@ -20,6 +20,7 @@ import zmq
 
 from . import protocol as P
 from .spool import DiskSpool
+from .wakeup import Waker
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,24 @@ class UnitPublisher:
     outbox_dir : durable local spool
     window : units sent but not yet acknowledged, at most
     ack_timeout_s : resend (after reconnecting) when no answer comes within this time
+    cache_bytes : unacknowledged units up to this size are also kept in memory, so sending does not read
+        them back from disk (the disk copy is for crashes; a unit's arrays must not change after submit)
     """
 
     def __init__(self, address: str, outbox_dir: str | Path, *, window: int = 16, ack_timeout_s: float = 5.0,
-                 context: zmq.Context | None = None):
+                 cache_bytes: int = 256 << 20, context: zmq.Context | None = None):
         self.address = address
         self.outbox = DiskSpool(outbox_dir)
         self.rejected_dir = Path(outbox_dir) / "rejected"
         self.window = int(window)
         self.ack_timeout_s = float(ack_timeout_s)
         self.ctx = context or zmq.Context.instance()
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[str, list] = {}
+        self._cached_bytes = 0
+        self._cache_lock = threading.Lock()
         self.stats = {"submitted": 0, "acked": 0, "busy": 0, "rejected": 0, "resent": 0}
-        self._wake = threading.Event()
+        self._wake = Waker()
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="UnitPublisher", daemon=True)
@@ -54,9 +61,14 @@ class UnitPublisher:
         """Queue a unit durably; returns its id. Safe to call from the RunEngine thread."""
         frames = P.encode_unit(envelope, P.SUBMIT)[2:]
         self.outbox.put(envelope.unit_id, frames)
+        size = sum(memoryview(f).nbytes for f in frames)
+        with self._cache_lock:
+            if self._cached_bytes + size <= self.cache_bytes and envelope.unit_id not in self._cache:
+                self._cache[envelope.unit_id] = frames
+                self._cached_bytes += size
         self.stats["submitted"] += 1
         self._idle.clear()
-        self._wake.set()
+        self._wake.wake()
         return envelope.unit_id
 
     def __len__(self) -> int:
@@ -67,7 +79,7 @@ class UnitPublisher:
         """Wait until the broker acknowledged everything submitted; False on timeout."""
         deadline = time.monotonic() + timeout_s
         while len(self.outbox) and time.monotonic() < deadline:
-            self._wake.set()
+            self._wake.wake()
             time.sleep(0.01)
         return len(self.outbox) == 0
 
@@ -75,8 +87,9 @@ class UnitPublisher:
         """Try to deliver what is queued for up to ``timeout_s``, then stop (the rest stays on disk)."""
         self.flush(timeout_s)
         self._stop.set()
-        self._wake.set()
+        self._wake.wake()
         self._thread.join(timeout_s + 2)
+        self._wake.close()
 
     # -- background thread ---------------------------------------------------------------------
     def _connect(self) -> zmq.Socket:
@@ -93,6 +106,7 @@ class UnitPublisher:
         backoff = 0.1
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake.fileno(), zmq.POLLIN)
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= backoff_until:
@@ -101,13 +115,17 @@ class UnitPublisher:
                         break
                     if unit_id in in_flight:
                         continue
-                    try:
-                        frames = self.outbox.get(unit_id)
-                    except KeyError:
-                        continue
+                    frames = self._cache.get(unit_id)
+                    if frames is None:
+                        try:
+                            frames = self.outbox.get(unit_id)
+                        except KeyError:
+                            continue
                     sock.send_multipart([P.PROTOCOL, P.SUBMIT, *frames], copy=False)
                     in_flight[unit_id] = time.monotonic()
             events = dict(poller.poll(50 if in_flight else 200))
+            if self._wake.fileno() in events:
+                self._wake.drain()
             if sock in events:
                 while True:
                     try:
@@ -133,8 +151,6 @@ class UnitPublisher:
                 in_flight.clear()
             if not in_flight and not len(self.outbox):
                 self._idle.set()
-                self._wake.wait(0.2)
-                self._wake.clear()
         sock.close(0)
 
     def _on_reply(self, frames: list, in_flight: dict[str, float]) -> None:
@@ -147,6 +163,7 @@ class UnitPublisher:
             unit_id = body[0].decode() if body else ""
             in_flight.pop(unit_id, None)
             self.outbox.remove(unit_id)
+            self._uncache(unit_id)
             self.stats["acked"] += 1
         elif command == P.BUSY:
             unit_id = body[0].decode() if body else ""
@@ -161,10 +178,17 @@ class UnitPublisher:
             if unit_id in self.outbox:
                 self._keep_rejected(unit_id, info.get("reason", ""))
 
+    def _uncache(self, unit_id: str) -> None:
+        with self._cache_lock:
+            frames = self._cache.pop(unit_id, None)
+            if frames is not None:
+                self._cached_bytes -= sum(memoryview(f).nbytes for f in frames)
+
     def _keep_rejected(self, unit_id: str, reason: str) -> None:
         frames = self.outbox.get(unit_id)
         DiskSpool(self.rejected_dir).put(unit_id, [P.dumps({"reason": reason}), *frames])
         self.outbox.remove(unit_id)
+        self._uncache(unit_id)
 
 
 def broker_status(address: str, *, timeout_s: float = 2.0, context: zmq.Context | None = None) -> dict:

@@ -21,16 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config
-from .storage.tiled_server import TiledHandle, connect_tiled, start_embedded_tiled
+from .storage.tiled_server import TiledHandle, connect_tiled, start_embedded_tiled, start_tiled_process
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "XAFS_STREAM_TILED_API_KEY"
 
 
-def open_tiled(config: Config) -> TiledHandle:
-    """Connect to ``[tiled] uri`` or start the embedded server under the data directory."""
+def open_tiled(config: Config, *, separate_process: bool = False) -> TiledHandle:
+    """Connect to ``[tiled] uri`` or start the embedded server under the data directory (in this process,
+    or in a child process with ``separate_process``)."""
     if config.tiled.uri:
         return connect_tiled(config.tiled.uri, api_key=config.tiled.api_key or None)
+    if separate_process:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        logs = config.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        return start_tiled_process(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None,
+                                   log_file=logs / "tiled.log")
     return start_embedded_tiled(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None)
 
 
@@ -60,7 +67,7 @@ class Service:
         data.mkdir(parents=True, exist_ok=True)
         self.log_dir = data / "logs"
         self.log_dir.mkdir(exist_ok=True)
-        self.tiled = open_tiled(self.config)
+        self.tiled = open_tiled(self.config, separate_process=True)
         self.start_broker()
         for i in range(self.config.service.workers):
             self.start_worker(f"w{i}")

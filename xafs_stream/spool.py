@@ -1,30 +1,37 @@
-"""A durable on-disk queue of multipart messages (one file per key), used by the broker's store and the
-producer's outbox: what is written here survives a crash or restart of the process.
+"""A durable on-disk queue of multipart messages, used by the broker's store and the producer's outbox:
+what is put here survives a crash or restart of the process.
 
-File format: ``b"XSPOOL1\\n"``, then for each frame a little-endian u64 length and the bytes; the first
-frame is the key. Files are written to a temporary name and renamed, so a crash never leaves a half
-message under a real name (half-written temporaries are removed on open). Names start with a sequence
-number, so :meth:`DiskSpool.keys` returns keys in arrival order after a restart.
+Log-structured: records are appended to segment files (``NNNNNNNNNNNN.seg``); a removal appends a small
+tombstone; a new segment starts after ``segment_bytes``. Segments are deleted oldest first, once nothing in
+them is live (a tombstone must outlive the put it cancels); when more than ``max_segments`` exist, the live
+records of the oldest are copied forward so it can go (one stuck message never pins the disk). One ``put`` is one ``write`` system call. (The first version wrote one file per message
+and renamed it into place: 540 µs per put on this VM, which capped the transport at ~700 spectra/s.)
+
+Record: ``MAGIC(4) | kind(1) | key length(u32) | body length(u64) | sequence(u64) | key | body`` where ``kind`` is ``P`` (put)
+or ``D`` (delete), the sequence number gives the arrival order (kept when a record is copied forward) and
+body is the frames, each as ``length(u64) | bytes``. On open, segments are replayed in
+order; a torn record at the end of the last segment (a crash mid-write) is cut off and logged.
+``fsync=True`` also fsyncs every write (survives power loss, costs milliseconds).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
 import os
 import struct
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"XSPOOL1\n"
+MAGIC = b"XSR1"
+_HEAD = struct.Struct("<4scIQQ")
 _LEN = struct.Struct("<Q")
 
 
 class SpoolError(RuntimeError):
-    """A spool file is unreadable (it is moved aside to ``*.bad``, never silently deleted)."""
+    """A spool segment is unreadable beyond repair (it is moved aside to ``*.bad``, never deleted)."""
 
 
 class DiskSpool:
@@ -32,130 +39,214 @@ class DiskSpool:
 
     Parameters
     ----------
-    directory : where the files live (created if missing)
-    fsync : also fsync each file and the directory (survives power loss, costs a few ms per put)
+    directory : where the segments live (created if missing)
+    fsync : fsync each write
+    segment_bytes : start a new segment file after this many bytes
     """
 
-    def __init__(self, directory: str | Path, *, fsync: bool = False):
+    def __init__(self, directory: str | Path, *, fsync: bool = False, segment_bytes: int = 64 << 20,
+                 max_segments: int = 4):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.segment_bytes = int(segment_bytes)
+        self.max_segments = max(2, int(max_segments))
         self._lock = threading.Lock()
-        self._paths: dict[str, Path] = {}
-        self._sizes: dict[str, int] = {}
-        for tmp in self.directory.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
-        entries = []
-        for path in self.directory.glob("*.msg"):
-            try:
-                key = self._read_key(path)
-            except SpoolError as exc:
-                log.error("%s", exc)
-                path.rename(path.with_suffix(".bad"))
-                continue
-            entries.append((path.name, key, path))
-        entries.sort()
-        last_seq = 0
-        for name, key, path in entries:
-            if key in self._paths:  # an older copy of a re-put key: keep the newest
-                self._paths[key].unlink(missing_ok=True)
-            self._paths[key] = path
-            self._sizes[key] = path.stat().st_size
-            last_seq = max(last_seq, int(name.split("-", 1)[0]))
-        self._seq = itertools.count(last_seq + 1)
+        # key -> (segment number, body offset, body length)
+        self._index: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._seqs: dict[str, int] = {}
+        self._next_seq = 1
+        self._live: dict[int, set[str]] = {}  # segment -> live keys
+        self._total = 0
+        self._fds: dict[int, int] = {}
+        segments = sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
+        for seg in segments:
+            self._replay(seg)
+        order = sorted(self._index, key=self._seqs.__getitem__)
+        self._index = OrderedDict((k, self._index[k]) for k in order)
+        self._next_seq = max(self._seqs.values(), default=0) + 1
+        self._segments = list(segments)
+        self._current = (segments[-1] + 1) if segments else 1
+        self._segments.append(self._current)
+        self._current_size = 0
+        with self._lock:
+            self._collect()
 
+    # -- reading state back ---------------------------------------------------------------------
+    def _segment_path(self, seg: int) -> Path:
+        return self.directory / f"{seg:012d}.seg"
+
+    def _replay(self, seg: int) -> None:
+        path = self._segment_path(seg)
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            if pos + _HEAD.size > len(data):
+                break
+            magic, kind, klen, blen, seq = _HEAD.unpack_from(data, pos)
+            end = pos + _HEAD.size + klen + blen
+            if magic != MAGIC or kind not in (b"P", b"D") or end > len(data):
+                break
+            key = data[pos + _HEAD.size: pos + _HEAD.size + klen].decode()
+            if kind == b"P":
+                self._forget(key)
+                self._index[key] = (seg, pos + _HEAD.size + klen, blen)
+                self._seqs[key] = seq
+                self._live.setdefault(seg, set()).add(key)
+                self._total += blen
+            else:
+                self._forget(key)
+            pos = end
+        if pos < len(data):
+            log.error("spool %s: torn or corrupt record at byte %d of %d; the rest is cut off", path, pos, len(data))
+            with open(path, "r+b") as fh:
+                fh.truncate(pos)
+
+    def _forget(self, key: str) -> None:
+        self._seqs.pop(key, None)
+        old = self._index.pop(key, None)
+        if old is not None:
+            seg, _, blen = old
+            self._live.get(seg, set()).discard(key)
+            self._total -= blen
+
+    # -- public API -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self._index)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._paths
+        return key in self._index
 
     @property
     def total_bytes(self) -> int:
-        return sum(self._sizes.values())
+        return self._total
+
+    def size_of(self, key: str) -> int:
+        """Stored body size of ``key`` in bytes (0 if absent)."""
+        entry = self._index.get(key)
+        return entry[2] if entry else 0
 
     def keys(self) -> list[str]:
         """Keys in arrival order."""
         with self._lock:
-            return [k for k, _ in sorted(self._paths.items(), key=lambda kv: kv[1].name)]
+            return list(self._index)
 
     def put(self, key: str, frames: list) -> int:
-        """Store ``frames`` under ``key`` (replacing an earlier copy); returns the bytes written."""
-        digest = hashlib.sha1(key.encode()).hexdigest()[:20]
+        """Store ``frames`` under ``key`` (replacing an earlier copy); returns the body size in bytes."""
         with self._lock:
-            seq = next(self._seq)
-        path = self.directory / f"{seq:012d}-{digest}.msg"
-        tmp = path.with_suffix(".tmp")
-        size = len(MAGIC)
-        with open(tmp, "wb") as fh:
-            fh.write(MAGIC)
-            for frame in [key.encode(), *frames]:
-                data = frame.buffer if hasattr(frame, "buffer") else frame
-                view = memoryview(data).cast("B")
-                fh.write(_LEN.pack(view.nbytes))
-                fh.write(view)
-                size += _LEN.size + view.nbytes
-            if self.fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        if self.fsync:
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        with self._lock:
-            old = self._paths.get(key)
-            self._paths[key] = path
-            self._sizes[key] = size
-        if old is not None and old != path:
-            old.unlink(missing_ok=True)
-        return size
+            return self._put_locked(key, frames)
+
+    def _put_locked(self, key: str, frames: list, *, seq: int | None = None) -> int:
+        if seq is None:
+            seq = self._next_seq
+            self._next_seq += 1
+        views = [memoryview(f.buffer if hasattr(f, "buffer") else f).cast("B") for f in frames]
+        body_len = sum(_LEN.size + v.nbytes for v in views)
+        kb = key.encode()
+        parts: list = [_HEAD.pack(MAGIC, b"P", len(kb), body_len, seq), kb]
+        for v in views:
+            parts.append(_LEN.pack(v.nbytes))
+            parts.append(v)
+        seg, offset = self._append(parts, _HEAD.size + len(kb) + body_len)
+        position_kept = key in self._index and self._seqs.get(key) == seq
+        self._forget(key)
+        self._index[key] = (seg, offset + _HEAD.size + len(kb), body_len)
+        self._seqs[key] = seq
+        if position_kept:  # copied forward: keep its place in the arrival order
+            self._index = OrderedDict(sorted(self._index.items(), key=lambda kv: self._seqs[kv[0]]))
+        self._live.setdefault(seg, set()).add(key)
+        self._total += body_len
+        return body_len
 
     def get(self, key: str) -> list[bytes]:
-        """The frames stored under ``key`` (without the key frame)."""
+        """The frames stored under ``key``."""
         with self._lock:
-            path = self._paths.get(key)
-        if path is None:
-            raise KeyError(key)
-        frames = self._read_frames(path)
-        return frames[1:]
+            return self._get_locked(key)
+
+    def _get_locked(self, key: str) -> list[bytes]:
+        seg, offset, length = self._index[key]
+        fd = self._fds.get(seg)
+        if fd is None:
+            fd = os.open(self._segment_path(seg), os.O_RDONLY)
+            try:
+                body = os.pread(fd, length, offset)
+            finally:
+                os.close(fd)
+        else:
+            body = os.pread(fd, length, offset)
+        frames = []
+        pos = 0
+        while pos < len(body):
+            (n,) = _LEN.unpack_from(body, pos)
+            pos += _LEN.size
+            frames.append(body[pos:pos + n])
+            pos += n
+        return frames
 
     def remove(self, key: str) -> None:
         with self._lock:
-            path = self._paths.pop(key, None)
-            self._sizes.pop(key, None)
-        if path is not None:
-            path.unlink(missing_ok=True)
+            entry = self._index.get(key)
+            if entry is None:
+                return
+            self._forget(key)
+            kb = key.encode()
+            self._append([_HEAD.pack(MAGIC, b"D", len(kb), 0, 0), kb], _HEAD.size + len(kb))
+            if not self._index and self._current_size > self.segment_bytes // 4:
+                self._rotate()  # all done: start afresh so the old segments can go
+            self._collect()
 
-    @staticmethod
-    def _read_frames(path: Path) -> list[bytes]:
-        data = path.read_bytes()
-        if not data.startswith(MAGIC):
-            raise SpoolError(f"spool file {path} has no spool header")
-        frames = []
-        pos = len(MAGIC)
-        while pos < len(data):
-            if pos + _LEN.size > len(data):
-                raise SpoolError(f"spool file {path} is truncated")
-            (n,) = _LEN.unpack_from(data, pos)
-            pos += _LEN.size
-            if pos + n > len(data):
-                raise SpoolError(f"spool file {path} is truncated")
-            frames.append(data[pos:pos + n])
-            pos += n
-        if not frames:
-            raise SpoolError(f"spool file {path} holds no key")
-        return frames
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
-    def _read_key(self, path: Path) -> str:
-        with open(path, "rb") as fh:
-            head = fh.read(len(MAGIC) + _LEN.size)
-            if len(head) < len(MAGIC) + _LEN.size or not head.startswith(MAGIC):
-                raise SpoolError(f"spool file {path} has no spool header")
-            (n,) = _LEN.unpack_from(head, len(MAGIC))
-            key = fh.read(n)
-            if len(key) != n:
-                raise SpoolError(f"spool file {path} is truncated")
-        return key.decode()
+    # -- internals (lock held) ------------------------------------------------------------------
+    def _append(self, parts: list, size: int) -> tuple[int, int]:
+        if self._current_size + size > self.segment_bytes and self._current_size > 0:
+            self._rotate()
+        fd = self._fds.get(self._current)
+        if fd is None:
+            fd = os.open(self._segment_path(self._current), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fds[self._current] = fd
+            self._current_size = os.fstat(fd).st_size
+        offset = self._current_size
+        written = os.writev(fd, parts)
+        if written != size:  # a short write (disk full): do not leave a torn record behind
+            os.ftruncate(fd, offset)
+            raise OSError(f"spool {self.directory}: short write ({written} of {size} bytes); disk full?")
+        if self.fsync:
+            os.fsync(fd)
+        self._current_size += size
+        return self._current, offset
+
+    def _rotate(self) -> None:
+        self._current += 1
+        self._current_size = 0
+        self._segments.append(self._current)
+
+    def _collect(self) -> None:
+        """Delete old segments in order. If there are more than ``max_segments`` and the oldest holds
+        little live data (< 1/4 segment), copy it forward once so the segment can go."""
+        copied = False
+        while len(self._segments) > 1:
+            oldest = self._segments[0]
+            if self._live.get(oldest):
+                if copied or len(self._segments) <= self.max_segments:
+                    return
+                keys = [k for k, v in self._index.items() if v[0] == oldest]
+                if sum(self._index[k][2] for k in keys) > self.segment_bytes // 4:
+                    return  # mostly live: copying would not free space
+                for key in keys:
+                    self._put_locked(key, self._get_locked(key), seq=self._seqs[key])
+                copied = True
+                continue
+            self._delete_segment(oldest)
+            self._segments.pop(0)
+
+    def _delete_segment(self, seg: int) -> None:
+        fd = self._fds.pop(seg, None)
+        if fd is not None:
+            os.close(fd)
+        self._segment_path(seg).unlink(missing_ok=True)
+        self._live.pop(seg, None)

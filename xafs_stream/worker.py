@@ -28,6 +28,7 @@ import zmq
 from . import protocol as P
 from .analyses.registry import Registry
 from .processing import process_unit
+from .wakeup import Waker
 from .storage.results import ResultRecord
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Worker:
         self.stats = {"units": 0, "records": 0, "errors": 0, "bad_messages": 0, "store_retries": 0, "reconnects": 0}
         self._todo: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
+        self._waker = Waker()
         self._stop = threading.Event()
         self._compute = threading.Thread(target=self._compute_loop, name=f"{self.name}-compute", daemon=True)
 
@@ -104,12 +106,15 @@ class Worker:
         sock = self._connect()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(self._waker.fileno(), zmq.POLLIN)
         last_heard = time.monotonic()
         next_beat = time.monotonic() + self.heartbeat_s
         reconnect_delay = 0.5
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(100))
+                if self._waker.fileno() in events:
+                    self._waker.drain()
                 if sock in events:
                     while True:
                         try:
@@ -150,6 +155,7 @@ class Worker:
             sock.close(0)
             self._stop.set()
             self._todo.put(None)
+            self._waker.close()
 
     def _on_message(self, sock: zmq.Socket, frames: list) -> None:
         try:
@@ -178,6 +184,7 @@ class Worker:
             except P.ProtocolError:
                 return
             self._done.put((unit_id, "undecodable"))  # return the credit; the broker keeps no copy
+            self._waker.wake()
             return
         envelope.extra["received"] = time.time()
         self._todo.put(envelope)
@@ -195,6 +202,7 @@ class Worker:
                 log.exception("%s: unit %s crashed the compute thread", self.name, envelope.unit_id)
                 continue
             self._done.put((envelope.unit_id, status))
+            self._waker.wake()
 
     def handle(self, envelope: P.UnitEnvelope) -> list[ResultRecord]:
         """Analyse one unit and store its records (retrying until stored). Returns the records."""

@@ -229,12 +229,11 @@ def read_arrays(node: Any) -> dict[str, np.ndarray]:
 
 
 def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | None = None) -> Any:
-    if key in parent:
-        return parent[key]
+    """Create the container, or fetch it when it exists (one request either way in the common case)."""
     try:
         return parent.create_container(key, metadata=metadata, specs=specs or [])
     except Exception as exc:
-        if _is_conflict(exc) or key in parent:
+        if _is_conflict(exc):
             return parent[key]
         raise
 

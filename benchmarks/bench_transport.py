@@ -1,0 +1,333 @@
+"""Transport benchmark: xafs-stream's broker path vs bluesky's own 0MQ path, and live latency.
+
+1. Throughput and loss, same machine, same run:
+   - bluesky: ``Publisher`` → ``Proxy`` → ``RemoteDispatcher`` (PUB/SUB, pickle), in two granularities:
+     *documents* — how bluesky's live path carries a unit: one event document per energy point (a spectrum
+     is 1,000 events of 4 scalars, a tile 100 events of one 64×64 image), the receiver counting a unit
+     when all its events arrived; and *one doc per unit* — the whole unit's arrays in one event document
+     (not how bluesky streams data, but the upper bound of its transport);
+   - xafs-stream: ``UnitPublisher`` (disk outbox) → broker (durable store, ACK) → 2 worker processes
+     (no analysis, no storage: transport only) → DONE.
+   Units: 64×64×100 float32 tiles (1.6 MB) and 1,000-point spectra (energy, mu, i0, it as float64).
+   Throughput = units delivered / (last delivery − first send); lost = sent − delivered.
+2. End-to-end latency with 2 workers: RunEngine Cu scans on the simulated beamline → callbacks → broker →
+   workers running ``xafs.normalize`` → Tiled; a poller reads Tiled and records when each unit's normalised
+   μ is readable; latency = that moment − the unit's last event.
+
+    python benchmarks/bench_transport.py [--quick]
+
+prints a table and writes benchmarks/results/transport.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ------------------------------------------------------------------------------------------ payloads
+def make_payload(kind: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    if kind == "tile":
+        return {"energy": np.linspace(7090, 7190, 100), "stack": rng.random((100, 64, 64), dtype=np.float32)}
+    n = 1000
+    return {k: rng.random(n) for k in ("energy", "mu", "i0", "it")}
+
+
+def payload_bytes(payload: dict[str, np.ndarray]) -> int:
+    return int(sum(a.nbytes for a in payload.values()))
+
+
+# ------------------------------------------------------------------------------------------ bluesky path
+def _bluesky_proxy(in_port: int, out_port: int) -> None:
+    from bluesky.callbacks.zmq import Proxy
+
+    Proxy(f"127.0.0.1:{in_port}", f"127.0.0.1:{out_port}").start()
+
+
+def _bluesky_receiver(out_port: int, expected: int, events_per_unit: int, idle_s: float, result_file: str,
+                      ready) -> None:
+    from bluesky.callbacks.zmq import RemoteDispatcher
+
+    disp = RemoteDispatcher(f"127.0.0.1:{out_port}")
+    state = {"n": 0, "events": 0, "first": None, "last": None}
+    per_unit: dict[int, int] = {}
+
+    def count(name, doc):
+        if name == "event":
+            now = time.time()
+            state["first"] = state["first"] or now
+            state["events"] += 1
+            unit = doc["data"]["unit"]
+            per_unit[unit] = per_unit.get(unit, 0) + 1
+            if per_unit[unit] == events_per_unit:  # a complete unit
+                state["n"] += 1
+                state["last"] = now
+            if state["n"] >= expected:
+                disp._task.cancel()
+
+    disp.subscribe(count)
+
+    def watchdog():
+        last_n = -1
+        while not disp.closed:
+            time.sleep(idle_s)
+            if state["n"] == last_n and state["n"] > 0:
+                disp.loop.call_soon_threadsafe(disp._task.cancel)
+                return
+            last_n = state["n"]
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    ready.set()
+    try:
+        disp.start()
+    except BaseException:  # the task is cancelled to stop it (CancelledError is a BaseException)
+        pass
+    finally:
+        Path(result_file).write_text(json.dumps(state))
+
+
+def _unit_events(kind: str, payload: dict[str, np.ndarray], unit: int, granularity: str) -> list[dict]:
+    """The event ``data`` dicts that carry one unit over bluesky's path."""
+    if granularity == "unit":
+        return [{"unit": unit, **payload}]
+    if kind == "tile":
+        return [{"unit": unit, "energy": float(e), "image": payload["stack"][i]} for i, e in enumerate(payload["energy"])]
+    keys = list(payload)
+    return [{"unit": unit, **{k: float(payload[k][i]) for k in keys}} for i in range(len(payload["energy"]))]
+
+
+def bench_bluesky(kind: str, n: int, granularity: str = "documents") -> dict:
+    import zmq
+    from bluesky.callbacks.zmq import Publisher
+
+    ports = []
+    for _ in range(2):
+        s = zmq.Context.instance().socket(zmq.REP)
+        ports.append(s.bind_to_random_port("tcp://127.0.0.1"))
+        s.close(0)
+    in_port, out_port = ports
+    ctx = mp.get_context("spawn")
+    proxy = ctx.Process(target=_bluesky_proxy, args=(in_port, out_port), daemon=True)
+    proxy.start()
+    result_file = tempfile.mktemp(suffix=".json")
+    ready = ctx.Event()
+    payload = make_payload(kind)
+    per_unit = len(_unit_events(kind, payload, 0, granularity))
+    recv = ctx.Process(target=_bluesky_receiver, args=(out_port, n, per_unit, 3.0, result_file, ready), daemon=True)
+    recv.start()
+    ready.wait(30)
+    time.sleep(1.0)  # PUB/SUB: anything sent before the subscription is live is lost by design
+    pub = Publisher(f"127.0.0.1:{in_port}")
+    time.sleep(0.5)
+    t0 = time.time()
+    pub("start", {"uid": "bench", "time": t0})
+    seq = 0
+    for i in range(n):
+        for data in _unit_events(kind, payload, i, granularity):
+            seq += 1
+            pub("event", {"uid": f"e{seq}", "seq_num": seq, "descriptor": "d", "time": time.time(), "data": data,
+                          "timestamps": {}})
+    t_sent = time.time()
+    recv.join(600)
+    proxy.terminate()
+    pub.close()
+    state = json.loads(Path(result_file).read_text())
+    received = state["n"]
+    elapsed = (state["last"] - t0) if state["last"] else float("nan")
+    label = "event per point" if granularity == "documents" else "one doc per unit"
+    return {"path": f"bluesky 0MQ Publisher→Proxy→RemoteDispatcher, {label}", "kind": kind, "sent": n,
+            "granularity": granularity, "events_received": state["events"], "events_sent": seq,
+            "delivered": received, "lost": n - received, "elapsed_s": elapsed, "send_s": t_sent - t0,
+            "units_per_s": received / elapsed if received else 0.0,
+            "mb_per_s": received * payload_bytes(payload) / 1e6 / elapsed if received else 0.0}
+
+
+# ------------------------------------------------------------------------------------------ xafs-stream path
+class _NullStore:
+    def write(self, record) -> None:  # transport only: nothing stored
+        return None
+
+
+def _null_worker(backend: str, name: str) -> None:
+    from xafs_stream.analyses.registry import Registry
+    from xafs_stream.worker import Worker
+
+    Worker(backend, _NullStore(), Registry(), name=name, credit=4).run()
+
+
+def _start_broker(store: str) -> tuple[object, str, str]:
+    import subprocess
+
+    ready = os.path.join(store, "ready.json")
+    proc = subprocess.Popen([sys.executable, "-m", "xafs_stream.cli.main", "broker", "--frontend", "tcp://127.0.0.1:0",
+                             "--backend", "tcp://127.0.0.1:0", "--store", os.path.join(store, "broker"),
+                             "--ready-file", ready, "--data-dir", store])
+    while not os.path.exists(ready):
+        time.sleep(0.05)
+    info = json.loads(Path(ready).read_text())
+    return proc, info["frontend"], info["backend"]
+
+
+def bench_xafs_stream(kind: str, n: int, n_workers: int = 2) -> dict:
+    from xafs_stream.protocol import UnitEnvelope
+    from xafs_stream.publisher import UnitPublisher, broker_status
+    from xafs_stream.units import WorkUnit
+
+    tmp = tempfile.mkdtemp(prefix="bench-xs-")
+    broker, frontend, backend = _start_broker(tmp)
+    ctx = mp.get_context("spawn")
+    workers = [ctx.Process(target=_null_worker, args=(backend, f"bench-{i}"), daemon=True) for i in range(n_workers)]
+    for w in workers:
+        w.start()
+    while len(broker_status(frontend)["workers"]) < n_workers:
+        time.sleep(0.1)
+    pub = UnitPublisher(frontend, os.path.join(tmp, "outbox"), window=32)
+    payload = make_payload(kind)
+    run = "bench-run"
+    t0 = time.time()
+    for i in range(n):
+        pub.submit(UnitEnvelope(WorkUnit(run, "spectrum" if kind == "spectrum" else "tile", i, payload)))
+    t_submitted = time.time()
+    done = 0
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        st = broker_status(frontend)
+        done = st["stats"]["done"]
+        if done >= n:
+            break
+        time.sleep(0.02)
+    elapsed = time.time() - t0
+    st = broker_status(frontend)
+    pub.close(5)
+    broker.terminate()
+    broker.wait(10)
+    for w in workers:
+        w.terminate()
+    return {"path": f"xafs-stream (outbox→broker→{n_workers} workers, durable, acked)", "kind": kind, "sent": n,
+            "delivered": done, "lost": n - done, "elapsed_s": elapsed, "send_s": t_submitted - t0,
+            "units_per_s": done / elapsed, "mb_per_s": done * payload_bytes(payload) / 1e6 / elapsed,
+            "broker_stats": st["stats"]}
+
+
+# ------------------------------------------------------------------------------------------ latency
+def bench_latency(n_scans: int, repeats: int) -> dict:
+    from bluesky import RunEngine
+
+    from xafs_stream.config import load_config
+    from xafs_stream.plans import xafs_scan
+    from xafs_stream.service import Service, subscribe
+    from xafs_stream.simulated_devices.beamline import make_beamline
+    from xafs_stream.storage.results import RESULTS_ROOT
+
+    tmp = tempfile.mkdtemp(prefix="bench-lat-")
+    cfg = load_config(overrides={
+        "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0},
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0"},
+        "worker": {"analyses": "xafs.normalize"}})
+    seen: dict[str, float] = {}
+    with Service(cfg) as svc:
+        RE = RunEngine({})
+        session = subscribe(RE, cfg, tiled_client=svc.tiled.client, frontend=svc.frontend)
+        bl = make_beamline(sample="Cu", seed=3, time_scale=0.002)  # ~1 ms per point of dwell, like a fast scan
+        unit_done: dict[str, float] = {}
+        RE.subscribe(lambda n, d: None)
+        original = session.spectra._emit_repeat
+
+        def stamp(run, rep, *, complete):  # when the unit's last event arrived (callback side)
+            unit_done[f"{run.start['uid']}:{rep}"] = time.time()
+            return original(run, rep, complete=complete)
+
+        session.spectra._emit_repeat = stamp
+        stop = threading.Event()
+        uids: list[str] = []
+        RE.subscribe(lambda n, d: uids.append(d["uid"]) if n == "start" else None)
+
+        from tiled.client import from_uri
+
+        reader = from_uri(svc.tiled.uri)
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    if RESULTS_ROOT in reader:
+                        root = reader[RESULTS_ROOT]
+                        for uid in list(uids):
+                            if uid not in root or "xafs_normalize" not in root[uid]:
+                                continue
+                            node = root[uid]["xafs_normalize"]
+                            for key in node:
+                                tag = f"{uid}:{key.removeprefix('repeat_')}"
+                                if tag not in seen and "energy" in node[key]:
+                                    seen[tag] = time.time()
+                except Exception:
+                    pass
+                time.sleep(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        for i in range(n_scans):
+            RE(xafs_scan([bl.scaler], bl.dcm, [[-100, -20, 5, "E"], [-20, 40, 0.5, "E"], [3.9, 13, 0.05, "k"]],
+                         element="Cu", sample="Cu", repeats=repeats, dwell_s=0.5))
+        session.flush()
+        svc.wait_idle(120, publisher=session.publisher)
+        time.sleep(0.5)
+        stop.set()
+        poller.join(5)
+        session.close()
+    lat = [seen[k] - t for k, t in unit_done.items() if k in seen]
+    lat_arr = np.asarray(lat) * 1e3
+    return {"units": len(unit_done), "measured": len(lat), "median_ms": float(np.median(lat_arr)) if lat else None,
+            "p95_ms": float(np.percentile(lat_arr, 95)) if lat else None,
+            "max_ms": float(lat_arr.max()) if lat else None, "goal_p95_ms": 300}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    n_tiles, n_spectra = (40, 300) if args.quick else (150, 2000)
+    rows = []
+    for kind, n in (("tile", n_tiles), ("spectrum", n_spectra)):
+        rows.append(bench_bluesky(kind, n, "documents"))
+        rows.append(bench_bluesky(kind, n, "unit"))
+        rows.append(bench_xafs_stream(kind, n))
+    latency = bench_latency(3 if args.quick else 8, 3)
+    print(f"\nTransport throughput ({platform.node()}, {os.cpu_count()} cores; same run)")
+    print(f"{'units':9} {'path':72} {'sent':>6} {'lost':>6} {'units/s':>9} {'MB/s':>8}")
+    for r in rows:
+        print(f"{r['kind']:9} {r['path'][:72]:72} {r['sent']:6d} {r['lost']:6d} {r['units_per_s']:9.1f} {r['mb_per_s']:8.1f}")
+    ratios = {}
+    for kind in ("tile", "spectrum"):
+        x = next(r for r in rows if r["kind"] == kind and r["path"].startswith("xafs"))
+        for gran in ("documents", "unit"):
+            b = next(r for r in rows if r["kind"] == kind and r.get("granularity") == gran)
+            ratio = x["units_per_s"] / b["units_per_s"] if b["units_per_s"] else float("inf")
+            ratios[f"{kind}/{gran}"] = ratio
+            print(f"ratio {kind}: xafs-stream / bluesky ({b['path'].split(', ')[-1]}) = {ratio:.2f}x (goal >= 5x); "
+                  f"units lost: bluesky {b['lost']}, xafs-stream {x['lost']} (goal 0)")
+    print(f"\nLatency, last event of a spectrum → normalised result readable in Tiled, 2 workers: "
+          f"{latency['measured']}/{latency['units']} units, median {latency['median_ms']:.0f} ms, "
+          f"p95 {latency['p95_ms']:.0f} ms (goal p95 <= 300 ms)")
+    RESULTS.mkdir(exist_ok=True)
+    out = {"machine": platform.node(), "cpus": os.cpu_count(), "time": time.time(), "throughput": rows,
+           "ratios": ratios, "latency": latency, "load_avg": os.getloadavg()}
+    (RESULTS / "transport.json").write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {RESULTS / 'transport.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Transport pieces in isolation: the durable spool, the wire protocol, the config."""
+
+import numpy as np
+import pytest
+
+from xafs_stream import protocol as P
+from xafs_stream.config import ConfigError, load_config
+from xafs_stream.spool import DiskSpool
+from xafs_stream.units import WorkUnit
+
+
+def test_spool_survives_restart_in_order_and_forgets_removed(tmp_path):
+    sp = DiskSpool(tmp_path, segment_bytes=300)
+    for i in range(20):
+        sp.put(f"k{i}", [f"header{i}".encode(), bytes([i]) * 50])
+    for i in range(0, 20, 2):
+        sp.remove(f"k{i}")
+    sp.put("k3", [b"replaced"])  # re-put moves it to the end
+    sp.close()
+    again = DiskSpool(tmp_path, segment_bytes=300)
+    expected = [f"k{i}" for i in range(1, 20, 2) if i != 3] + ["k3"]
+    assert again.keys() == expected
+    assert again.get("k5") == [b"header5", bytes([5]) * 50]
+    assert again.get("k3") == [b"replaced"]
+    assert "k4" not in again and len(again) == 10
+
+
+def test_spool_deletes_segments_once_everything_is_done(tmp_path):
+    sp = DiskSpool(tmp_path, segment_bytes=1000)
+    for i in range(50):
+        sp.put(f"k{i}", [b"x" * 100])
+    assert len(list(tmp_path.glob("*.seg"))) > 3
+    for i in range(50):
+        sp.remove(f"k{i}")
+    assert len(sp) == 0 and sp.total_bytes == 0
+    assert len(list(tmp_path.glob("*.seg"))) <= 2
+    assert len(DiskSpool(tmp_path)) == 0
+
+
+def test_spool_copies_a_stuck_message_forward_instead_of_pinning_old_segments(tmp_path):
+    sp = DiskSpool(tmp_path, segment_bytes=500, max_segments=3)
+    sp.put("stuck", [b"s" * 10])
+    for i in range(60):
+        sp.put(f"k{i}", [b"x" * 100])
+        sp.remove(f"k{i}")
+    assert len(list(tmp_path.glob("*.seg"))) <= 4
+    sp.close()
+    again = DiskSpool(tmp_path)
+    assert again.keys() == ["stuck"] and again.get("stuck") == [b"s" * 10]
+
+
+def test_spool_cuts_a_torn_record_after_a_crash(tmp_path):
+    sp = DiskSpool(tmp_path)
+    sp.put("a", [b"alpha"])
+    sp.put("b", [b"beta"])
+    sp.close()
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg.write_bytes(seg.read_bytes()[:-3])  # the last record was half written
+    again = DiskSpool(tmp_path)
+    assert again.keys() == ["a"]
+    again.put("c", [b"gamma"])
+    assert DiskSpool(tmp_path).keys() == ["a", "c"]
+
+
+def test_protocol_round_trip_keeps_arrays_exact():
+    arrays = {"energy": np.linspace(1, 2, 5), "stack": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+              "flags": np.array([True, False])}
+    env = P.UnitEnvelope(WorkUnit("run", "tile", 3, arrays, {"y0": 16, "nan": float("nan")}), affinity="map:run")
+    cmd, body = P.split_envelope([bytes(memoryview(f)) for f in P.encode_unit(env)])
+    back = P.decode_unit(body)
+    assert cmd == P.UNIT and back.unit_id == "run:tile:3" and back.affinity == "map:run"
+    for k, v in arrays.items():
+        assert back.unit.arrays[k].dtype == v.dtype and np.array_equal(back.unit.arrays[k], v)
+    assert back.unit.metadata == {"y0": 16, "nan": None}
+
+
+def test_protocol_rejects_a_unit_id_that_does_not_match_its_parts():
+    env = P.UnitEnvelope(WorkUnit("run", "spectrum", 0, {"mu": np.zeros(3)}))
+    header, *bufs = P.encode_unit(env)[2:]
+    forged = header.replace(b'"run:spectrum:0"', b'"other:spectrum:0"')
+    with pytest.raises(P.ProtocolError, match="does not match"):
+        P.decode_unit([forged, *bufs])
+
+
+def test_config_file_env_and_overrides(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_text('[service]\nworkers = 3\n[tiled]\nuri = "http://t:8000/api/v1"\n[analysis."xafs.normalize"]\nkweight = 3\n')
+    cfg = load_config(f, environ={"XAFS_STREAM_SERVICE_WORKERS": "5"}, overrides={"tiled": {"api_key": "k"}})
+    assert cfg.service.workers == 5 and cfg.tiled.uri == "http://t:8000/api/v1" and cfg.tiled.api_key == "k"
+    assert cfg.analysis["xafs.normalize"] == {"kweight": 3}
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config(f, environ={"XAFS_STREAM_BROKER_PORTT": "1"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[service]\nworkers = 'many'\n")
+    with pytest.raises(ConfigError, match="workers: expected int"):
+        load_config(bad, environ={})

@@ -1,0 +1,41 @@
+"""Wake a thread blocked in ``zmq.Poller.poll`` from another thread (a self-pipe).
+
+Without it, a socket thread notices work handed over by another thread (a finished unit, a new
+submission) only when its poll times out: measured here, a 100 ms poll capped a worker at ~10 units/s.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class Waker:
+    """``wake()`` from any thread; register ``fileno()`` in a poller; ``drain()`` after it fires."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def wake(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:  # the pipe is full: a wake-up is already pending
+            pass
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
