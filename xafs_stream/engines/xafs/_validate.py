@@ -26,11 +26,11 @@ def check_energy(energy: object, *, name: str = "energy", min_points: int = MIN_
         raise InputError(f"{name}: expected a 1-D array of energies in eV, got shape {e.shape}")
     if e.size < min_points:
         raise InputError(f"{name}: too few points ({e.size}); need at least {min_points}")
-    bad = np.flatnonzero(~np.isfinite(e))
-    if bad.size:
+    if not np.isfinite(e).all():
+        bad = np.flatnonzero(~np.isfinite(e))
         raise InputError(f"{name}: {bad.size} non-finite value(s), first at index {bad[0]}")
-    step = np.diff(e)
-    if np.any(step <= 0):
+    step = e[1:] - e[:-1]
+    if not (step > 0).all():
         dup = np.flatnonzero(step == 0)
         if dup.size:
             i = dup[0]

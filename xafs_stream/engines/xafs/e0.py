@@ -3,7 +3,8 @@
 Follows the IFEFFIT / Larch ``find_e0`` convention so that E0 agrees with the field's tools: a first pass on the
 raw derivative picks the highest point whose two neighbours are also high (a lone glitch is not an edge),
 then a second pass on the Lorentzian-smoothed derivative, within ±75 points of the first guess, refines it.
-E0 is always one of the measured energies. Vectorised over a stack of spectra on one energy grid.
+E0 is always one of the measured energies. Vectorised over a stack of spectra on one energy grid; for one
+spectrum the second pass runs on Python numbers (``_second_pass_one``), with the same window rules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ._ops import SCALAR
 from ._smooth import LorentzSmoother
 from ._validate import SpectrumErrors, check_energy, check_finite_rows, check_stack
 
@@ -41,8 +43,10 @@ def _energy_step(en: np.ndarray) -> float:
     nskip = int(0.01 * en.size)
     if nskip == 0:
         return 1.0
-    steps = np.sort(np.diff(en[:-1][nskip:-nskip]))
-    return float(steps[nskip : nskip + 10].mean())
+    inner = en[:-1][nskip:-nskip]
+    steps = np.sort(inner[1:] - inner[:-1])
+    smallest = steps[nskip : nskip + 10]
+    return float(smallest.sum()) / smallest.size
 
 
 def _pick_edge(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +66,7 @@ def _pick_edge(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ptp = np.maximum(1e-10, core.max(axis=1) - dmin)
     frac = 0.60 if length > 20 else 0.30
     high = d > (dmin + frac * ptp)[:, None]  # threshold > dmin, so "high" points are above the minimum
-    sparse = np.count_nonzero(high, axis=1) < 3
+    sparse = high.sum(axis=1) < 3
     if sparse.any():
         # lower the threshold (twice at most) for rows with almost no high points; else every point above
         # the minimum counts
@@ -104,6 +108,47 @@ def _window_derivative(
     return d
 
 
+def _second_pass_window(i1, n: int, xp):
+    """Points [start, stop) of the second pass around the first guess ``i1`` (an array of indices with
+    ``xp=np``, or an int with ``xp=SCALAR``) and whether the guess is in the first 5 % (likely a glitch)."""
+    early = i1 < 0.05 * n
+    start = xp.where(early, xp.maximum(3, i1 - _FALLBACK_HALF), xp.maximum(3, i1 - _WINDOW_HALF))
+    stop = xp.where(early, n - 3, xp.minimum(i1 + _WINDOW_HALF, n - 3))
+    return early, start, stop
+
+
+def _smooth_width(step: float, e1, xp):
+    """Larch's Lorentzian half-width (eV): the mean of the typical energy step and E0/25000, each clipped to
+    0.01..1 eV (``e1`` the first-pass edge energy, array or float as for :func:`_second_pass_window`)."""
+    step1 = max(0.01, min(1.0, step))
+    return 0.5 * (step1 + xp.minimum(xp.maximum(e1 / 25000.0, 0.01), 1.0))
+
+
+def _second_pass_one(
+    energy: np.ndarray, mu: np.ndarray, d_full: np.ndarray, i1: int, smooth_ev: float | None, cache: dict
+) -> E0Search:
+    """The second pass of :func:`search_e0` for one spectrum (``mu`` of shape (1, n)), on Python numbers."""
+    n = energy.size
+    early, a, b = _second_pass_window(i1, n, SCALAR)
+    if smooth_ev is None:
+        e1 = float(energy.mean()) if early else float(energy[i1])
+        w = float(_smooth_width(_energy_step(energy[:-1]), e1, SCALAR))
+    else:
+        w = float(smooth_ev)
+    if b - 1 - a < 3:
+        i = min(a + 2, n - 1)
+        return E0Search(e0=energy[i : i + 1].copy(), index=np.array([i]), found=np.zeros(1, dtype=bool))
+    d = _window_derivative(d_full, mu, np.zeros(1, dtype=np.intp), energy, a, b - 1)
+    smoother = cache.get((a, b, w))
+    if smoother is None:
+        smoother = cache[(a, b, w)] = LorentzSmoother(energy[a : b - 1], sigma=w, xstep=w)
+    ix, ok = _pick_edge(smoother(d))
+    i = a + (int(ix[0]) if ok[0] and ix[0] >= 1 else 2)
+    return E0Search(
+        e0=energy[i : i + 1].copy(), index=np.array([i]), found=np.array([bool(ok[0] and ix[0] >= 1)])
+    )
+
+
 def search_e0(
     energy: np.ndarray,
     mu: np.ndarray,
@@ -124,16 +169,12 @@ def search_e0(
     en1 = energy[:-1]
     d_full = _derivative(mu[:, :-1], en1)
     i1, _ = _pick_edge(d_full)
-    e1 = en1[i1]
-    start = np.maximum(3, i1 - _WINDOW_HALF)
-    stop = np.minimum(i1 + _WINDOW_HALF, n - 3)
-    early = i1 < 0.05 * n
-    e1 = np.where(early, energy.mean(), e1)
-    start = np.where(early, np.maximum(3, i1 - _FALLBACK_HALF), start)
-    stop = np.where(early, n - 3, stop)
+    if m == 1:
+        return _second_pass_one(energy, mu, d_full, int(i1[0]), smooth_ev, cache)
+    early, start, stop = _second_pass_window(i1, n, np)
+    e1 = np.where(early, energy.mean(), en1[i1])
     if smooth_ev is None:
-        step1 = max(0.01, min(1.0, _energy_step(en1)))
-        width = 0.5 * (step1 + np.minimum(np.maximum(e1 / 25000.0, 0.01), 1.0))
+        width = _smooth_width(_energy_step(en1), e1, np)
     else:
         width = np.full(m, float(smooth_ev))
 
@@ -141,16 +182,13 @@ def search_e0(
     index = np.empty(m, dtype=np.intp)
     found = np.empty(m, dtype=bool)
     # spectra sharing a window and a smoothing width share one smoothing operator
-    if m == 1:
-        groups = [(np.zeros(1, dtype=np.intp), 0)]
-    else:
-        wkey = np.round(width * 1e9).astype(np.int64)
-        key = (start.astype(np.int64) * (n + 1) + stop) * (2**31) + wkey
-        _, first, group = np.unique(key, return_index=True, return_inverse=True)
-        order = np.argsort(group, kind="stable")
-        bounds = np.searchsorted(group[order], np.arange(first.size + 1))
-        groups = [(order[bounds[g] : bounds[g + 1]], j) for g, j in enumerate(first)]
-    for rows, j in groups:
+    wkey = np.round(width * 1e9).astype(np.int64)
+    key = (start.astype(np.int64) * (n + 1) + stop) * (2**31) + wkey
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(first.size + 1))
+    for g, j in enumerate(first):
+        rows = order[bounds[g] : bounds[g + 1]]
         a, b, w = int(start[j]), int(stop[j]), float(width[j])
         if b - 1 - a < 3:
             e0[rows], index[rows], found[rows] = energy[min(a + 2, n - 1)], min(a + 2, n - 1), False

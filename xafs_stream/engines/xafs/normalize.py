@@ -10,16 +10,24 @@ with a few array passes each; spectra whose fit ranges fall on the same grid ind
 least-squares projector (solved once, applied as a matrix product), so a million-pixel XANES map takes
 seconds. The pre-edge line, post-edge curve and flattened spectrum are computed from the stored
 coefficients only when first asked for (each is as large as the stack).
+
+One spectrum (1-D μ) takes a separate path with the same rules: the range rules run on Python numbers
+(``xp=SCALAR``, see ``_ops.py``) and the two fits are QR solves, without the chunking, grouping and
+per-row bookkeeping of a stack, which cost more than the work itself for one spectrum (tests check that
+both paths give the same results and the same error messages).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from scipy.linalg.lapack import dgeqrf, dtrtrs
 
 from ..errors import InputError
+from ._ops import SCALAR
 from ._validate import SpectrumErrors, check_energy, check_finite_rows, check_stack, per_spectrum
 from .e0 import search_e0
 
@@ -123,16 +131,53 @@ class PreEdgeResult:
         return self._shape(flat)
 
 
-def _index_of(grid: np.ndarray, value: np.ndarray) -> np.ndarray:
+def _index_of(grid: np.ndarray, value, xp=np):
     """Index of the grid point at or below each value (0 below the grid)."""
-    return np.maximum(np.searchsorted(grid, value, side="right") - 1, 0)
+    return xp.maximum(xp.searchsorted(grid, value, side="right") - 1, 0)
 
 
-def _index_nearest(grid: np.ndarray, value: np.ndarray) -> np.ndarray:
+def _index_nearest(grid: np.ndarray, value, xp=np):
     """Index of the grid point nearest each value (the lower one on ties)."""
-    j = np.minimum(np.maximum(np.searchsorted(grid, value, side="left"), 1), grid.size - 1)
+    j = xp.minimum(xp.maximum(xp.searchsorted(grid, value, side="left"), 1), grid.size - 1)
     lower_closer = (value - grid[j - 1]) <= (grid[j] - value)
-    return np.where(lower_closer, j - 1, j)
+    return xp.where(lower_closer, j - 1, j)
+
+
+def _powers(u: np.ndarray, k: int) -> np.ndarray:
+    """u**0 .. u**k, shape (k + 1, len(u)), by repeated products (np.power with an exponent array calls
+    pow() per element: ~5x slower for the few-hundred-point fits here)."""
+    out = np.empty((k + 1, u.size))
+    out[0] = 1.0
+    for p in range(1, k + 1):
+        np.multiply(out[p - 1], u, out=out[p])
+    return out
+
+
+def _fit_block(
+    block: np.ndarray, x: np.ndarray, centre: float, scale: float, k: int, want_rss: bool, lev_x
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Least-squares polynomials of order k through the rows of ``block`` (r, L) at energies x (L,), in
+    u = (x - centre) / scale. Returns coefficients (r, k + 1), the residual sums of squares (r,) if asked,
+    and the leverage at energies ``lev_x`` (r,) unless it is None."""
+    basis = _powers((x - centre) / scale, k)  # (k + 1, L), u in [-1, 1]: well conditioned
+    gram_inv = np.linalg.inv(basis @ basis.T)
+    c = block @ (gram_inv @ basis).T  # (L, k + 1) least-squares projector
+    rss = leverage = None
+    if want_rss:
+        resid = block - c @ basis
+        rss = (resid * resid).sum(axis=1)
+    if lev_x is not None:
+        b0 = _powers((lev_x - centre) / scale, k).T
+        leverage = ((b0 @ gram_inv) * b0).sum(axis=1)
+    return c, rss, leverage
+
+
+def _clip_range(start, stop, order, n: int, max_order: int, xp=np):
+    """Index range [start, stop) inside the grid with at least one point; order at most points - 1."""
+    start = xp.minimum(xp.maximum(start, 0), n - 1)
+    stop = xp.minimum(xp.maximum(stop, start + 1), n)
+    order = xp.minimum(xp.maximum(xp.minimum(order, stop - start - 1), 0), max_order)
+    return start, stop, order
 
 
 def _range_polyfit(
@@ -157,73 +202,89 @@ def _range_polyfit(
     energy ``leverage_at[i]`` is var(fit value there) / var(one point), for error propagation.
     """
     m, n = y.shape
-    start = np.minimum(np.maximum(start, 0), n - 1)
-    stop = np.minimum(np.maximum(stop, start + 1), n)
-    order = np.minimum(np.maximum(np.minimum(order, stop - start - 1), 0), max_order)
+    start, stop, order = _clip_range(start, stop, order, n, max_order)
     coefs = np.zeros((m, max_order + 1))
     centre = 0.5 * (energy[start] + energy[stop - 1])
     scale = np.maximum(0.5 * (energy[stop - 1] - energy[start]), 1e-6)
     rss = np.zeros(m) if want_rss else None
     leverage = np.zeros(m) if leverage_at is not None else None
-    if m == 1:
-        groups = [(np.zeros(1, dtype=np.intp), 0)]
-    else:
-        key = (start.astype(np.int64) * (n + 1) + stop) * (max_order + 1) + order
-        _, first, group = np.unique(key, return_index=True, return_inverse=True)
-        by_group = np.argsort(group.ravel(), kind="stable")
-        bounds = np.searchsorted(group.ravel()[by_group], np.arange(first.size + 1))
-        groups = [(by_group[bounds[g] : bounds[g + 1]], j) for g, j in enumerate(first)]
-    for rows, j in groups:
+    key = (start.astype(np.int64) * (n + 1) + stop) * (max_order + 1) + order
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    by_group = np.argsort(group.ravel(), kind="stable")
+    bounds = np.searchsorted(group.ravel()[by_group], np.arange(first.size + 1))
+    for g, j in enumerate(first):
+        rows = by_group[bounds[g] : bounds[g + 1]]
         a, b, k = int(start[j]), int(stop[j]), int(order[j])
-        u = (energy[a:b] - centre[j]) / scale[j]
-        basis = u[None, :] ** np.arange(k + 1)[:, None]  # (k + 1, b - a), u in [-1, 1]: well conditioned
-        gram_inv = np.linalg.inv(basis @ basis.T)
-        proj = (gram_inv @ basis).T  # (b - a, k + 1) least-squares projector
         block = y[rows, a:b]
         if subtract is not None:
             block = block - subtract(energy[a:b], rows)
-        c = block @ proj
+        lev_x = None if leverage is None else leverage_at[rows]
+        c, rss_g, lev_g = _fit_block(block, energy[a:b], centre[j], scale[j], k, want_rss, lev_x)
         coefs[rows, : k + 1] = c
         if want_rss:
-            resid = block - c @ basis
-            rss[rows] = np.einsum("ij,ij->i", resid, resid)
+            rss[rows] = rss_g
         if leverage is not None:
-            b0 = ((leverage_at[rows] - centre[j]) / scale[j])[:, None] ** np.arange(k + 1)[None, :]
-            leverage[rows] = np.einsum("ri,ij,rj->r", b0, gram_inv, b0)
+            leverage[rows] = lev_g
     return LocalPoly(coefs, centre, scale), rss, leverage
 
 
 def _default_ranges(
-    energy: np.ndarray, e0: np.ndarray, ie0: np.ndarray, pre1, pre2, norm1, norm2, nnorm
+    energy: np.ndarray, e0, ie0, pre1, pre2, norm1, norm2, nnorm, xp=np
 ) -> dict[str, np.ndarray]:
-    """Per-spectrum fit ranges (eV relative to E0) and orders, with Larch's defaults and clamps."""
-    emin, emax = energy[0], energy[-1]
+    """Per-spectrum fit ranges (eV relative to E0) and orders, with Larch's defaults and clamps.
+
+    ``e0``, ``ie0``: arrays (n_spectra,) with ``xp=np``, or a float and an int with ``xp=SCALAR``.
+    """
+    emin, emax = float(energy[0]), float(energy[-1])
+    shape = getattr(e0, "shape", ())
     if pre1 is None:
-        p1 = np.where(
-            ie0 > 20, 5.0 * np.round((energy[1] - e0) / 5.0), 2.0 * np.round((energy[1] - e0) / 2.0)
-        )
+        de = float(energy[1]) - e0
+        p1 = xp.where(ie0 > 20, 5.0 * xp.round(de / 5.0), 2.0 * xp.round(de / 2.0))
     else:
-        p1 = np.full(e0.shape, float(pre1))
-    p1 = np.maximum(p1, emin - e0)
-    p2 = 0.5 * p1 if pre2 is None else np.full(e0.shape, float(pre2))
-    p1, p2 = np.minimum(p1, p2), np.maximum(p1, p2)
+        p1 = xp.full(shape, float(pre1))
+    p1 = xp.maximum(p1, emin - e0)
+    p2 = 0.5 * p1 if pre2 is None else xp.full(shape, float(pre2))
+    p1, p2 = xp.minimum(p1, p2), xp.maximum(p1, p2)
 
     if norm2 is None:
-        n2 = 5.0 * np.round((emax - e0) / 5.0)
+        n2 = 5.0 * xp.round((emax - e0) / 5.0)
     else:
-        n2 = np.full(e0.shape, float(norm2))
-        n2 = np.where(n2 < 0, emax - e0 - n2, n2)
-    n2 = np.minimum(n2, emax - e0)
-    n1 = np.minimum(25.0, 5.0 * np.round(n2 / 15.0)) if norm1 is None else np.full(e0.shape, float(norm1))
-    n1, n2 = np.minimum(n1, n2), np.maximum(n1, n2)
-    n1 = np.minimum(n1, n2 - 2.0)
+        n2 = xp.full(shape, float(norm2))
+        n2 = xp.where(n2 < 0, emax - e0 - n2, n2)
+    n2 = xp.minimum(n2, emax - e0)
+    n1 = xp.minimum(25.0, 5.0 * xp.round(n2 / 15.0)) if norm1 is None else xp.full(shape, float(norm1))
+    n1, n2 = xp.minimum(n1, n2), xp.maximum(n1, n2)
+    n1 = xp.minimum(n1, n2 - 2.0)
     if nnorm is None:
         span = n2 - n1
-        order = np.where(span < 30, 0, np.where(span < 300, 1, 2))
+        order = xp.where(span < 30, 0, xp.where(span < 300, 1, 2))
     else:
-        order = np.full(e0.shape, int(nnorm))
-    order = np.minimum(np.maximum(order, 0), MAX_NNORM)
+        order = xp.full(shape, int(nnorm))
+    order = xp.minimum(xp.maximum(order, 0), MAX_NNORM)
     return {"pre1": p1, "pre2": p2, "norm1": n1, "norm2": n2, "nnorm": order}
+
+
+def _fit_ranges(energy: np.ndarray, e0, ie0, ranges_kw: dict, npre: int, xp=np) -> tuple:
+    """Fit ranges in eV (dict, with npre per spectrum) and as grid indices: pre-edge [a, b) with order
+    npre, post-edge [c, d) with its order. Arrays (n_spectra,) with ``xp=np``; numbers with ``xp=SCALAR``."""
+    n = energy.size
+    r = _default_ranges(energy, e0, ie0, xp=xp, **ranges_kw)
+    ipre1 = _index_of(energy, r["pre1"] + e0, xp)
+    ipre2 = _index_of(energy, r["pre2"] + e0, xp)
+    npre_row = xp.where(ipre2 - ipre1 < 3, 0, npre)
+    a = ipre1
+    b = _index_nearest(energy, r["pre2"] + e0, xp)
+    b = xp.where((npre_row == 0) & (b == a), b + 1, b)
+    b = xp.where((npre_row == 1) & (b - a < 2), xp.minimum(n, a + 2), b)
+    c = _index_of(energy, r["norm1"] + e0, xp)
+    d = _index_nearest(energy, r["norm2"] + e0, xp)
+    c = xp.minimum(c, n - 3)
+    order = r["nnorm"]
+    short = d - c < 2
+    c = xp.where(short, c - 2, c)
+    order = xp.where(short, 0, xp.where(d - c < 5, xp.minimum(1, order), order))
+    r["npre"] = npre_row
+    return r, (a, b, npre_row), (c, d, order)
 
 
 def _normalize_chunk(
@@ -235,30 +296,14 @@ def _normalize_chunk(
     npre: int,
 ) -> dict[str, object]:
     """Kernel: normalise clean rows ``mu`` (m, n) with known E0 (m,), eV."""
-    n = energy.size
     ie0 = _index_nearest(energy, e0)
-    r = _default_ranges(energy, e0, ie0, **ranges_kw)
-    ipre1 = _index_of(energy, r["pre1"] + e0)
-    ipre2 = _index_of(energy, r["pre2"] + e0)
-    npre_row = np.where(ipre2 - ipre1 < 3, 0, npre)
-    a = ipre1
-    b = _index_nearest(energy, r["pre2"] + e0)
-    b = np.where((npre_row == 0) & (b == a), b + 1, b)
-    b = np.where((npre_row == 1) & (b - a < 2), np.minimum(n, a + 2), b)
+    r, (a, b, npre_row), (c, d, order) = _fit_ranges(energy, e0, ie0, ranges_kw, npre)
     pre, pre_rss, pre_lev = _range_polyfit(
         mu, a, b, npre_row, energy, 1, want_rss=True, leverage_at=energy[ie0]
     )
     dof = np.maximum(b - a, 0) - (npre_row + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         noise = np.where(dof >= 2, np.sqrt(pre_rss / dof), np.nan)
-
-    c = _index_of(energy, r["norm1"] + e0)
-    d = _index_nearest(energy, r["norm2"] + e0)
-    c = np.minimum(c, n - 3)
-    order = r["nnorm"].copy()
-    short = d - c < 2
-    c = np.where(short, c - 2, c)
-    order = np.where(short, 0, np.where(d - c < 5, np.minimum(1, order), order))
     post, _, post_lev = _range_polyfit(
         mu, c, d, order, energy, MAX_NNORM, subtract=pre, leverage_at=energy[ie0]
     )
@@ -270,7 +315,6 @@ def _normalize_chunk(
     norm -= beta[:, None] * energy[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         norm *= (1.0 / step)[:, None]
-    r.update(npre=npre_row)
     # standard error of the step from the per-point noise, both fits extrapolated to E0 (the post-edge
     # residual also holds XAFS structure, so the pre-edge noise is taken as the measurement noise)
     step_err = noise * np.sqrt(pre_lev + post_lev)
@@ -284,6 +328,127 @@ def _normalize_chunk(
         "noise": noise,
         "step_err": step_err,
     }
+
+
+def _normalize_one(
+    energy: np.ndarray, mu: np.ndarray, e0: float, step_given: float | None, ranges_kw: dict, npre: int
+) -> dict[str, object]:
+    """:func:`_normalize_chunk` for one spectrum ``mu`` (n,): the same rules and fits on Python numbers,
+    without the grouping and per-row bookkeeping that a stack needs (a large part of the single-spectrum
+    time). Same outputs, as arrays of shape (1, ...)."""
+    n = energy.size
+    ie0 = int(_index_nearest(energy, e0, SCALAR))
+    r, (a, b, npre_row), (c, d, order) = _fit_ranges(energy, e0, ie0, ranges_kw, npre, SCALAR)
+    e_at = energy[ie0 : ie0 + 1]
+
+    def fit(y: np.ndarray, a: int, b: int, k: int, max_order: int):
+        """Polynomial through y[a:b] by QR (LAPACK, as AUTOBK uses: one routine fewer to load than the
+        normal equations of _fit_block): LocalPoly, residual sum of squares (1,), leverage at E0 (1,)."""
+        a, b, k = _clip_range(a, b, k, n, max_order, SCALAR)
+        centre = 0.5 * (float(energy[a]) + float(energy[b - 1]))
+        scale = max(0.5 * (float(energy[b - 1]) - float(energy[a])), 1e-6)
+        cols = np.empty((k + 2, b - a))
+        cols[: k + 1] = _powers((energy[a:b] - centre) / scale, k)
+        cols[k + 1] = y[a:b]
+        qr = dgeqrf(cols.T)[0]  # R of the basis, Qᵀy, and |residual| in the next diagonal element
+        r = qr[: k + 1, : k + 1]
+        full = np.zeros((1, max_order + 1))
+        full[0, : k + 1] = dtrtrs(r, qr[: k + 1, k + 1])[0]
+        rss = float(qr[k + 1, k + 1]) ** 2 if b - a > k + 1 else 0.0
+        at_e0 = dtrtrs(r, _powers((e_at - centre) / scale, k)[:, 0], trans=1)[0]
+        return LocalPoly(full, np.array([centre]), np.array([scale])), rss, float(at_e0 @ at_e0)
+
+    pre, pre_rss, pre_lev = fit(mu, a, b, npre_row, 1)
+    beta = float(pre.coefs[0, 1] / pre.scale[0])
+    alpha = float(pre.coefs[0, 0]) - beta * float(pre.centre[0])
+    line = alpha + beta * energy
+    dof = max(b - a, 0) - (npre_row + 1)
+    noise = math.sqrt(pre_rss / dof) if dof >= 2 else math.nan
+    post, _, post_lev = fit(mu - line, c, d, order, MAX_NNORM)
+    step = post.at(e_at) if step_given is None else np.array([step_given])
+    norm = (mu - line) * (1.0 / float(step[0]) if step[0] != 0 else math.nan)  # a step <= 0 is refused
+    return {
+        "pre": pre,
+        "post": post,
+        "step": step,
+        "norm": norm[None, :],
+        "ie0": np.array([ie0]),
+        "ranges": {k: np.array([v]) for k, v in r.items()},
+        "noise": np.array([noise]),
+        "step_err": np.array([noise * math.sqrt(pre_lev + post_lev)]),
+    }
+
+
+_NO_EDGE = "no edge found: no point of high dμ/dE with high neighbours"
+
+
+def _bad_step_message(step: float, e0: float) -> str:
+    if not np.isfinite(step):
+        return "no edge: edge step is not finite"
+    return (
+        f"no edge: edge step {step:.4g} at E0 = {e0:.2f} eV is not positive"
+        " (μ does not rise across E0: wrong E0, or I0 and It swapped?)"
+    )
+
+
+def _weak_step_message(step: float, err: float, noise: float, min_edge_snr: float) -> str:
+    return (
+        f"no edge: edge step {step:.3g} is within {min_edge_snr:g} standard errors "
+        f"({err:.2g}, from the pre-edge noise {noise:.2g}) of zero"
+    )
+
+
+def _outside_message(e0, e: np.ndarray) -> str:
+    return f"e0: {e0:.2f} eV is outside the data ({e[1]:.2f} .. {e[-2]:.2f} eV)"
+
+
+def _given_step_message(step) -> str:
+    return f"edge_step: must be > 0, got {step!r}"
+
+
+def _pre_edge_one(
+    e: np.ndarray,
+    mu: np.ndarray,
+    e0_in: float | None,
+    step_in: float | None,
+    ranges_kw: dict,
+    npre: int,
+    smooth_ev: float | None,
+    min_edge_snr: float,
+) -> PreEdgeResult:
+    """:func:`pre_edge` of one spectrum ``mu`` (n,) after the input checks: the same steps without the
+    chunking and per-row bookkeeping of a stack (which cost more than the work itself for one spectrum).
+    Failures raise InputError."""
+    if e0_in is None:
+        found = search_e0(e, mu[None, :], smooth_ev=smooth_ev)
+        if not found.found[0]:
+            raise InputError(_NO_EDGE)
+        e0 = float(found.e0[0])
+    else:
+        e0 = e0_in
+    out = _normalize_one(e, mu, e0, step_in, ranges_kw, npre)
+    step, noise, step_err = float(out["step"][0]), float(out["noise"][0]), float(out["step_err"][0])
+    if not (np.isfinite(step) and step > 0):
+        raise InputError(_bad_step_message(step, e0))
+    if step_in is None and np.isfinite(step_err) and step < min_edge_snr * step_err:
+        raise InputError(_weak_step_message(step, step_err, noise, min_edge_snr))
+    params = {k: int(v[0]) if k in ("nnorm", "npre") else float(v[0]) for k, v in out["ranges"].items()}
+    params.update(e0_given=e0_in is not None, min_edge_snr=float(min_edge_snr), smooth_ev=smooth_ev)
+    return PreEdgeResult(
+        energy=e,
+        e0=e0,
+        edge_step=step,
+        norm=out["norm"][0],
+        ok=np.ones(1, dtype=bool),
+        errors={},
+        params_used=params,
+        noise=noise,
+        edge_step_err=step_err,
+        _pre=out["pre"],
+        _post=out["post"],
+        _ie0=out["ie0"],
+        _single=True,
+    )
 
 
 def pre_edge(
@@ -343,20 +508,23 @@ def pre_edge(
     if not (np.isfinite(min_edge_snr) and min_edge_snr >= 0):
         raise InputError(f"min_edge_snr: must be a number >= 0 (0 disables the test), got {min_edge_snr!r}")
 
+    ranges_kw = {"pre1": pre1, "pre2": pre2, "norm1": norm1, "norm2": norm2, "nnorm": nnorm}
+    if single and np.isfinite(mu2).all():
+        e0_one = None if e0_in is None else float(e0_in[0])
+        if e0_one is not None and not (e[1] <= e0_one <= e[-2]):  # also false for NaN
+            raise InputError(_outside_message(e0_in[0], e))
+        step_one = None if step_in is None else float(step_in[0])
+        if step_one is not None and not (math.isfinite(step_one) and step_one > 0):
+            raise InputError(_given_step_message(step_in[0]))
+        return _pre_edge_one(e, mu2[0], e0_one, step_one, ranges_kw, npre, smooth_ev, min_edge_snr)
     status = SpectrumErrors(m)
     check_finite_rows(mu2, e, status)
     if e0_in is not None:
         outside = ~np.isfinite(e0_in) | (e0_in < e[1]) | (e0_in > e[-2])
-        status.fail_each(
-            outside,
-            lambda i: f"e0: {e0_in[i]:.2f} eV is outside the data ({e[1]:.2f} .. {e[-2]:.2f} eV)",
-        )
+        status.fail_each(outside, lambda i: _outside_message(e0_in[i], e))
     if step_in is not None:
-        status.fail_each(
-            ~(np.isfinite(step_in) & (step_in > 0)), lambda i: f"edge_step: must be > 0, got {step_in[i]!r}"
-        )
-
-    ranges_kw = {"pre1": pre1, "pre2": pre2, "norm1": norm1, "norm2": norm2, "nnorm": nnorm}
+        status.fail_each(~(np.isfinite(step_in) & (step_in > 0)), lambda i: _given_step_message(step_in[i]))
+    status.raise_if_single(single)
     e0_out = np.full(m, np.nan)
     step_out = np.full(m, np.nan)
     noise_out = np.full(m, np.nan)
@@ -378,7 +546,7 @@ def pre_edge(
             found = search_e0(e, block, smooth_ev=smooth_ev, cache=smoothers)
             e0_rows = found.e0
             row_ids = np.arange(lo, hi) if isinstance(rows, slice) else rows
-            status.fail(row_ids[~found.found], "no edge found: no point of high dμ/dE with high neighbours")
+            status.fail(row_ids[~found.found], _NO_EDGE)
         else:
             e0_rows = e0_in[rows]
         out = _normalize_chunk(e, block, e0_rows, None if step_in is None else step_in[rows], ranges_kw, npre)
@@ -397,23 +565,11 @@ def pre_edge(
 
     checked = status.ok.copy()
     step_bad = checked & ~(np.isfinite(step_out) & (step_out > 0))
-    status.fail_each(
-        step_bad,
-        lambda i: (
-            f"no edge: edge step {step_out[i]:.4g} at E0 = {e0_out[i]:.2f} eV is not positive"
-            " (μ does not rise across E0: wrong E0, or I0 and It swapped?)"
-            if np.isfinite(step_out[i])
-            else "no edge: edge step is not finite"
-        ),
-    )
+    status.fail_each(step_bad, lambda i: _bad_step_message(step_out[i], e0_out[i]))
     if step_in is None:
         weak = status.ok & np.isfinite(step_err) & (step_out < min_edge_snr * step_err)
         status.fail_each(
-            weak,
-            lambda i: (
-                f"no edge: edge step {step_out[i]:.3g} is within {min_edge_snr:g} standard errors "
-                f"({step_err[i]:.2g}, from the pre-edge noise {noise_out[i]:.2g}) of zero"
-            ),
+            weak, lambda i: _weak_step_message(step_out[i], step_err[i], noise_out[i], min_edge_snr)
         )
     failed = ~status.ok
     if failed.any():
