@@ -9,7 +9,7 @@ import xraydb
 
 from .regions import PlanArgumentError
 
-CHANNEL_NAMES = ("i0", "it", "iref", "ifluor")
+CHANNEL_NAMES = ("i0", "it", "iref", "ifluor", "clock")
 
 
 def lookup_e0(element: str, edge: str, e0: float | None) -> float:

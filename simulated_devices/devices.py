@@ -117,6 +117,7 @@ class SimScaler(Device):
     it = Cpt(Signal, value=0.0, kind="hinted")
     iref = Cpt(Signal, value=0.0, kind="normal")
     ifluor = Cpt(Signal, value=0.0, kind="normal")
+    clock = Cpt(Signal, value=0.0, kind="normal")  # the count time actually used, s (a scaler's clock channel)
 
     def __init__(self, *, name: str = "scaler", mono: SimDCM, beam: BeamModel, time_scale: float = 0.0, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -134,6 +135,7 @@ class SimScaler(Device):
         now = time.time()
         for key, value in reading.items():
             getattr(self, key).put(value, timestamp=now)
+        self.clock.put(dwell, timestamp=now)
         return _finish_after(self, dwell * self.time_scale)
 
 

@@ -131,9 +131,18 @@ def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any]) -> tuple[np.ndarra
                 shifts[i] = float(calibrate_energy(e, mu_ref, e0_reference=float(e0_tab)).shift)
             except InputError as exc:
                 diagnostics[f"calibration_error_repeat_{i}"] = str(exc)
-    merged = merge_spectra(energies, mus, shifts=shifts)
-    diagnostics["repeats_excluded"] = {str(k): v for k, v in merged.excluded.items()}
-    summary = {"n_repeats": len(mus), "n_repeats_merged": len(merged.used),
+    # repeats the quality check flags (beam dump, saturation, glitches beyond repair) stay out of the merge,
+    # unless every repeat is bad (then all are merged and the quality analysis records the flags)
+    from .quality import repeat_reports
+
+    reports = repeat_reports(unit)
+    weights = np.array([0.0 if r.bad else 1.0 for r in reports])
+    if not weights.any():
+        weights[:] = 1.0
+    bad = {i: "flagged: " + ", ".join(r.reasons) for i, r in enumerate(reports) if r.bad and weights[i] == 0}
+    merged = merge_spectra(energies, mus, shifts=shifts, weights=weights)
+    diagnostics["repeats_excluded"] = {str(k): v for k, v in merged.excluded.items()} | {str(k): v for k, v in bad.items()}
+    summary = {"n_repeats": len(mus), "n_repeats_merged": len(merged.used), "n_repeats_bad": len(bad),
                "energy_shift": float(np.mean(shifts[merged.used])) if merged.used else 0.0}
     return np.asarray(merged.energy), np.asarray(merged.mu), {"mu_noise": np.asarray(merged.noise)}, summary, diagnostics
 

@@ -20,6 +20,7 @@ from ..units import UNIT_KINDS, WorkUnit
 # not landed yet does not stop the service.
 BUILTIN_MODULES = (
     "xafs_stream.analyses.preprocess",
+    "xafs_stream.analyses.quality",
     "xafs_stream.analyses.spm",
     "xafs_stream.analyses.bayes",
     "xafs_stream.analyses.imaging",

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (CliError, InputError, FileNotFoundError) as exc:
+    except (CliError, InputError, FileNotFoundError, ConnectionError) as exc:
         print(f"xafs-stream {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

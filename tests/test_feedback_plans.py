@@ -1,0 +1,91 @@
+"""Feedback plans on the simulated beamline with the real service: stop at a target, rescan bad repeats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xafs_stream.feedback import TiledFeedback
+from xafs_stream.plans import PlanArgumentError, xafs_scan_until
+from xafs_stream.plans.feedback import combined_uncertainty
+from xafs_stream.service import Service, subscribe
+from xafs_stream.simulated_devices.beamline import make_beamline
+from xafs_stream.storage.results import RESULTS_ROOT
+
+from .test_pipeline_e2e import make_config
+
+REGIONS = [[-100, -30, 10, "E"], [-30, 40, 1.0, "E"], [3.2, 12, 0.1, "k"]]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    cfg = make_config(tmp_path_factory.mktemp("fb"), worker={"analyses": "xafs.normalize,xafs.quality"})
+    svc = Service(cfg).start(reconcile=False)
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def session(service, RE):
+    s = subscribe(RE, service.config, tiled_client=service.tiled.client, frontend=service.frontend)
+    yield s
+    s.close()
+
+
+def test_combined_uncertainty_is_the_inverse_variance_merge():
+    assert combined_uncertainty([0.2, 0.2, 0.2, 0.2]) == pytest.approx(0.1)
+    assert combined_uncertainty([]) == float("inf")
+
+
+def test_stops_when_the_merged_noise_reaches_the_target(service, session, RE, collect):
+    bl = make_beamline(sample="Cu", seed=11, flux_cps=2e6)  # low flux: visible counting noise
+    feedback = TiledFeedback(service.tiled.client)
+    # first a single repeat to learn this sample's per-repeat noise, then ask for ~1/sqrt(3) of it
+    reason = RE(xafs_scan_until([bl.scaler], bl.dcm, REGIONS, element="Cu", sample="Cu", feedback=feedback,
+                                target_noise=1e-12, max_repeats=1, dwell_s=0.5))
+    first = collect[0][1]["uid"]
+    eps1 = feedback.repeat_result(first, 0)["noise_chi"]
+    target = eps1 / np.sqrt(2.5)
+    collect.clear()
+    RE(xafs_scan_until([bl.scaler], bl.dcm, REGIONS, element="Cu", sample="Cu", feedback=feedback,
+                       target_noise=target, max_repeats=8, dwell_s=0.5))
+    uid = collect[0][1]["uid"]
+    stop = [d for n, d in collect if n == "stop"][0]
+    assert stop["reason"].startswith("target reached")
+    decisions = [d["data"] for n, d in collect if n == "event" and d["data"].get("feedback_reason") is not None]
+    n_good = decisions[-1]["feedback_n_good"]
+    noises = [feedback.repeat_result(uid, r)["noise_chi"] for r in range(n_good)]
+    # it stopped at the first repeat count whose merged noise is below the target, not later
+    assert combined_uncertainty(noises) <= target < combined_uncertainty(noises[:-1])
+    assert n_good >= 2
+
+
+def test_beam_dump_repeat_is_flagged_rescanned_and_kept_in_the_catalog(service, session, RE, collect):
+    bl = make_beamline(sample="Fe", seed=12, flux_cps=2e6)
+    bl.set_faults(beam_dump_after_points=20, beam_dump_points=6)  # hits the first repeat only
+    feedback = TiledFeedback(service.tiled.client)
+    RE(xafs_scan_until([bl.scaler], bl.dcm, REGIONS, element="Fe", sample="Fe", feedback=feedback,
+                       target_noise=1e9, max_repeats=3, dwell_s=0.5))  # any good repeat meets this target
+    uid = collect[0][1]["uid"]
+    first, second = feedback.repeat_result(uid, 0), feedback.repeat_result(uid, 1)
+    assert first["quality.bad"] is True and "beam dump" in first["quality.reasons"]
+    assert second["quality.bad"] is False
+    stop = [d for n, d in collect if n == "stop"][0]
+    assert "after 1 good repeat" in stop["reason"]
+    session.flush()
+    assert service.wait_idle(60, publisher=session.publisher)
+    run = service.tiled.client[RESULTS_ROOT][uid]
+    merge = run["xafs_quality"]["merge"].metadata["summary"]["quality"]
+    assert merge["n_bad_repeats"] == 1 and merge["bad_repeats"] == "0"
+    norm = run["xafs_normalize"]["merge"].metadata
+    assert norm["summary"]["n_repeats_merged"] == 1  # the bad repeat stays out of the merge
+    assert "flagged" in norm["diagnostics"]["repeats_excluded"]["0"]
+
+
+def test_bad_feedback_arguments_fail_before_motion(RE, beamline):
+    with pytest.raises(PlanArgumentError, match="target_noise"):
+        RE(xafs_scan_until([beamline.scaler], beamline.dcm, REGIONS, element="Cu", feedback=object()))
+    with pytest.raises(PlanArgumentError, match="repeat_result"):
+        RE(xafs_scan_until([beamline.scaler], beamline.dcm, REGIONS, element="Cu", feedback=object(),
+                           target_noise=0.1))
+    assert beamline.dcm.moves == 0
