@@ -212,7 +212,8 @@ def normalize_spectrum(
 
     k_data = float(np.sqrt(max(pre.energy[-1] - pre.e0, 0.0) * ETOK))
     summary["kmax_data"] = k_data
-    summary["has_exafs"] = k_data >= _MIN_EXAFS_K
+    # χ(k) needs data reaching past the FT window's start, not just past k = 3 Å⁻¹
+    summary["has_exafs"] = k_data >= max(_MIN_EXAFS_K, float(config.get("kmin", 3.0)) + 2.0)
     if summary["has_exafs"]:
         bkg = autobk(
             pre.energy,
@@ -264,7 +265,8 @@ def normalize_spectrum(
         diagnostics["autobk"] = bkg.diagnostics[0]
     else:
         diagnostics["exafs"] = (
-            f"data reach only k = {k_data:.2f} Å⁻¹ above E0; χ(k) needs at least {_MIN_EXAFS_K:g}"
+            f"data reach only k = {k_data:.2f} Å⁻¹ above E0; χ(k) needs at least "
+            f"{max(_MIN_EXAFS_K, float(config.get('kmin', 3.0)) + 2.0):g}"
         )
     return AnalysisResult(
         arrays=arrays,

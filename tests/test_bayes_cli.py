@@ -1,0 +1,127 @@
+"""``xafs-stream bayes``: output (F table, chosen K, peak table), files written, and one-line errors."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from xafs_stream.cli.main import main
+from xafs_stream.data import SPECTRA_DIR, XANES_REFS_DIR
+
+FAST = ["--replicas", "10", "--burn", "150", "--sweeps", "300"]
+TRUE = [(1.0, 1.2, 60.0), (0.7, 1.7, 90.0)]  # two Gaussian peaks (height, centre, b = 1/sigma²)
+
+
+@pytest.fixture(scope="module")
+def two_peaks(tmp_path_factory):
+    x = np.linspace(0, 3, 121)
+    y = sum(a * np.exp(-b * (x - m) ** 2 / 2) for a, m, b in TRUE)
+    y = y + 0.05 * np.random.default_rng(0).standard_normal(x.size)
+    path = tmp_path_factory.mktemp("bayes") / "two_peaks.txt"
+    np.savetxt(path, np.column_stack([x, y]), header="x y")
+    return path
+
+
+def _peak_rows(out):
+    rows = re.findall(r"^\s+(\d)\s+([-\d.e+]+)\s+([-\d.e+]+)\s+\[", out, flags=re.MULTILINE)
+    return [(int(i), float(c), float(e)) for i, c, e in rows]
+
+
+def test_peaks_model_prints_table_chosen_k_and_peaks(two_peaks, tmp_path, capsys):
+    png, js = tmp_path / "fit.png", tmp_path / "fit.json"
+    rc = main(
+        [
+            "bayes",
+            str(two_peaks),
+            "--model",
+            "peaks",
+            "--kmax",
+            "3",
+            "--noise",
+            "0.05",
+            *FAST,
+            "--plot",
+            str(png),
+            "--json",
+            str(js),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "chosen K = 2" in out
+    for k in (1, 2, 3):
+        assert re.search(rf"^\s+{k}\s+-?\d+\.\d+\s+\d+\.\d+", out, flags=re.MULTILINE)
+    rows = _peak_rows(out)
+    assert [r[0] for r in rows] == [1, 2]
+    for (_, c, err), (a, m, b) in zip(rows, TRUE):
+        assert abs(c - m) < max(4 * err, 0.01)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(js.read_text())
+    assert data["chosen"] == "K=2" and len(data["peaks"]) == 2 and data["noise_mode"] == "known"
+
+
+def test_noise_auto_reports_an_estimate(two_peaks, capsys):
+    rc = main(["bayes", str(two_peaks), "--model", "peaks", "--kmin", "2", "--kmax", "2", *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0
+    noise = float(re.search(r"chosen K = 2 \(lowest free energy; noise ([\d.e+-]+) estimated", out).group(1))
+    assert abs(noise / 0.05 - 1) < 0.2
+
+
+def test_xanes_on_normalised_reference_reports_preedge_centroid(capsys):
+    path = XANES_REFS_DIR / "FeLibNov2021.nor"
+    rc = main(["bayes", str(path), "--column", "fe(iii)po4", "--normalized", "--kmax", "2", *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "chosen K = " in out
+    c = float(re.search(r"pre-edge centroid = ([\d.]+)", out).group(1))
+    assert abs(c - 7114.8) < 0.5
+
+
+def test_xanes_on_raw_mu_uses_the_preprocessing_engine(capsys):
+    rc = main(
+        [
+            "bayes",
+            str(SPECTRA_DIR / "fe2o3_rt1.xmu"),
+            "--xrange",
+            "-15:25",
+            "--kmax",
+            "1",
+            "--no-preedge",
+            *FAST,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "normalised here" in out and "E0-15 .. E0+25 eV" in out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--kmin", "0"], "K must be >= 1"),
+        (["--noise", "-1"], "--noise must be a positive number"),
+        (["--xrange", "10:20"], "contains 0 data point"),
+        (["--xrange", "2:1"], "A < B"),
+        (["--xrange", "a:b"], "two numbers"),
+    ],
+)
+def test_bad_options_give_one_line_errors(two_peaks, capsys, args, message):
+    rc = main(["bayes", str(two_peaks), "--model", "peaks", *args, *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_files_give_one_line_errors(tmp_path, capsys):
+    assert main(["bayes", str(tmp_path / "missing.txt"), "--model", "peaks"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    nan_file = tmp_path / "nan.txt"
+    nan_file.write_text("0 1\n1 nan\n2 3\n3 4\n")
+    assert main(["bayes", str(nan_file), "--model", "peaks"]) == 2
+    assert "NaN" in capsys.readouterr().err
+    text = tmp_path / "text.txt"
+    text.write_text("0 1\n1 2\nhello world\n")
+    assert main(["bayes", str(text), "--model", "peaks"]) == 2
+    assert "non-numeric" in capsys.readouterr().err

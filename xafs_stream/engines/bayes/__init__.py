@@ -1,0 +1,110 @@
+"""Bayesian spectroscopy: replica-exchange MC, Bayesian free energy and model selection (METHODS §2).
+
+- :func:`run_remc` / :class:`ReplicaExchange`: REMC vectorised over replicas and independent chains, with a
+  tuned temperature ladder, adapted per-parameter steps, ordered peak labels and convergence diagnostics.
+- :func:`free_energy`, :func:`scan_noise`: F = -log evidence by the bridge over the ladder, its standard
+  error, and F as a function of the noise variance (Tokuda et al. 2017).
+- :func:`select_models`: minimum-F choice among candidate models (numbers of peaks, Hamiltonians, prior
+  regions), noise known or estimated.
+- models: peaks (Gaussian / Lorentzian / pseudo-Voigt), XANES (edge step + peaks), XMCD (signed peaks),
+  cluster-model Hamiltonian.
+- :func:`report`: medians and 68/95 % intervals, peak table, predictive band.
+- workflows: :func:`decompose_peaks`, :func:`decompose_xmcd`, :func:`fit_xanes`, :func:`fit_preedge`.
+"""
+
+from .free_energy import FreeEnergy, NoiseScan, free_energy, free_energy_curve, scan_noise
+from .ladder import geometric_ladder, retune
+from .models import (
+    PUBLISHED,
+    ClusterModel,
+    PeakModel,
+    SpectrumModel,
+    XanesModel,
+    XmcdModel,
+    cluster_hamiltonians,
+    cluster_lines,
+    cluster_spectrum,
+    nagata_peak_model,
+    nagata_priors,
+    xanes_priors,
+    xmcd_priors,
+)
+from .noise import difference_noise
+from .priors import Gamma, LogUniform, Normal, Uniform
+from .sampler import RemcResult, RemcSettings, ReplicaExchange, run_remc, split_rhat
+from .selection import CandidateFit, Selection, check_k_range, select_models
+from .state import ReplicaState
+from .summary import (
+    Band,
+    FitReport,
+    Interval,
+    PeakSummary,
+    interval,
+    predictive_band,
+    report,
+    summarize_parameters,
+)
+from .workflows import (
+    PreedgeResult,
+    check_xy,
+    decompose_peaks,
+    decompose_xmcd,
+    find_preedge_peak,
+    fit_preedge,
+    fit_xanes,
+    window,
+)
+
+__all__ = [
+    "PUBLISHED",
+    "Band",
+    "CandidateFit",
+    "ClusterModel",
+    "FitReport",
+    "FreeEnergy",
+    "Gamma",
+    "Interval",
+    "LogUniform",
+    "NoiseScan",
+    "Normal",
+    "PeakModel",
+    "PeakSummary",
+    "PreedgeResult",
+    "RemcResult",
+    "RemcSettings",
+    "ReplicaExchange",
+    "ReplicaState",
+    "Selection",
+    "SpectrumModel",
+    "Uniform",
+    "XanesModel",
+    "XmcdModel",
+    "check_k_range",
+    "check_xy",
+    "cluster_hamiltonians",
+    "cluster_lines",
+    "cluster_spectrum",
+    "decompose_peaks",
+    "decompose_xmcd",
+    "difference_noise",
+    "find_preedge_peak",
+    "fit_preedge",
+    "fit_xanes",
+    "free_energy",
+    "free_energy_curve",
+    "geometric_ladder",
+    "interval",
+    "nagata_peak_model",
+    "nagata_priors",
+    "predictive_band",
+    "report",
+    "retune",
+    "run_remc",
+    "scan_noise",
+    "select_models",
+    "split_rhat",
+    "summarize_parameters",
+    "window",
+    "xanes_priors",
+    "xmcd_priors",
+]

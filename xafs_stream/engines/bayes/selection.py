@@ -1,0 +1,231 @@
+"""Model selection by minimum Bayesian free energy: over K (number of peaks), candidate Hamiltonians or
+prior regions, and over the noise variance (known, or estimated as in Tokuda et al. 2017).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import InputError
+from .free_energy import FreeEnergy, NoiseScan, free_energy, scan_noise
+from .models.base import SpectrumModel
+from .noise import difference_noise
+from .sampler import RemcResult, RemcSettings, run_remc, split_rhat
+
+
+@dataclass
+class CandidateFit:
+    """One candidate model after sampling.
+
+    Attributes
+    ----------
+    name : label such as "K=3"
+    model : the SpectrumModel
+    run : the RemcResult
+    free_energy : F (nat) with standard error at the noise used for this candidate
+    noise_scan : F over the noise level (noise estimated) or None (noise known)
+    rung : ladder rung whose samples represent the posterior at that noise
+    rhat : split-R-hat over independent chains per parameter at that rung, shape (P,)
+    """
+
+    name: str
+    model: SpectrumModel
+    run: RemcResult
+    free_energy: FreeEnergy
+    noise_scan: NoiseScan | None
+    rung: int
+    rhat: np.ndarray
+
+    @property
+    def F(self) -> float:
+        return self.free_energy.F
+
+    @property
+    def F_se(self) -> float:
+        return self.free_energy.se
+
+    @property
+    def noise(self) -> float:
+        return self.free_energy.noise
+
+    def samples(self) -> np.ndarray:
+        """Posterior samples pooled over chains at the rung of this candidate's noise, shape (n, P)."""
+        return self.run.flat_samples(self.rung)
+
+    def energies(self) -> np.ndarray:
+        return self.run.energies[:, :, self.rung]
+
+
+@dataclass
+class Selection:
+    """Result of a model selection.
+
+    Attributes
+    ----------
+    fits : one CandidateFit per candidate, in the order given
+    best : index of the candidate with the lowest F
+    noise_mode : "known" or "auto"
+    y : ndarray (N,)  the data (on ``fits[i].model.x``)
+    """
+
+    fits: list[CandidateFit]
+    best: int
+    noise_mode: str
+    y: np.ndarray
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.fits[0].model.x
+
+    @property
+    def best_fit(self) -> CandidateFit:
+        return self.fits[self.best]
+
+    @property
+    def noise(self) -> float:
+        """Noise sd used (known) or estimated (auto) for the chosen candidate."""
+        return self.best_fit.noise
+
+    def table(self) -> list[dict[str, float | str]]:
+        """Rows: name, F, F_se, noise, dF (F - min F), probability (exp(-F) normalised over candidates)."""
+        F = np.array([f.F for f in self.fits])
+        w = np.exp(-(F - F.min()))
+        p = w / w.sum()
+        return [
+            {
+                "name": f.name,
+                "F": f.F,
+                "F_se": f.F_se,
+                "noise": f.noise,
+                "dF": float(f.F - F.min()),
+                "probability": float(pi),
+            }
+            for f, pi in zip(self.fits, p)
+        ]
+
+
+def _check_data(y: np.ndarray, n_points: int) -> np.ndarray:
+    y = np.asarray(y, dtype=float)
+    if y.ndim != 1 or y.size != n_points:
+        raise InputError(f"y must have shape ({n_points},) like the model grid, got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise InputError(f"y contains {int(np.sum(~np.isfinite(y)))} NaN or inf values")
+    return y
+
+
+def _resolve_noise(noise: float | str | None, y: np.ndarray, noise_min: float | None) -> tuple[str, float]:
+    """Return (mode, beta_max) with beta_max = 1/noise² (known) or 1/noise_min² (auto)."""
+    if noise is None or (isinstance(noise, str) and noise.lower() == "auto"):
+        if noise_min is None:
+            scale = float(np.max(np.abs(y))) or 1.0
+            noise_min = max(difference_noise(y) / 3.0, 1e-5 * scale)
+        if not (math.isfinite(noise_min) and noise_min > 0):
+            raise InputError(f"noise_min must be finite and > 0, got {noise_min}")
+        return "auto", 1.0 / noise_min**2
+    if isinstance(noise, str):
+        try:
+            noise = float(noise)
+        except ValueError:
+            raise InputError(f"noise must be a positive number or 'auto', got {noise!r}") from None
+    if (
+        isinstance(noise, bool)
+        or not isinstance(noise, (int, float, np.floating))
+        or not math.isfinite(noise)
+        or noise <= 0
+    ):
+        raise InputError(f"noise must be a positive number or 'auto', got {noise!r}")
+    return "known", 1.0 / float(noise) ** 2
+
+
+def _run_one(args: tuple) -> RemcResult:
+    model, y, beta_max, settings, seed = args
+    return run_remc(model, y, beta_max=beta_max, settings=settings, seed=seed)
+
+
+def _fit(name: str, model: SpectrumModel, run: RemcResult, mode: str) -> CandidateFit:
+    scan = None
+    if mode == "auto":
+        scan = scan_noise(run.betas, run.energies, model.n_points)
+        fe = scan.best
+        rung = int(np.argmin(np.abs(np.log(run.betas[1:]) - math.log(fe.beta)))) + 1
+    else:
+        fe = free_energy(run.betas, run.energies, model.n_points)
+        rung = run.betas.size - 1
+    rhat = split_rhat(run.samples[:, :, rung, :])
+    return CandidateFit(
+        name=name, model=model, run=run, free_energy=fe, noise_scan=scan, rung=rung, rhat=rhat
+    )
+
+
+def select_models(
+    candidates: Sequence[tuple[str, SpectrumModel]],
+    y: np.ndarray,
+    *,
+    noise: float | str | None = "auto",
+    noise_min: float | None = None,
+    settings: RemcSettings | Sequence[RemcSettings] | None = None,
+    seed: int | None = None,
+    n_jobs: int = 1,
+) -> Selection:
+    """Sample every candidate and pick the one with the lowest free energy.
+
+    Parameters
+    ----------
+    candidates : (name, model) pairs, all on the same grid as ``y``
+    y : ndarray of shape (N,)
+    noise : noise standard deviation (y units), or "auto"/None to estimate it by minimum F
+    noise_min : smallest noise the ladder reaches when estimating (default: difference noise / 3)
+    settings : one RemcSettings for all candidates or one per candidate
+    seed : base seed; each candidate gets an independent child stream
+    n_jobs : candidates run in this many processes (1 = in this process)
+    """
+    if not candidates:
+        raise InputError("no candidate models to select from")
+    n = candidates[0][1].n_points
+    for name, model in candidates:
+        if not isinstance(model, SpectrumModel):
+            raise InputError(f"candidate {name!r} is not a SpectrumModel")
+        if model.n_points != n or not np.array_equal(model.x, candidates[0][1].x):
+            raise InputError(f"candidate {name!r} is defined on a different grid")
+    y = _check_data(y, n)
+    mode, beta_max = _resolve_noise(noise, y, noise_min)
+    if settings is None or isinstance(settings, RemcSettings):
+        per = [settings or RemcSettings()] * len(candidates)
+    else:
+        per = list(settings)
+        if len(per) != len(candidates):
+            raise InputError("settings: give one RemcSettings or one per candidate")
+    if mode == "auto":
+        per = [replace(s, adapt_top=True) for s in per]
+    seeds = np.random.SeedSequence(seed).spawn(len(candidates))
+    jobs = [(m, y, beta_max, s, sd) for (_, m), s, sd in zip(candidates, per, seeds)]
+    if n_jobs > 1 and len(jobs) > 1:
+        # largest models first so the pool stays busy
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].n_params)
+        with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs))) as pool:
+            done = dict(zip(order, pool.map(_run_one, [jobs[i] for i in order])))
+        runs = [done[i] for i in range(len(jobs))]
+    else:
+        runs = [_run_one(j) for j in jobs]
+    fits = [_fit(name, m, r, mode) for (name, m), r in zip(candidates, runs)]
+    best = int(np.argmin([f.F for f in fits]))
+    return Selection(fits=fits, best=best, noise_mode=mode, y=y)
+
+
+def check_k_range(k_min: int, k_max: int) -> range:
+    """Validated range of peak numbers (K >= 1)."""
+    for name, v in (("k_min", k_min), ("k_max", k_max)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputError(f"{name} must be an integer, got {v!r}")
+    if k_min < 1:
+        raise InputError(f"the number of peaks K must be >= 1, got k_min={k_min}")
+    if k_max < k_min:
+        raise InputError(f"k_max ({k_max}) must be >= k_min ({k_min})")
+    if k_max > 12:
+        raise InputError(f"k_max={k_max} is more than this sampler is tuned for (<= 12)")
+    return range(int(k_min), int(k_max) + 1)
