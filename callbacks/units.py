@@ -35,6 +35,65 @@ def _context(start: dict) -> dict:
     return {k: start[k] for k in RUN_CONTEXT_KEYS if k in start}
 
 
+class _UnitBuilder:
+    """Shared document routing: one state object per run of the builder's ``xafs_kind``, primary stream only.
+
+    Subclasses implement ``_new_run(start) -> state | None`` and ``_on_event(state, doc)``,
+    ``_on_stop(state, stop_doc)``; states carry ``start`` and ``descriptors``.
+    """
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self._runs: dict[str, Any] = {}
+        self._desc_run: dict[str, str] = {}
+        self.units_emitted = 0
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if name == "start":
+            state = self._new_run(doc)
+            if state is not None:
+                self._runs[doc["uid"]] = state
+        elif name == "descriptor":
+            state = self._runs.get(doc.get("run_start"))
+            if state is not None and doc.get("name") == "primary":
+                state.descriptors.add(doc["uid"])
+                self._desc_run[doc["uid"]] = doc["run_start"]
+        elif name == "event":
+            self._event(doc)
+        elif name == "event_page":
+            from event_model import unpack_event_page
+
+            for event in unpack_event_page(doc):
+                self._event(event)
+        elif name == "stop":
+            state = self._runs.pop(doc.get("run_start"), None)
+            if state is not None:
+                self._on_stop(state, doc)
+                for desc in state.descriptors:
+                    self._desc_run.pop(desc, None)
+
+    def _event(self, doc: dict) -> None:
+        run_uid = self._desc_run.get(doc.get("descriptor"))
+        state = self._runs.get(run_uid) if run_uid else None
+        if state is not None:
+            self._on_event(state, doc)
+
+    def _drop(self, run_uid: str) -> None:
+        """Stop building units for a run (after logging why)."""
+        state = self._runs.pop(run_uid, None)
+        for desc in getattr(state, "descriptors", ()):
+            self._desc_run.pop(desc, None)
+
+    def _new_run(self, start: dict) -> Any:
+        raise NotImplementedError
+
+    def _on_event(self, state: Any, doc: dict) -> None:
+        raise NotImplementedError
+
+    def _on_stop(self, state: Any, stop: dict) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class _SpectrumRun:
     start: dict
@@ -44,49 +103,29 @@ class _SpectrumRun:
     repeats: dict[int, dict[str, list[float]]] = field(default_factory=dict)
     emitted: set[int] = field(default_factory=set)
     last_time: dict[int, float] = field(default_factory=dict)
-    primary: set[str] = field(default_factory=set)
+    descriptors: set[str] = field(default_factory=set)
 
 
-class SpectrumUnitBuilder:
+class SpectrumUnitBuilder(_UnitBuilder):
     """Assemble spectrum units (each repeat, then the merge) from an XAFS scan's documents."""
 
-    def __init__(self, sink: Sink):
-        self.sink = sink
-        self._runs: dict[str, _SpectrumRun] = {}
-        self._desc_run: dict[str, str] = {}
-        self.units_emitted = 0
-
-    def __call__(self, name: str, doc: dict) -> None:
-        handler = getattr(self, f"_{name}", None)
-        if handler is not None:
-            handler(doc)
-
-    def _start(self, doc: dict) -> None:
+    def _new_run(self, doc: dict) -> _SpectrumRun | None:
         if doc.get("xafs_kind") != "spectrum":
-            return
+            return None
         try:
             channels = dict(doc["channels"])
             run = _SpectrumRun(start=doc, energy_key=doc["energy_key"], channels=channels,
                                n_points=int(doc["n_points"]))
         except (KeyError, TypeError, ValueError) as exc:
             log.error("run %s: cannot build spectrum units, start document lacks %s", doc.get("uid"), exc)
-            return
+            return None
         if "i0" not in channels or not ({"it", "ifluor"} & set(channels)):
             log.error("run %s: no i0 and it/ifluor channels in %s; no spectrum units", doc["uid"], channels)
-            return
-        self._runs[doc["uid"]] = run
+            return None
+        return run
 
-    def _descriptor(self, doc: dict) -> None:
-        run = self._runs.get(doc.get("run_start"))
-        if run is not None and doc.get("name") == "primary":
-            run.primary.add(doc["uid"])
-            self._desc_run[doc["uid"]] = doc["run_start"]
-
-    def _event(self, doc: dict) -> None:
-        run_uid = self._desc_run.get(doc.get("descriptor"))
-        run = self._runs.get(run_uid) if run_uid else None
-        if run is None:
-            return
+    def _on_event(self, run: _SpectrumRun, doc: dict) -> None:
+        run_uid = run.start["uid"]
         data = doc["data"]
         rep = int(data.get("repeat", 0))
         buf = run.repeats.setdefault(rep, {})
@@ -96,7 +135,7 @@ class SpectrumUnitBuilder:
                 buf.setdefault(channel, []).append(float(data[key]))
         except KeyError as exc:
             log.error("run %s: event lacks %s; spectrum units for this run stop", run_uid, exc)
-            self._runs.pop(run_uid, None)
+            self._drop(run_uid)
             return
         run.last_time[rep] = float(doc.get("time", time.time()))
         for earlier in [r for r in run.repeats if r < rep and r not in run.emitted]:
@@ -104,23 +143,12 @@ class SpectrumUnitBuilder:
         if len(buf["energy"]) >= run.n_points and rep not in run.emitted:
             self._emit_repeat(run, rep, complete=True)
 
-    def _event_page(self, doc: dict) -> None:
-        from event_model import unpack_event_page
-
-        for event in unpack_event_page(doc):
-            self._event(event)
-
-    def _stop(self, doc: dict) -> None:
-        run = self._runs.pop(doc.get("run_start"), None)
-        if run is None:
-            return
+    def _on_stop(self, run: _SpectrumRun, doc: dict) -> None:
         for rep in sorted(run.repeats):
             if rep not in run.emitted:
                 self._emit_repeat(run, rep, complete=len(run.repeats[rep]["energy"]) >= run.n_points)
         if run.repeats:
             self._emit_merge(run, doc)
-        for desc in list(run.primary):
-            self._desc_run.pop(desc, None)
 
     def _arrays(self, run: _SpectrumRun, buf: dict[str, list[float]]) -> dict[str, np.ndarray]:
         arrays = {k: np.asarray(v, dtype=float) for k, v in buf.items()}
@@ -173,43 +201,22 @@ class _MapRun:
     descriptors: set[str] = field(default_factory=set)
 
 
-class MapTileBuilder:
+class MapTileBuilder(_UnitBuilder):
     """Assemble tile units (a tile's full energy stack, optical density ln(I0/I)) from a μ-XAFS map run."""
 
-    def __init__(self, sink: Sink):
-        self.sink = sink
-        self._runs: dict[str, _MapRun] = {}
-        self._desc_run: dict[str, str] = {}
-        self.units_emitted = 0
-
-    def __call__(self, name: str, doc: dict) -> None:
-        handler = getattr(self, f"_{name}", None)
-        if handler is not None:
-            handler(doc)
-
-    def _start(self, doc: dict) -> None:
+    def _new_run(self, doc: dict) -> _MapRun | None:
         if doc.get("xafs_kind") != "map":
-            return
+            return None
         try:
-            run = _MapRun(start=doc, energies=np.asarray(doc["energies"], float),
+            return _MapRun(start=doc, energies=np.asarray(doc["energies"], float),
                           tile_shape=(int(doc["tile_ny"]), int(doc["tile_nx"])), n_tile_cols=int(doc["n_tile_cols"]),
                           image_key=doc["image_key"], i0_key=doc["i0_key"])
         except (KeyError, TypeError, ValueError) as exc:
             log.error("run %s: cannot build tile units, start document lacks %s", doc.get("uid"), exc)
-            return
-        self._runs[doc["uid"]] = run
+            return None
 
-    def _descriptor(self, doc: dict) -> None:
-        run = self._runs.get(doc.get("run_start"))
-        if run is not None and doc.get("name") == "primary":
-            run.descriptors.add(doc["uid"])
-            self._desc_run[doc["uid"]] = doc["run_start"]
-
-    def _event(self, doc: dict) -> None:
-        run_uid = self._desc_run.get(doc.get("descriptor"))
-        run = self._runs.get(run_uid) if run_uid else None
-        if run is None:
-            return
+    def _on_event(self, run: _MapRun, doc: dict) -> None:
+        run_uid = run.start["uid"]
         data = doc["data"]
         try:
             tile = int(data["tile_index"])
@@ -234,21 +241,10 @@ class MapTileBuilder:
         if run.filled[tile].all() and tile not in run.emitted:
             self._emit(run, tile, float(doc.get("time", time.time())), complete=True)
 
-    def _event_page(self, doc: dict) -> None:
-        from event_model import unpack_event_page
-
-        for event in unpack_event_page(doc):
-            self._event(event)
-
-    def _stop(self, doc: dict) -> None:
-        run = self._runs.pop(doc.get("run_start"), None)
-        if run is None:
-            return
+    def _on_stop(self, run: _MapRun, doc: dict) -> None:
         for tile in sorted(run.stacks):
             if tile not in run.emitted:
                 self._emit(run, tile, float(doc.get("time", time.time())), complete=False)
-        for desc in run.descriptors:
-            self._desc_run.pop(desc, None)
 
     def _emit(self, run: _MapRun, tile: int, t_complete: float, *, complete: bool) -> None:
         run.emitted.add(tile)

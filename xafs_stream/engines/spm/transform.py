@@ -16,44 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..xafs.xft import ftwindow
 
 NFFT = 2048
 SPACES = ("k", "r")
 
 
 def hanning_window(k: np.ndarray, kmin: float, kmax: float, dk: float) -> np.ndarray:
-    """Hanning (cos²-tapered) window on a uniform grid starting at 0, as xraylarch's ``ftwindow``.
-
-    The taper edges are snapped to grid points the way xraylarch does, so windows agree point for point.
-    """
-    kstep = (k[-1] - k[0]) / (len(k) - 1)
-    eps = 1.0e-4 * kstep
-    x1 = max(k[0], kmin - dk / 2.0)
-    x2 = kmin + dk / 2.0 + eps
-    x3 = kmax - dk / 2.0 - eps
-    x4 = min(k[-1], kmax + dk / 2.0)
-
-    def index(v: float) -> int:
-        return int((v + eps) / kstep)
-
-    i1, i2, i3, i4 = index(x1), index(x2), index(x3), index(x4)
-    i1, i2 = max(0, i1), max(0, i2)
-    i3, i4 = min(len(k) - 1, i3), min(len(k) - 1, i4)
-    if i2 == i1:
-        i1 = max(0, i2 - 1)
-    if i4 == i3:
-        i3 = max(i2, i4 - 1)
-    x1, x2, x3, x4 = k[i1], k[i2], k[i3], k[i4]
-    if x1 == x2:
-        x2 = x2 + eps
-    if x3 == x4:
-        x4 = x4 + eps
-    win = np.zeros(len(k))
-    if i3 > i2:
-        win[i2:i3] = 1.0
-    win[i1 : i2 + 1] = np.sin((np.pi / 2) * (k[i1 : i2 + 1] - x1) / (x2 - x1)) ** 2
-    win[i3 : i4 + 1] = np.cos((np.pi / 2) * (k[i3 : i4 + 1] - x3) / (x4 - x3)) ** 2
-    return win
+    """Hanning (cos²-tapered) window on a uniform grid starting at 0, edges snapped as xraylarch does:
+    the preprocessing engine's :func:`~xafs_stream.engines.xafs.ftwindow`, so χ(R) here and there agree."""
+    return ftwindow(k, xmin=kmin, xmax=kmax, dx=dk, window="hanning")
 
 
 @dataclass
