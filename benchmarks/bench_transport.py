@@ -236,7 +236,7 @@ def bench_latency(n_scans: int, repeats: int) -> dict:
     cfg = load_config(overrides={
         "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0},
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0"},
-        "worker": {"analyses": "xafs.normalize"}})
+        "worker": {"analyses": "xafs.normalize"}, "dashboard": {"enabled": False}})
     seen: dict[str, float] = {}
     with Service(cfg) as svc:
         RE = RunEngine({})

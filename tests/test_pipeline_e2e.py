@@ -20,6 +20,7 @@ def make_config(data_dir, **sections):
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
                    "worker_timeout_s": 3.0},
         "worker": {"analyses": FAST_ANALYSES},
+        "dashboard": {"port": 0},
     }
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)

@@ -20,7 +20,7 @@ from xafs_stream.publisher import UnitPublisher
 from xafs_stream.service import Service
 from xafs_stream.simulated_devices.samples import load_sample
 from xafs_stream.storage.results import RESULTS_ROOT
-from xafs_stream.storage.tiled_server import start_embedded_tiled
+from xafs_stream.storage.tiled_server import start_tiled_process
 from xafs_stream.units import WorkUnit
 
 PLUGINS = str(Path(__file__).parent / "plugins")
@@ -36,6 +36,7 @@ def service(tmp_path_factory):
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
                    "worker_timeout_s": 2.0, "max_message_bytes": 4 << 20},
         "worker": {"analyses": ",".join(ANALYSES), "plugins": "xafs_test_plugins", "credit": 1},
+        "dashboard": {"enabled": False},
     })
     cfg.analysis["test.slow"] = {"sleep_s": 0.3, "slow_sleep_s": 3.0}
     svc = Service(cfg).start(reconcile=False)
@@ -139,7 +140,7 @@ def test_tiled_unreachable_for_10_s_mid_run(service, publisher):
     for env in units[2:]:
         publisher.submit(env)
     time.sleep(10.0)
-    service.tiled = start_embedded_tiled(directory, port=port, api_key=api_key)
+    service.tiled = start_tiled_process(directory, port=port, api_key=api_key)
     results = wait_for_results(service, publisher, run_uid, timeout_s=120)
     assert_exactly_one_result_each(results, 6)
 

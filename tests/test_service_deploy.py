@@ -24,7 +24,7 @@ def service_config(data_dir, **tiled):
     return load_config(overrides={
         "service": {"data_dir": str(data_dir), "workers": 1, "reconcile_recent": 5},
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0"},
-        "worker": {"analyses": "xafs.normalize"}, "tiled": tiled})
+        "worker": {"analyses": "xafs.normalize"}, "tiled": tiled, "dashboard": {"enabled": False}})
 
 
 def wait_for(predicate, timeout_s=90.0):

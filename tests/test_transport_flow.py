@@ -63,7 +63,7 @@ def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline
     from xafs_stream.storage.results import RESULTS_ROOT
     from xafs_stream.storage.tiled_server import connect_tiled
 
-    env = {**os.environ, "XAFS_STREAM_WORKER_ANALYSES": "xafs.normalize"}
+    env = {**os.environ, "XAFS_STREAM_WORKER_ANALYSES": "xafs.normalize", "XAFS_STREAM_DASHBOARD_PORT": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "xafs_stream.cli.main", "serve", "--data-dir", str(tmp_path), "--workers", "1",
          "--frontend", "tcp://127.0.0.1:0", "--backend", "tcp://127.0.0.1:0"],
@@ -78,6 +78,11 @@ def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline
         tiled_url = re.search(r"Tiled:\s+(http://\S+)\?api_key=(\w+)", text)
         frontend = re.search(r"producers -> (tcp://\S+)", text)
         assert tiled_url and frontend, text
+        dashboard = re.search(r"dashboard: (http://\S+)", text)
+        assert dashboard, text
+        import httpx
+
+        assert "<html" in httpx.get(dashboard.group(1), timeout=10).text.lower()
         handle = connect_tiled(f"{tiled_url.group(1)}/api/v1", api_key=tiled_url.group(2))
         cfg = load_config(overrides={"service": {"data_dir": str(tmp_path / "session")}})
         session = subscribe(RE, cfg, tiled_client=handle.client, frontend=frontend.group(1))

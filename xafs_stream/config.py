@@ -79,6 +79,14 @@ class WorkerSection:
 
 
 @dataclass
+class DashboardSection:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: any free port
+    interval_s: float = 1.0  # how often the dashboard polls Tiled and the broker
+
+
+@dataclass
 class Config:
     """The whole configuration. ``analysis`` maps analysis name → settings (plain dict)."""
 
@@ -86,6 +94,7 @@ class Config:
     tiled: TiledSection = field(default_factory=TiledSection)
     broker: BrokerSection = field(default_factory=BrokerSection)
     worker: WorkerSection = field(default_factory=WorkerSection)
+    dashboard: DashboardSection = field(default_factory=DashboardSection)
     analysis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -98,7 +107,7 @@ class Config:
     def to_toml(self) -> str:
         """The configuration as TOML (for handing to worker processes)."""
         lines = []
-        for section in ("service", "tiled", "broker", "worker"):
+        for section in _SECTIONS:
             lines.append(f"[{section}]")
             for key, value in asdict(getattr(self, section)).items():
                 lines.append(f"{key} = {_toml_value(value)}")
@@ -108,7 +117,8 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-_SECTIONS = {"service": ServiceSection, "tiled": TiledSection, "broker": BrokerSection, "worker": WorkerSection}
+_SECTIONS = {"service": ServiceSection, "tiled": TiledSection, "broker": BrokerSection, "worker": WorkerSection,
+             "dashboard": DashboardSection}
 
 
 def _toml_value(value: Any) -> str:

@@ -32,6 +32,7 @@ class DemoReport:
     runs: list[dict[str, Any]] = field(default_factory=list)
     latencies_s: dict[str, list[float]] = field(default_factory=dict)  # analysis -> latencies
     tiled_url: str = ""
+    dashboard_url: str = ""
     elapsed_s: float = 0.0
     all_processed: bool = False
 
@@ -87,6 +88,9 @@ def run_demo(config: Config, *, quick: bool = False, out: TextIO = sys.stdout, k
     with Service(config) as service:
         report.tiled_url = service.tiled.browse_url
         print(f"  Tiled: {report.tiled_url}", file=out)
+        if service.dashboard is not None:
+            report.dashboard_url = service.dashboard.url
+            print(f"  live dashboard: {report.dashboard_url}", file=out)
         print(f"  broker: {service.frontend} (producers), {service.backend} (workers); "
               f"{len(service.worker_procs)} workers", file=out, flush=True)
         RE = RunEngine({})
@@ -209,5 +213,7 @@ def _print_summary(report: DemoReport, out: TextIO) -> None:
             print(f"  {analysis:22} {lat.size:3} results  median {1e3 * np.median(lat):7.0f} ms  "
                   f"p95 {1e3 * np.percentile(lat, 95):7.0f} ms  max {1e3 * lat.max():7.0f} ms", file=out)
     print(f"\nBrowse: {report.tiled_url}", file=out)
+    if report.dashboard_url:
+        print(f"Dashboard (while serving): {report.dashboard_url}", file=out)
     if not report.all_processed:
         print("WARNING: some units were still pending when the demo stopped waiting", file=out)

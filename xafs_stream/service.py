@@ -57,6 +57,7 @@ class Service:
     backend: str = ""
     _config_file: str = ""
     log_dir: Path | None = None
+    dashboard: Any = None
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> "Service":
@@ -73,6 +74,17 @@ class Service:
             self.start_worker(f"w{i}")
         if reconcile and self.config.service.reconcile_recent > 0:
             threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
+        if self.config.dashboard.enabled:
+            from .web.server import start_dashboard
+
+            d = self.config.dashboard
+            for port in dict.fromkeys([d.port, 0]):  # the configured port, else any free one
+                try:
+                    self.dashboard = start_dashboard(self.tiled.client, self.frontend, host=d.host, port=port,
+                                                     interval_s=d.interval_s)
+                    break
+                except (RuntimeError, TimeoutError, OSError) as exc:  # e.g. the port is taken
+                    log.warning("dashboard could not listen on %s:%s (%s)", d.host, port, exc)
         return self
 
     def _write_config(self) -> str:
@@ -163,6 +175,9 @@ class Service:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.stop_broker()
+        if self.dashboard is not None:
+            self.dashboard.close()
+            self.dashboard = None
         if self.tiled is not None:
             self.tiled.close()
         if self._config_file:

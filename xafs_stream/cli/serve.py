@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Tiled:    {service.tiled.browse_url}")
         print(f"broker:   producers -> {service.frontend}   workers -> {service.backend}")
         print(f"workers:  {len(service.worker_procs)} local (logs in {service.log_dir})")
+        if service.dashboard is not None:
+            print(f"dashboard: {service.dashboard.url}")
         print("Ctrl-C to stop.", flush=True)
         while not stop.wait(1.0):
             for i, proc in enumerate(service.worker_procs):

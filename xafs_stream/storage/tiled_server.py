@@ -36,6 +36,9 @@ class TiledHandle:
             self.server = None
 
 
+_PROCESS_API_KEY: str | None = None
+
+
 class EmbeddedTiledServer:
     """Tiled in a background thread of this process: SQLite catalog, SQLite table storage, files for arrays.
 
@@ -60,7 +63,12 @@ class EmbeddedTiledServer:
 
         self.directory = Path(directory).resolve()
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
-        self.api_key = api_key or secrets.token_hex(16)
+        # tiled 0.2 keeps the single-user API key in process-wide settings: a second in-process server with
+        # another key makes the first reject its own. Servers started without a key share one per process.
+        global _PROCESS_API_KEY
+        if api_key is None:
+            _PROCESS_API_KEY = _PROCESS_API_KEY or secrets.token_hex(16)
+        self.api_key = api_key or _PROCESS_API_KEY
         _enable_wal(self.directory / "tables.sqlite")
         catalog = catalog_from_uri(
             self.directory / "catalog.db",

@@ -1,0 +1,98 @@
+"""Run the dashboard in a background thread of the calling process (``Service.start``, ``xafs-stream serve``,
+``xafs-stream dashboard``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from .catalog import Catalog
+from .feed import ChangeFeed, Watcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DashboardHandle:
+    """A running dashboard: open :attr:`url` in a browser; :meth:`close` stops the server and the watcher."""
+
+    url: str
+    host: str
+    port: int
+    feed: ChangeFeed
+    catalog: Catalog
+    _server: Any = field(repr=False, default=None)
+    _thread: threading.Thread | None = field(repr=False, default=None)
+    _watcher: Watcher | None = field(repr=False, default=None)
+    _closing: threading.Event = field(repr=False, default_factory=threading.Event)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop serving (open event streams end) and stop polling; safe to call twice."""
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+            self.catalog.close()
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(timeout_s)
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_dashboard(tiled_client: Any, frontend: str | None, *, host: str = "127.0.0.1", port: int = 0,
+                    interval_s: float = 1.0, startup_timeout_s: float = 30.0) -> DashboardHandle:
+    """Serve the live dashboard over ``tiled_client`` (the catalog root) in a background thread.
+
+    Parameters
+    ----------
+    tiled_client : Tiled container client of the catalog root (raw runs and ``xafs_results``)
+    frontend : the broker's frontend address (worker health and queue), or None/"" without a broker
+    host, port : where to listen (port 0: any free port; see ``handle.url``)
+    interval_s : how often the watcher polls Tiled and the broker, s (new results show within about this)
+    startup_timeout_s : give up if the server is not listening by then
+
+    Returns
+    -------
+    DashboardHandle with ``url`` and ``close()``
+    """
+    import uvicorn
+
+    from ..publisher import broker_status
+    from .app import build_app
+
+    catalog = Catalog(tiled_client)
+    feed = ChangeFeed()
+    closing = threading.Event()
+    status_fn = (lambda: broker_status(frontend, timeout_s=min(2.0, max(0.5, interval_s)))) if frontend else None
+    watcher = Watcher(catalog, feed, broker_status=status_fn, interval_s=interval_s)
+    app = build_app(catalog, feed, closing=closing)
+    config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", loop="asyncio",
+                            lifespan="off", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="dashboard-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"dashboard server on {host}:{port} did not start (port in use?)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"dashboard server did not start within {startup_timeout_s} s")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    watcher.start()
+    handle = DashboardHandle(url=f"http://{shown}:{bound}/", host=host, port=int(bound), feed=feed,
+                             catalog=catalog, _server=server, _thread=thread, _watcher=watcher, _closing=closing)
+    log.info("dashboard at %s", handle.url)
+    return handle
