@@ -71,7 +71,8 @@ def bench_tiles(n_map: int) -> dict:
         t1 = time.perf_counter()
         log = model.add_tile(y, x, {k: values[k] for k in names})
         t2 = time.perf_counter()
-        row = {"tile": i, "features_s": t1 - t0, "mrf_s": t2 - t1, "kind": log.kind, "reason": log.reason}
+        row = {"tile": i, "features_s": t1 - t0, "mrf_s": t2 - t1, "kind": log.kind, "reason": log.reason,
+               "refit": log.refit, "cg_iterations": log.cg_iterations}
         if (i + 1) % 8 == 0 or i == len(tiles) - 1:
             batch = MapModel((n_map, n_map), config)
             for (a, b) in tiles[: i + 1]:
@@ -88,15 +89,27 @@ def bench_tiles(n_map: int) -> dict:
     feat = np.array([r["features_s"] for r in rows])
     mrf = np.array([r["mrf_s"] for r in rows])
     local = np.array([r["kind"] == "local" for r in rows])
+    refit = np.array([r["refit"] for r in rows])
     total = feat + mrf
     last_batch = rows[-1]["batch_resolve_s"]
+
+    def med(a, sel):
+        return 1e3 * float(np.median(a[sel])) if sel.any() else None
+
     return {
         "map_px": n_map, "tile_px": TILE, "n_tiles": len(tiles), "n_local": int(local.sum()),
+        "n_local_with_phase_refit": int((local & refit).sum()),
         "features_ms_median": 1e3 * float(np.median(feat)),
-        "mrf_ms_median_local": 1e3 * float(np.median(mrf[local])) if local.any() else None,
-        "mrf_ms_median_global": 1e3 * float(np.median(mrf[~local])) if (~local).any() else None,
+        "features_ms_min": 1e3 * float(np.min(feat)),
+        "mrf_ms_median_local": med(mrf, local),
+        "mrf_ms_median_local_no_refit": med(mrf, local & ~refit),
+        "mrf_ms_median_local_refit": med(mrf, local & refit),
+        "mrf_ms_median_global": med(mrf, ~local),
         "tile_total_ms_median": 1e3 * float(np.median(total)),
-        "tile_total_ms_median_local": 1e3 * float(np.median(total[local])) if local.any() else None,
+        "tile_total_ms_mean": 1e3 * float(np.mean(total)),
+        "tile_total_ms_median_local": med(total, local),
+        "tile_total_ms_p90_local": 1e3 * float(np.percentile(total[local], 90)) if local.any() else None,
+        "tile_total_ms_median_local_no_refit": med(total, local & ~refit),
         "batch_resolve_s_final": last_batch,
         "speedup_local_vs_batch": last_batch / float(np.median(total[local])) if local.any() else None,
         "label_agreement_min": min(r["label_agreement"] for r in rows if "label_agreement" in r),
@@ -180,9 +193,15 @@ def main(argv=None) -> int:
     print(f"{'tile: features, median (ms)':<52}{t['features_ms_median']:>14.1f}")
     if t["mrf_ms_median_local"] is not None:
         print(f"{'tile: MRF window update, median (ms)':<52}{t['mrf_ms_median_local']:>14.1f}")
+        if t["mrf_ms_median_local_refit"] is not None:
+            print(f"{'tile: ... of which with a phase-model refit (n, ms)':<52}"
+                  f"{t['n_local_with_phase_refit']:>8d} {t['mrf_ms_median_local_refit']:>5.1f}")
         print(f"{'tile: features + MRF, window updates, median (ms)':<52}{t['tile_total_ms_median_local']:>14.1f}")
+        print(f"{'tile: features + MRF, window updates, p90 (ms)':<52}{t['tile_total_ms_p90_local']:>14.1f}")
     if t["mrf_ms_median_global"] is not None:
         print(f"{'tile: MRF whole-map re-solve, median (ms)':<52}{t['mrf_ms_median_global']:>14.1f}")
+    print(f"{'tile: features + MRF, all tiles, median / mean (ms)':<52}"
+          f"{t['tile_total_ms_median']:>7.1f} / {t['tile_total_ms_mean']:.1f}")
     print(f"{'tile: window updates / tiles':<52}{t['n_local']:>8d} / {t['n_tiles']:<4d}")
     print(f"{'batch re-solve of the full map (s)':<52}{t['batch_resolve_s_final']:>14.2f}")
     if t["speedup_local_vs_batch"] is not None:

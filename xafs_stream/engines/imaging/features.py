@@ -66,25 +66,59 @@ def noise_second_difference(energy: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """
     e = energy
     w = (e[2:] - e[1:-1]) / (e[2:] - e[:-2])
-    d = mu[:, 1:-1] - (w * mu[:, :-2] + (1 - w) * mu[:, 2:])
+    d = np.multiply(mu[:, :-2], w)
+    tmp = np.multiply(mu[:, 2:], 1 - w)
+    d += tmp
+    np.subtract(mu[:, 1:-1], d, out=d)
     d /= np.sqrt(1 + w**2 + (1 - w) ** 2)
-    return 1.4826 * np.median(np.abs(d), axis=1)
+    np.abs(d, out=d)
+    return 1.4826 * _row_median(d)
+
+
+def _row_median(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=1)`` (same values), overwriting ``a``. One partition at the upper middle element
+    and a maximum below it instead of np.median's partition at both middle elements, which took 6 ms instead
+    of 1.3 ms for 4096 x 98 values (measured 2026-11-25)."""
+    k = a.shape[1]
+    hi = k // 2
+    a.partition(hi, axis=1)
+    if k % 2:
+        return a[:, hi].copy()
+    return (a[:, hi] + a[:, :hi].max(axis=1)) / 2
 
 
 def half_step_energy(energy: np.ndarray, norm: np.ndarray, e0: np.ndarray) -> np.ndarray:
-    """Energy where the normalised μ crosses 1/2 upwards, the crossing nearest E0 (NaN if none)."""
-    below = norm[:, :-1] < 0.5
-    above = norm[:, 1:] >= 0.5
-    cross = below & above
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = (0.5 - norm[:, :-1]) / (norm[:, 1:] - norm[:, :-1])
-    e_cross = energy[:-1][None, :] + frac * np.diff(energy)[None, :]
-    dist = np.where(cross, np.abs(e_cross - e0[:, None]), np.inf)
-    k = np.argmin(dist, axis=1)
-    rows = np.arange(norm.shape[0])
-    out = e_cross[rows, k]
-    out[~np.isfinite(dist[rows, k])] = np.nan
+    """Energy where the normalised μ crosses 1/2 upwards, the crossing nearest E0 (NaN if none).
+
+    Only the crossings are interpolated (a few per spectrum), not every point of the stack; of equally near
+    crossings the lowest in energy is taken.
+    """
+    cross = norm[:, :-1] < 0.5
+    cross &= norm[:, 1:] >= 0.5
+    r, c = np.nonzero(cross)  # row-major: sorted by row, then by energy
+    out = np.full(norm.shape[0], np.nan)
+    if r.size == 0:
+        return out
+    lo, hi = norm[r, c], norm[r, c + 1]
+    frac = (0.5 - lo) / (hi - lo)  # hi > lo at an upward crossing
+    e_cross = energy[c] + frac * (energy[c + 1] - energy[c])
+    dist = np.abs(e_cross - e0[r])
+    best = np.lexsort((c, dist, r))  # by row, then distance, then energy
+    first = np.ones(best.size, dtype=bool)
+    first[1:] = r[best[1:]] != r[best[:-1]]
+    pick = best[first]
+    out[r[pick]] = e_cross[pick]
     return out
+
+
+def _column_span(energy: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int]:
+    """Columns [a, b) of ``energy`` that lie inside at least one row's window [lo, hi] (eV); (0, 0) if none."""
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if not ok.any():
+        return 0, 0
+    a = int(np.searchsorted(energy, lo[ok].min(), side="left"))
+    b = int(np.searchsorted(energy, hi[ok].max(), side="right"))
+    return a, max(a, b)
 
 
 def white_line(
@@ -97,28 +131,44 @@ def white_line(
     fitted points and the curve opens downwards, else the highest point itself.
     """
     n_pix, n_e = norm.shape
-    inside = (energy[None, :] >= start[:, None]) & (energy[None, :] <= start[:, None] + window_ev)
-    masked = np.where(inside & np.isfinite(norm), norm, -np.inf)
-    k = np.argmax(masked, axis=1)
-    found = np.isfinite(masked[np.arange(n_pix), k])
+    rows = np.arange(n_pix)
+    # only the columns inside some row's window can hold a maximum (a XANES window is a third of the scan)
+    c0, c1 = _column_span(energy, start, start + window_ev)
+    e_win, n_win = energy[c0:c1], norm[:, c0:c1]
+    inside = (e_win[None, :] >= start[:, None]) & (e_win[None, :] <= start[:, None] + window_ev)
+    inside &= np.isfinite(n_win)
+    masked = np.where(inside, n_win, -np.inf)
+    if c1 > c0:
+        k = np.argmax(masked, axis=1)
+        found = np.isfinite(masked[rows, k])
+        k += c0
+    else:
+        k = np.zeros(n_pix, dtype=np.intp)
+        found = np.zeros(n_pix, dtype=bool)
+    # the fitted points around grid point k, and so the least-squares operator, depend on k only: one
+    # (3, m) operator per grid point instead of one normal-equation solve per pixel
     offsets = np.arange(-half_width, half_width + 1)
-    idx = np.clip(k[:, None] + offsets[None, :], 0, n_e - 1)
-    ex = energy[idx] - energy[k][:, None]
-    yx = np.take_along_axis(norm, idx, axis=1)
-    vander = np.stack([np.ones_like(ex), ex, ex**2], axis=2)  # (n_pix, m, 3)
-    gram = np.einsum("pmi,pmj->pij", vander, vander)
-    rhs = np.einsum("pmi,pm->pi", vander, yx)
-    ok = found & (np.abs(np.linalg.det(gram)) > 1e-12) & np.all(np.isfinite(yx), axis=1)
+    grid = np.arange(n_e)
+    idx_k = np.clip(grid[:, None] + offsets[None, :], 0, n_e - 1)  # (n_e, m)
+    ex_k = energy[idx_k] - energy[:, None]
+    vander = np.stack([np.ones_like(ex_k), ex_k, ex_k**2], axis=2)  # (n_e, m, 3)
+    gram = np.einsum("kmi,kmj->kij", vander, vander)
+    regular = np.abs(np.linalg.det(gram)) > 1e-12
+    fit_op = np.zeros((n_e, 3, offsets.size))
+    fit_op[regular] = np.linalg.solve(gram[regular], vander[regular].transpose(0, 2, 1))
+    yx = np.take_along_axis(norm, idx_k[k], axis=1)
+    ok = found & regular[k] & np.all(np.isfinite(yx), axis=1)
     coef = np.zeros((n_pix, 3))
     if ok.any():
-        coef[ok] = np.linalg.solve(gram[ok], rhs[ok][..., None])[..., 0]
+        coef[ok] = np.einsum("pim,pm->pi", fit_op[k[ok]], yx[ok])
     a, b, c = coef.T
     with np.errstate(invalid="ignore", divide="ignore"):
         vertex = -b / (2 * c)
-    lo, hi = ex.min(axis=1), ex.max(axis=1)
+    lo, hi = ex_k.min(axis=1)[k], ex_k.max(axis=1)[k]
     use_vertex = ok & (c < 0) & (vertex >= lo) & (vertex <= hi)
     e_peak = np.where(use_vertex, energy[k] + vertex, energy[k])
-    h_peak = np.where(use_vertex, a - b**2 / (4 * c), norm[np.arange(n_pix), k])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h_peak = np.where(use_vertex, a - b**2 / (4 * c), norm[rows, k])
     e_peak[~found] = np.nan
     h_peak[~found] = np.nan
     return e_peak, h_peak
@@ -134,18 +184,21 @@ def preedge_peak(
     """
     lo = edge + window_ev[0]
     hi = edge + window_ev[1]
-    inside = (energy[None, :] >= lo[:, None]) & (energy[None, :] <= hi[:, None])
+    # only the columns inside some row's window contribute (the sums below are over the window)
+    c0, c1 = _column_span(energy, lo, hi)
+    e_win, n_win = energy[c0:c1], norm[:, c0:c1]
+    inside = (e_win[None, :] >= lo[:, None]) & (e_win[None, :] <= hi[:, None])
     n_in = inside.sum(axis=1)
     y_lo = _interp_rows(energy, norm, lo)
     y_hi = _interp_rows(energy, norm, hi)
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = (energy[None, :] - lo[:, None]) / (hi - lo)[:, None]
+        t = (e_win[None, :] - lo[:, None]) / (hi - lo)[:, None]
     base = y_lo[:, None] + t * (y_hi - y_lo)[:, None]
-    resid = np.where(inside, np.clip(norm - base, 0, None), 0.0)
-    weights = resid * np.gradient(energy)[None, :]
+    resid = np.where(inside, np.clip(n_win - base, 0, None), 0.0)
+    weights = resid * np.gradient(energy)[None, c0:c1]
     area = np.nansum(weights, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        centroid = np.nansum(weights * energy[None, :], axis=1) / area
+        centroid = np.nansum(weights * e_win[None, :], axis=1) / area
     bad = (n_in < 3) | ~(area > 0) | ~np.isfinite(edge)
     centroid[bad] = np.nan
     area[bad | ~np.isfinite(area)] = np.nan
@@ -231,9 +284,10 @@ def pixel_features(
     reasons = {"nan": 0, "flat": 0, "normalisation": 0}
     lcf_cov = None
     for lo in range(0, n_pix, chunk):
-        block = np.asarray(mu[lo:lo + chunk], dtype=np.float64)
+        block = np.ascontiguousarray(mu[lo:lo + chunk], dtype=np.float64)  # row operations below
         finite = np.all(np.isfinite(block), axis=1)
-        flat = finite & (np.ptp(np.where(finite[:, None], block, 0.0), axis=1) <= 0)
+        span = np.ptp(block if finite.all() else np.where(finite[:, None], block, 0.0), axis=1)
+        flat = finite & (span <= 0)
         ok = finite & ~flat
         reasons["nan"] += int((~finite).sum())
         reasons["flat"] += int(flat.sum())
@@ -241,7 +295,7 @@ def pixel_features(
         rows = np.flatnonzero(ok)
         if rows.size == 0:
             continue
-        good = block[rows]
+        good = block if rows.size == block.shape[0] else block[rows]
         out = lo + rows
         values["noise"][out] = noise_second_difference(energy, good)
         if n_refs:
@@ -258,11 +312,12 @@ def pixel_features(
         reasons["normalisation"] += int((~nok).sum())
         if not nok.any():
             continue
-        e0 = np.atleast_1d(pe.e0)[nok]
-        norm = np.atleast_2d(pe.norm)[nok]
-        sel = out[nok]
+        every = bool(nok.all())
+        e0 = np.atleast_1d(pe.e0) if every else np.atleast_1d(pe.e0)[nok]
+        norm = np.atleast_2d(pe.norm) if every else np.atleast_2d(pe.norm)[nok]
+        sel = out if every else out[nok]
         normalized[sel] = True
-        values["edge_step"][sel] = np.atleast_1d(pe.edge_step)[nok]
+        values["edge_step"][sel] = np.atleast_1d(pe.edge_step) if every else np.atleast_1d(pe.edge_step)[nok]
         values["e0"][sel] = e0
         edge = half_step_energy(energy, norm, e0)
         values["edge_position"][sel] = edge

@@ -157,28 +157,45 @@ def fit_lcf(
     rms = np.full(n_pix, np.nan)
     n_active = np.zeros(n_pix, dtype=np.int64)
     weights_ls = np.full((n_refs, n_pix), np.nan)
+    # every support's affine map b -> c as one (n_par, S * n_par) matrix (zero outside the support), so that
+    # all supports are solved with one matrix product (8 supports: 0.5 ms instead of 2 ms for 4096 pixels)
+    n_sup = len(supports)
+    maps = np.zeros((n_sup, n_par, n_par))
+    consts = np.zeros((n_sup, n_par))
+    for s, (idx, mat, const) in enumerate(solvers):
+        maps[s][np.ix_(idx, idx)] = mat.T
+        consts[s, idx] = const
+    stacked = maps.transpose(1, 0, 2).reshape(n_par, n_sup * n_par)
+    in_support = np.zeros((n_sup, n_refs), dtype=bool)
+    for s, support in enumerate(supports):
+        in_support[s, list(support)] = True
+    support_size = in_support.sum(axis=1)
     for start in range(0, n_pix, chunk):
         y = spectra[start:start + chunk]
         good = np.all(np.isfinite(y), axis=1)
-        y = y[good]
+        if not good.all():
+            y = y[good]
         b = y @ design.T  # (n, n_par)
         yy = np.einsum("ij,ij->i", y, y)
-        best_rss = np.full(y.shape[0], np.inf)
-        best = np.zeros((y.shape[0], n_par))
-        best_k = np.zeros(y.shape[0], dtype=np.int64)
-        for support, (idx, mat, const) in zip(supports, solvers):
-            c_sub = b[:, idx] @ mat.T + const  # (n, |idx|)
-            g_sub = gram[np.ix_(idx, idx)]
-            rss = yy - 2 * np.einsum("ij,ij->i", c_sub, b[:, idx]) + np.einsum("ij,jk,ik->i", c_sub, g_sub, c_sub)
-            n_ref_idx = len(support)
-            feasible = np.all(c_sub[:, :n_ref_idx] >= 0, axis=1) if n_ref_idx else np.ones(y.shape[0], bool)
-            better = feasible & (rss < best_rss)
-            if np.any(better):
-                best_rss[better] = rss[better]
-                full = np.zeros((int(better.sum()), n_par))
-                full[:, idx] = c_sub[better]
-                best[better] = full
-                best_k[better] = n_ref_idx
+        c_all = (b @ stacked).reshape(-1, n_sup, n_par) + consts  # (n, S, n_par)
+        # residual of every support, |y - A c|^2 = y.y - c.(2 b - G c); inf where a weight is negative
+        t = (c_all.reshape(-1, n_par) @ gram).reshape(c_all.shape)
+        np.subtract(2 * b[:, None, :], t, out=t)
+        t *= c_all
+        # (sums and tests over the short last axis as explicit loops: numpy's reductions over an axis of
+        # 3-5 elements cost more than the arithmetic)
+        rss_all = yy[:, None] - t[:, :, 0]
+        negative = (c_all[:, :, 0] < 0) & in_support[:, 0]
+        for p in range(1, n_par):
+            rss_all -= t[:, :, p]
+            if p < n_refs:
+                negative |= (c_all[:, :, p] < 0) & in_support[:, p]
+        rss_all[negative] = np.inf
+        best_s = np.argmin(rss_all, axis=1)  # the first smallest wins
+        rows = np.arange(y.shape[0])
+        best_rss = rss_all[rows, best_s]
+        best = c_all[rows, best_s]
+        best_k = support_size[best_s]
         sl = np.flatnonzero(good) + start
         weights_ls[:, sl] = (b[:, full_idx] @ full_mat.T + full_const)[:, :n_refs].T
         weights[:, sl] = best[:, :n_refs].T

@@ -19,13 +19,32 @@ Potts energy than ICM's answer); clustering the GMRF-smoothed features fixes bot
 tests/test_imaging_phantom.py.
 
 ``MapModel.batch`` solves a whole map from scratch. ``MapModel.add_tile`` updates it when a tile arrives: the
-hyperparameters are re-learned from all data so far (their sufficient statistics are sums), and if none moved by
-more than ``drift_tol`` since the last whole-map solve, only the tile and a halo are re-solved
-(:mod:`.incremental`); otherwise the whole map is re-solved warm-started. Tolerance against ``batch`` on the
-same data (tests/test_imaging_incremental.py): labels agree on >= 98 % of the pixels and the smoothed maps
-within 0.15 noise sd (RMS) after a window update, to CG precision after a whole-map re-solve. The differences
-come from the hyperparameters (the window update keeps those of the last whole-map solve, within
-``drift_tol``) and from ICM, which stops in a local optimum that depends on its start.
+hyperparameters are re-learned from all data so far (their sufficient statistics are sums, kept as running
+sums), and if none moved by more than its tolerance since the last whole-map solve, only the tile and a halo
+are re-solved (:mod:`.incremental`); otherwise the whole map is re-solved warm-started. Tolerance against
+``batch`` on the same data (tests/test_imaging_incremental.py): labels agree on >= 98 % of the pixels and the
+smoothed maps within 0.15 noise sd (RMS) after a window update, to CG precision after a whole-map re-solve.
+The differences come from the hyperparameters (the window update keeps those of the last whole-map solve,
+within the tolerances) and from ICM, which stops in a local optimum that depends on its start.
+
+Decision rules of a tile update (a whole-map re-solve when any is exceeded; ``SolveLog.drift`` records them):
+
+* stage 3 (smoothed maps): the largest change of the smoother's response or of the posterior sd,
+  ``drift_tol`` (:meth:`MapModel._param_drift`);
+* stage 1 (class features): these only feed the labels and keep no sd, so s2 does not count. A short
+  smoothing length (lam <= FLIP_CHECK_MAX_LAM, old and new) is judged by the labels it would change: the
+  fraction of lattice pixels whose conditional best label moves when the class features are shifted by the
+  estimated re-smoothing (:meth:`MapModel._class_shift`), ``label_drift_tol``; longer ones by the response
+  change, ``drift_tol``. (Counting s2 and the response of lam ~ 0.01-0.3 px^2 smoothers, whose likelihood is
+  flat there, re-solved 37 of 64 tiles of the 512 x 512 benchmark map; now 13, 9 of them among the first
+  9 tiles, measured 2026-11-25; tests/test_imaging_fast_kernels.py checks the benchmark regime against batch.)
+* the phase model (re-fitted cold once the classified pixels grew by ``refit_growth``, or by
+  ``stable_refit_growth`` after ``stable_refits`` re-fits in a row that changed no label) and the Potts
+  coupling: the fraction of lattice pixels whose conditional best label changes, ``label_drift_tol``.
+
+Window solves stop at ``cg_field_tol`` noise sd (float32, see :class:`.gmrf.StopRule`); stage 1 and whole-map
+solves at ``cg_rtol`` in float64, because the phase model is fitted to the class features scaled by their spread
+(see :meth:`MapModel._smooth_local`).
 """
 
 from __future__ import annotations
@@ -38,8 +57,8 @@ import numpy as np
 from ..errors import InputError
 from ._threads import single_blas_thread
 from .decomposition import PhaseModel, fit_phase_model
-from .gmrf import BlockStats, GmrfParams, block_power, learn_params, posterior_sd, solve_map
-from .incremental import local_gmrf, local_icm, window
+from .gmrf import BlockStats, GmrfParams, StopRule, block_powers, learn_params, posterior_sd, solve_map
+from .incremental import WindowMap, local_gmrf_many, local_icm, window
 from .potts import (
     conditional_probabilities,
     configuration_codes,
@@ -48,6 +67,12 @@ from .potts import (
 )
 
 FULL = None  # "the whole map" as a region
+# drifts measured as the fraction of sample pixels whose conditional best label would change (label_drift_tol)
+LABEL_DRIFTS = ("phase_model", "beta", "class_gmrf")
+# stage-1 smoothing lengths up to this (px^2) have their drift judged by its effect on the labels (see
+# MapModel._class_shift, whose one-step estimate was within 35 % of a re-solve up to here and 50 % off at
+# lam ~ 1-2, measured 2026-11-25); longer ones by the change of the smoother's response
+FLIP_CHECK_MAX_LAM = 0.5
 
 
 @dataclass
@@ -75,10 +100,17 @@ class MapConfig:
     label_drift_tol : ... or when the re-learned phase model or Potts coupling would change the conditional
         best label of more than this fraction of the sample pixels
     field_tol : a window solve is accepted when the field on its outer ring moved less than this x sqrt(s2)
+    cg_field_tol : window solves stop when the conjugate-gradient error estimate is below this x sqrt(s2) at
+        every pixel (see :class:`.gmrf.StopRule`)
     beta_rounds : maximum ICM / pseudo-likelihood alternations
-    cg_rtol : conjugate-gradient relative tolerance
+    cg_rtol : whole-map solves stop at this conjugate-gradient relative tolerance (of the map's deviation from
+        its mean level, see :class:`.gmrf.StopRule`)
     refit_growth : in a tile update, the phase model is re-fitted (for the drift check) once the number of
         classified pixels has grown by this fraction since the last fit
+    stable_refit_growth, stable_refits : ... or by ``stable_refit_growth`` once the last ``stable_refits``
+        re-fits since the last whole-map solve changed no sample label (the model has shown itself stable
+        on these data; a re-fit costs ~11 ms of a 64 x 64 tile's budget, and on the 512 x 512 benchmark
+        phantom half of the window updates re-fitted, none of them changing a label, measured 2026-11-25)
     seed : random seed (k-means initialisation)
     """
 
@@ -95,9 +127,12 @@ class MapConfig:
     drift_tol: float = 0.05
     label_drift_tol: float = 0.002
     field_tol: float = 0.02
+    cg_field_tol: float = 0.00025
     beta_rounds: int = 30
     cg_rtol: float = 1e-6
     refit_growth: float = 0.05
+    stable_refit_growth: float = 0.2
+    stable_refits: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -139,6 +174,7 @@ class SolveLog:
     cg_iterations: int = 0
     beta_rounds: int = 0
     drift: dict[str, float] = field(default_factory=dict)
+    refit: bool = False  # a tile update re-fitted the phase model for its drift check
 
 
 def _box(win: tuple[slice, slice]) -> tuple[int, int, int, int]:
@@ -181,12 +217,16 @@ class MapModel:
         self.names = tuple(dict.fromkeys(config.class_features + config.smooth))
         self.raw = {n: np.full(self.shape, np.nan) for n in self.names}
         self.observed = np.zeros(self.shape, dtype=bool)
+        # observed & finite, per feature and for all class features (kept up to date by set_pixels)
+        self._valid = {n: np.zeros(self.shape, dtype=bool) for n in self.names}
+        self._class_valid = np.zeros(self.shape, dtype=bool)
         self.labels = np.full(self.shape, -1, dtype=np.int64)
         self.prob_max = np.full(self.shape, np.nan)
         self.class_smoothed = {n: np.full(self.shape, np.nan) for n in config.class_features}
         self.smoothed = {n: np.full(self.shape, np.nan) for n in config.smooth}
         self.sd = {n: np.full(self.shape, np.nan) for n in config.smooth}
-        self.unary = np.full((config.n_phases,) + self.shape, np.nan)
+        # class log-likelihoods, 0 where unknown (what ICM and the probabilities use)
+        self.unary = np.zeros((config.n_phases,) + self.shape)
         self.phase_model: PhaseModel | None = None
         self.beta = 0.0
         self.gmrf_class: dict[str, GmrfParams | None] = {n: None for n in config.class_features}
@@ -199,14 +239,33 @@ class MapModel:
         self._nb = (ny // self._block[0], nx // self._block[1])
         self._block_power = {n: np.zeros(self._nb + self._block) for n in self.names}
         self._block_ok = {n: np.zeros(self._nb, dtype=bool) for n in self.names}
+        # running sums of the block statistics each GMRF learns from, keyed (map, cut): stage 1 uses every
+        # complete block (uncut), stage 3 of a cut map only the blocks inside one label; kept up to date as
+        # blocks and labels change, so re-learning costs no pass over all blocks
+        keys = [(n, False) for n in config.class_features] + [(n, n not in config.uncut) for n in config.smooth]
+        self._stat_keys = tuple(dict.fromkeys(keys))
+        self._stat_sum = {k: np.zeros(self._block) for k in self._stat_keys}
+        self._stat_n = {k: 0 for k in self._stat_keys}
+        self._stat_in = {k: np.zeros(self._nb, dtype=bool) for k in self._stat_keys}
         self._hist = np.zeros(5 ** (config.n_phases + 1) + 5, dtype=np.int64)
         self._hist_labels = self.labels.copy()
         self._hist_valid = np.zeros(self.shape, dtype=bool)
         self._snapshot: dict | None = None
         self._n_class_fitted = 0
+        self._quiet_refits = 0  # re-fits in a row, since the last whole-map solve, that changed no label
         step = max(1, int(np.ceil(np.sqrt(ny * nx / config.max_phase_samples))))
         self._lattice = np.zeros(self.shape, dtype=bool)
         self._lattice[::step, ::step] = True
+        # the lattice as flat indices (row-major) and their 4 neighbours (clipped; ``_lat_in``: inside the map)
+        ys, xs = np.nonzero(self._lattice)
+        self._lat_flat = ys * nx + xs
+        nbs, inside = [], []
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            yy, xx = ys + dy, xs + dx
+            inside.append((yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx))
+            nbs.append(np.clip(yy, 0, ny - 1) * nx + np.clip(xx, 0, nx - 1))
+        self._lat_nb = np.array(nbs)
+        self._lat_in = np.array(inside)
 
     # ----------------------------------------------------------------------------------------- data
 
@@ -225,62 +284,124 @@ class MapModel:
         for n in self.names:
             self.raw[n][region] = np.asarray(values[n], dtype=np.float64)
         self.observed[region] = True
+        self._refresh_valid(region)
         return region
 
+    def _refresh_valid(self, region: tuple[slice, slice] | None = FULL) -> None:
+        """Recompute the validity masks on ``region`` (or everywhere) from ``observed`` and ``raw``."""
+        region = region or (slice(0, self.shape[0]), slice(0, self.shape[1]))
+        cv = self.observed[region].copy()
+        for n in self.names:
+            v = self.observed[region] & np.isfinite(self.raw[n][region])
+            self._valid[n][region] = v
+            if n in self.config.class_features:
+                cv &= v
+        self._class_valid[region] = cv
+
     def valid(self, name: str) -> np.ndarray:
-        return self.observed & np.isfinite(self.raw[name])
+        """Observed pixels with a finite value of ``name``, (ny, nx) bool (read-only: the model's own mask)."""
+        return self._valid[name]
 
     @property
     def class_valid(self) -> np.ndarray:
-        v = self.observed.copy()
-        for n in self.config.class_features:
-            v &= np.isfinite(self.raw[n])
-        return v
+        """Observed pixels with every class feature finite, (ny, nx) bool (read-only)."""
+        return self._class_valid
 
-    def _class_x(self, mask: np.ndarray) -> np.ndarray:
-        return np.stack([self.class_smoothed[n][mask] for n in self.config.class_features], axis=1)
+    def _sample(self) -> np.ndarray:
+        """Positions (into the lattice) of the lattice pixels with every class feature: the phase model's
+        sample (row-major order)."""
+        return np.flatnonzero(self._class_valid.ravel()[self._lat_flat])
+
+    def _class_x(self, sample: np.ndarray) -> np.ndarray:
+        """Stage-1 smoothed class features at the sample pixels, (n_sample, n_class)."""
+        flat = self._lat_flat[sample]
+        return np.stack([self.class_smoothed[n].ravel()[flat] for n in self.config.class_features], axis=1)
 
     # ----------------------------------------------------------------------------------------- learning
 
-    def _update_blocks(self, region: tuple[slice, slice] | None) -> None:
+    def _block_box(self, region: tuple[slice, slice] | None) -> tuple[int, int, int, int] | None:
+        """Block indices (i0, i1, j0, j1) of the complete blocks that overlap ``region`` (None if none)."""
         by, bx = self._block
         if region is FULL:
-            iy, ix = range(self._nb[0]), range(self._nb[1])
+            i0, i1, j0, j1 = 0, self._nb[0], 0, self._nb[1]
         else:
-            iy = range(region[0].start // by, min(self._nb[0], -(-region[0].stop // by)))
-            ix = range(region[1].start // bx, min(self._nb[1], -(-region[1].stop // bx)))
-        for n in self.names:
-            valid = self.valid(n)
-            for i in iy:
-                for j in ix:
-                    sl = (slice(i * by, (i + 1) * by), slice(j * bx, (j + 1) * bx))
-                    ok = bool(valid[sl].all())
-                    self._block_ok[n][i, j] = ok
-                    if ok:
-                        self._block_power[n][i, j] = block_power(self.raw[n][sl])
+            i0, i1 = region[0].start // by, min(self._nb[0], -(-region[0].stop // by))
+            j0, j1 = region[1].start // bx, min(self._nb[1], -(-region[1].stop // bx))
+        return (i0, i1, j0, j1) if i1 > i0 and j1 > j0 else None
 
-    def _single_label_blocks(self) -> np.ndarray:
+    def _update_blocks(self, region: tuple[slice, slice] | None) -> None:
+        """Block statistics of the complete blocks that overlap ``region`` (all blocks at once per map)."""
+        box = self._block_box(region)
+        if box is None:
+            return
+        i0, i1, j0, j1 = box
         by, bx = self._block
-        nby, nbx = self._nb
-        lab = self.labels[: nby * by, : nbx * bx].reshape(nby, by, nbx, bx)
+        rows, cols = slice(i0 * by, i1 * by), slice(j0 * bx, j1 * bx)
+        shape4 = (i1 - i0, by, j1 - j0, bx)
+        self._stats_remove(box, cut_only=False)
+        for n in self.names:
+            ok = self._valid[n][rows, cols].reshape(shape4).all(axis=(1, 3))
+            self._block_ok[n][i0:i1, j0:j1] = ok
+            if ok.any():
+                blocks = self.raw[n][rows, cols].reshape(shape4).transpose(0, 2, 1, 3)[ok]
+                self._block_power[n][i0:i1, j0:j1][ok] = block_powers(blocks)
+        self._stats_add(box, cut_only=False)
+
+    def _relabel_blocks(self, region: tuple[slice, slice] | None) -> None:
+        """Update the statistics of the cut maps after labels changed inside ``region``."""
+        box = self._block_box(region)
+        if box is not None:
+            self._stats_remove(box, cut_only=True)
+            self._stats_add(box, cut_only=True)
+
+    def _stats_remove(self, box: tuple[int, int, int, int], cut_only: bool) -> None:
+        i0, i1, j0, j1 = box
+        for key in self._stat_keys:
+            if cut_only and not key[1]:
+                continue
+            inside = self._stat_in[key][i0:i1, j0:j1]
+            if inside.any():
+                self._stat_sum[key] -= self._block_power[key[0]][i0:i1, j0:j1][inside].sum(axis=0)
+                self._stat_n[key] -= int(inside.sum())
+                inside[:] = False
+                if self._stat_n[key] == 0:
+                    self._stat_sum[key][:] = 0.0  # no rounding residue
+
+    def _stats_add(self, box: tuple[int, int, int, int], cut_only: bool) -> None:
+        i0, i1, j0, j1 = box
+        single = self._single_label_blocks(box)
+        for key in self._stat_keys:
+            name, cut = key
+            if cut_only and not cut:
+                continue
+            inside = self._block_ok[name][i0:i1, j0:j1] & single if cut else self._block_ok[name][i0:i1, j0:j1]
+            if inside.any():
+                self._stat_sum[key] += self._block_power[name][i0:i1, j0:j1][inside].sum(axis=0)
+                self._stat_n[key] += int(inside.sum())
+            self._stat_in[key][i0:i1, j0:j1] = inside
+
+    def _single_label_blocks(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        i0, i1, j0, j1 = box
+        by, bx = self._block
+        lab = self.labels[i0 * by:i1 * by, j0 * bx:j1 * bx].reshape(i1 - i0, by, j1 - j0, bx)
         lo = lab.min(axis=(1, 3))
         return (lo >= 0) & (lo == lab.max(axis=(1, 3)))
 
-    def _learn(self, name: str, cut: bool) -> GmrfParams | None:
-        ok = self._block_ok[name] & self._single_label_blocks() if cut else self._block_ok[name]
+    def _learn(self, key: tuple[str, bool]) -> GmrfParams | None:
+        """Hyperparameters of map ``key[0]`` from its block statistics (cut: single-label blocks only)."""
         stats = BlockStats()
-        if ok.any():
-            stats.add(self._block_power[name][ok].sum(axis=0), int(ok.sum()))
+        if self._stat_n[key] > 0:
+            stats.add(self._stat_sum[key].copy(), self._stat_n[key])
         return learn_params(stats)
 
     def _learn_class_gmrf(self) -> dict[str, GmrfParams | None]:
-        return {n: self._learn(n, cut=False) for n in self.config.class_features}
+        return {n: self._learn((n, False)) for n in self.config.class_features}
 
     def _learn_map_gmrf(self) -> dict[str, GmrfParams | None]:
-        return {n: self._learn(n, cut=n not in self.config.uncut) for n in self.config.smooth}
+        return {n: self._learn((n, n not in self.config.uncut)) for n in self.config.smooth}
 
     def _fit_phase_model(self, warm: bool) -> PhaseModel | None:
-        x = self._class_x(self._lattice & self.class_valid)
+        x = self._class_x(self._sample())
         k = self.config.n_phases
         comps = self.config.components_per_phase
         n_comp = k * comps if self.config.phase_init != "kmeans" else k
@@ -310,16 +431,14 @@ class MapModel:
         )
 
     def _compute_unary(self, win: tuple[slice, slice] | None = FULL) -> None:
+        """Class log-likelihoods of the stage-1 smoothed features in ``win``; 0 where unknown (NaN features)."""
         if self.phase_model is None:
-            self.unary[:] = np.nan
+            self.unary[:] = 0.0
             return
         win = win or (slice(0, self.shape[0]), slice(0, self.shape[1]))
         sub = np.stack([self.class_smoothed[n][win] for n in self.config.class_features], axis=-1)
         ll = self.phase_model.log_likelihood(sub.reshape(-1, sub.shape[-1]))
-        self.unary[(slice(None),) + win] = ll.reshape((-1,) + sub.shape[:2])
-
-    def _unary_filled(self) -> np.ndarray:
-        return np.nan_to_num(self.unary, nan=0.0)
+        self.unary[(slice(None),) + win] = np.nan_to_num(ll, nan=0.0).reshape((-1,) + sub.shape[:2])
 
     # ----------------------------------------------------------------------------------------- histogram
 
@@ -374,7 +493,7 @@ class MapModel:
             self.labels[:] = -1
             self._hist_rebuild()
             return 0
-        u = self._unary_filled()
+        u = self.unary
         best = np.argmax(u, axis=0)
         start = best if cold else np.where(self.labels >= 0, self.labels, best)
         self.labels = np.where(cv, start, -1)
@@ -398,7 +517,7 @@ class MapModel:
         cv = self.class_valid
         target = (slice(0, self.shape[0]), slice(0, self.shape[1])) if win is FULL else window(win, 1, self.shape)
         ext = window(target, 1, self.shape)
-        p = conditional_probabilities(self._unary_filled()[(slice(None),) + ext], self.labels[ext], cv[ext],
+        p = conditional_probabilities(self.unary[(slice(None),) + ext], self.labels[ext], cv[ext],
                                       self.beta)
         lab = np.clip(self.labels[ext], 0, None)
         chosen = np.take_along_axis(np.nan_to_num(p, nan=0.0), lab[None], axis=0)[0]
@@ -421,7 +540,7 @@ class MapModel:
     def _global_with(self, drift: dict[str, float]) -> SolveLog:
         """Whole-map re-solve because a learned quantity drifted (the largest drift is the reason)."""
         tol, label_tol = self.config.drift_tol, self.config.label_drift_tol
-        ratio = {k: v / (label_tol if k in ("phase_model", "beta") else tol) for k, v in drift.items()}
+        ratio = {k: v / (label_tol if k in LABEL_DRIFTS else tol) for k, v in drift.items()}
         self._global(cold=False, reason=max(ratio, key=ratio.get), drift=drift)
         return self.log
 
@@ -435,10 +554,12 @@ class MapModel:
         # cold fit: a warm start from a model learned on fewer tiles can stay in a poor optimum
         self.phase_model = self._fit_phase_model(warm=False)
         self._n_class_fitted = int(self.class_valid.sum())
+        self._quiet_refits = 0
         self._compute_unary(FULL)
         # labels restart from the per-pixel best class (ICM with a large beta would keep stale labels)
         self.beta = 0.0
         rounds = self._solve_labels_global(cold=True)
+        self._relabel_blocks(FULL)
         self.gmrf = self._learn_map_gmrf()
         it3 = self._smooth_global(self.config.smooth, self.gmrf, self.smoothed, self.sd, self.labels,
                                   warm=not cold)
@@ -451,10 +572,16 @@ class MapModel:
     # ----------------------------------------------------------------------------------------- drift
 
     @staticmethod
-    def _param_drift(p: GmrfParams | None, q) -> float:
+    def _param_drift(p: GmrfParams | None, q, with_s2: bool = True) -> float:
         """Largest change of the GMRF smoother's response 1 / (1 + eta + lam mu) over the grid spectrum
-        (mu in [0, 8]), or of the posterior sd (half the log s2 ratio): the relative size of the change the
-        new hyperparameters would make to the solution."""
+        (mu in [0, 8]), or (``with_s2``) of the posterior sd (half the log s2 ratio): the relative size of the
+        change the new hyperparameters would make to the solution.
+
+        The posterior mean does not depend on s2, only the posterior sd does; stage 1 (the class features)
+        keeps no sd, so its drift is the response alone (``with_s2=False``). Its s2 is poorly determined
+        (the class features jump between phases, which the learned smoothing absorbs: lam ~ 0.01-0.3 px^2 on
+        the phantom, where s2 and lam trade off), and its moves alone made 37 of 64 tiles of a 512 x 512 map
+        re-solve the whole map without changing any result (measured 2026-11-25)."""
         if (p is None) != (q is None):
             return np.inf
         if p is None:
@@ -462,22 +589,49 @@ class MapModel:
         mu = np.linspace(0.0, 8.0, 129)
         g_new = 1.0 / (1.0 + p.eta + p.lam * mu)
         g_old = 1.0 / (1.0 + q[2] + q[1] * mu)
-        return float(max(np.max(np.abs(g_new - g_old)), 0.5 * abs(np.log(p.s2 / q[0]))))
+        response = float(np.max(np.abs(g_new - g_old)))
+        return max(response, 0.5 * abs(np.log(p.s2 / q[0]))) if with_s2 else response
+
+    @staticmethod
+    def _flip_checkable(p: GmrfParams | None, q) -> bool:
+        """Whether a stage-1 parameter change is judged by the labels it changes (see :meth:`_class_shift`)."""
+        return (p is not None and q is not None and p.eta == 0.0 and q[2] == 0.0
+                and max(p.lam, q[1]) <= FLIP_CHECK_MAX_LAM)
+
+    def _class_shift(self, sample: np.ndarray, new: dict[str, GmrfParams]) -> np.ndarray:
+        """Estimated change (n_sample, n_class) of the stage-1 smoothed class features at the sample pixels
+        if they were smoothed with the ``new`` smoothing lengths instead of the current ones.
+
+        The current field x solves (I + lam L) x = y, so the new one is x + d with
+        (I + lam' L) d = (lam - lam') L x; d is taken as one Jacobi step from 0,
+        d_i = (lam - lam') (L x)_i / (1 + lam' deg_i), which needs x at the sample pixels and their four
+        neighbours only. The neglected coupling of d between neighbours is of relative size
+        4 lam' / (1 + 4 lam') at most: the estimate is meant for short smoothing lengths (lam <= 0.5 px^2,
+        FLIP_CHECK_MAX_LAM; the class features of the phantom have lam ~ 0.01-0.3 px^2; tested in
+        tests/test_imaging_fast_kernels.py)."""
+        flat, nb, inside = self._lat_flat[sample], self._lat_nb[:, sample], self._lat_in[:, sample]
+        out = np.zeros((flat.size, len(self.config.class_features)))
+        for j, n in enumerate(self.config.class_features):
+            if n not in new:
+                continue
+            x, valid = self.class_smoothed[n].ravel(), self.valid(n).ravel()
+            edge = inside & valid[nb] & valid[flat][None, :]
+            lx = np.where(edge, x[flat][None, :] - x[nb], 0.0).sum(axis=0)
+            deg = edge.sum(axis=0)
+            lam_old, lam_new = self.gmrf_class[n].lam, new[n].lam
+            out[:, j] = (lam_old - lam_new) * lx / (1.0 + lam_new * deg)
+        return out
 
     def _lattice_counts(self, sample: np.ndarray) -> np.ndarray:
         """Neighbour label counts (K, n_sample) at the sample pixels only."""
-        ys, xs = np.nonzero(sample)
-        lab = np.where(self.class_valid, self.labels, -1)
-        ny, nx = self.shape
-        counts = np.zeros((self.config.n_phases, ys.size))
-        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            yy, xx = ys + dy, xs + dx
-            inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-            nb = np.full(ys.size, -1)
-            nb[inside] = lab[yy[inside], xx[inside]]
-            for k in range(self.config.n_phases):
-                counts[k] += nb == k
-        return counts
+        nb, inside = self._lat_nb[:, sample], self._lat_in[:, sample]
+        lab = np.where(inside & self._class_valid.ravel()[nb], self.labels.ravel()[nb], -1)
+        ks = np.arange(self.config.n_phases)[:, None, None]
+        return (lab[None] == ks).sum(axis=1).astype(np.float64)
+
+    def _sample_unary_current(self, sample: np.ndarray) -> np.ndarray:
+        """Class log-likelihoods of the current phase model at the sample pixels (kept in ``unary``)."""
+        return self.unary.reshape(self.unary.shape[0], -1)[:, self._lat_flat[sample]]
 
     def _lattice_modes(self, unary: np.ndarray, beta: float, counts: np.ndarray) -> np.ndarray:
         """Conditional-mode label at the sample pixels given the current neighbour labels."""
@@ -525,43 +679,45 @@ class MapModel:
         drift: dict[str, float] = {}
 
         def exceeded() -> bool:
-            return any(v > (label_tol if k in ("phase_model", "beta") else tol) for k, v in drift.items())
+            return any(v > (label_tol if k in LABEL_DRIFTS else tol) for k, v in drift.items())
 
         # Hyperparameters are re-learned from all data so far; the solution keeps those of the last
         # whole-map solve (the snapshot) unless one of them would change it by more than the tolerance.
+        # Stage 1 only feeds the labels, so a short smoothing length is judged by the labels it would change
+        # (below, with the phase model); a longer one by the change of the smoother's response.
+        class_new = {}
         for n, p in self._learn_class_gmrf().items():
-            drift[f"class_gmrf.{n}"] = self._param_drift(p, snap["gmrf_class"][n])
+            q = snap["gmrf_class"][n]
+            if self._flip_checkable(p, q):
+                class_new[n] = p
+            else:
+                drift[f"class_gmrf.{n}"] = self._param_drift(p, q, with_s2=False)
         if exceeded():
             return self._global_with(drift)
         # stage 1 on the tile + halo
-        touched = region
-        iters = 0
-        for n in self.config.class_features:
-            p = self.gmrf_class[n]
-            if p is None:
-                self.class_smoothed[n][region] = np.where(self.valid(n)[region], self.raw[n][region], np.nan)
-                continue
-            field_, win, it = local_gmrf(self.raw[n], self.valid(n), self.class_smoothed[n], p, region,
-                                         mean=None, labels=None, tol=self.config.field_tol * np.sqrt(p.s2),
-                                         rtol=self.config.cg_rtol)
-            self.class_smoothed[n] = field_
-            touched = _union(touched, win)
-            iters += it
+        touched, iters = self._smooth_local(self.config.class_features, self.gmrf_class, self.class_smoothed,
+                                            None, None, region, exact=True)
         # stage 2: labels on the touched window with the snapshot phase model and beta
         if self.phase_model is None:  # too few classified pixels so far: no labels yet
             return self._global_with(dict(drift, phase_model=np.inf))
         self._compute_unary(touched)
-        before = self.labels.copy()
         cv = self.class_valid
-        u = self._unary_filled()
         fresh = cv[region] & (self.labels[region] < 0)
-        start = np.where(fresh, np.argmax(u[(slice(None),) + region], axis=0), self.labels[region])
+        start = np.where(fresh, np.argmax(self.unary[(slice(None),) + region], axis=0), self.labels[region])
         self.labels[region] = np.where(cv[region], start, -1)
-        self.labels, icm_win = local_icm(u, cv, self.labels, self.beta, touched)
+        new, icm_win = local_icm(self.unary, cv, self.labels, self.beta, touched)
+        # labels change only inside the ICM window (and on the tile, from its start labels)
+        moved = new != self.labels[icm_win]
+        sub = self.labels[icm_win]
+        sub[moved] = new[moved]
         self._hist_update(icm_win)
-        sample = self._lattice & cv
+        self._relabel_blocks(icm_win)
+        sample = self._sample()
         n_class = int(cv.sum())
-        if n_class < (1 + self.config.refit_growth) * self._n_class_fitted and self.phase_model is not None:
+        growth = (self.config.stable_refit_growth if self._quiet_refits >= self.config.stable_refits
+                  else self.config.refit_growth)
+        refit = not (n_class < (1 + growth) * self._n_class_fitted and self.phase_model is not None)
+        if not refit:
             new_model = self.phase_model  # too little new data since the last fit to move it
         else:
             # cold, like the batch solve: a warm start could stay in another optimum of the mixture
@@ -570,42 +726,71 @@ class MapModel:
         if new_model is None or self.phase_model is None:
             drift["phase_model"] = 0.0 if new_model is self.phase_model else np.inf
         else:
-            u_old = self._sample_unary(self.phase_model, sample)
+            u_old = self._sample_unary_current(sample)
             counts = self._lattice_counts(sample)
-            drift["phase_model"] = self._flip_fraction(u_old, self.beta, self._sample_unary(new_model, sample),
-                                                       self.beta, counts)
+            drift["phase_model"] = 0.0 if new_model is self.phase_model else self._flip_fraction(
+                u_old, self.beta, self._sample_unary(new_model, sample), self.beta, counts)
+            if refit:
+                self._quiet_refits = self._quiet_refits + 1 if drift["phase_model"] == 0.0 else 0
             drift["beta"] = self._flip_fraction(u_old, self.beta, u_old, self._beta_from_hist(), counts)
+            if class_new:
+                shifted = self.phase_model.log_likelihood(self._class_x(sample) + self._class_shift(sample, class_new))
+                drift["class_gmrf"] = self._flip_fraction(u_old, self.beta, shifted, self.beta, counts)
         if exceeded():
             return self._global_with(drift)
         # stage 3 inputs changed on the tile (new data) and where labels changed (cut edges)
         touched = region
-        changed = np.argwhere(self.labels != before)
+        changed = np.argwhere(moved)
         if changed.size:
-            lo, hi = changed.min(axis=0), changed.max(axis=0) + 1
+            lo = changed.min(axis=0) + (icm_win[0].start, icm_win[1].start)
+            hi = changed.max(axis=0) + (icm_win[0].start + 1, icm_win[1].start + 1)
             touched = _union(touched, (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))))
         # stage 3: label-aware GMRFs on the touched window
         for n, p in self._learn_map_gmrf().items():
             drift[f"gmrf.{n}"] = self._param_drift(p, snap["gmrf"][n])
         if exceeded():
             return self._global_with(drift)
-        last = touched
-        for n in self.config.smooth:
-            p = self.gmrf[n]
+        last, it3 = self._smooth_local(self.config.smooth, self.gmrf, self.smoothed, self.sd, self.labels, touched)
+        self._refresh_probabilities(icm_win)
+        self.log = SolveLog(kind="local", window=_box(_union(last, touched)), cg_iterations=iters + it3, refit=refit,
+                            drift=drift)
+        return self.log
+
+    def _smooth_local(self, names, params: dict, out: dict, sd: dict | None, labels,
+                      region: tuple[slice, slice], exact: bool = False) -> tuple[tuple[slice, slice], int]:
+        """Window solves of the maps ``names`` (all at once, see :func:`.incremental.local_gmrf_many`);
+        writes ``out`` (and ``sd``) in place. Returns the union of the windows and the CG iterations.
+
+        ``exact``: solve to the whole-map solves' tolerance (``cg_rtol``, float64) instead of ``cg_field_tol``
+        (float32). Stage 1 needs it: the phase model is fitted to the class features scaled by their spread,
+        and a feature smoothed to nearly a constant (lam 1e5 px^2 on a noisy single-phase area) turns
+        differences far below the noise into different mixtures (measured: a 96 x 96 phantom at noise
+        0.75 in reversed tile order relabelled a whole single-phase area). Its smoothing lengths are
+        short on maps with several phases, so its windows are small and converge in a few steps."""
+        touched = region
+        maps, which = [], []
+        for n in names:
+            p = params[n]
             v = self.valid(n)
             if p is None:
-                self.smoothed[n][touched] = np.where(v[touched], self.raw[n][touched], np.nan)
+                out[n][region] = np.where(v[region], self.raw[n][region], np.nan)
                 continue
-            lab = None if n in self.config.uncut else self.labels
-            field_, win, it = local_gmrf(self.raw[n], v, self.smoothed[n], p, touched, mean=None, labels=lab,
-                                         tol=self.config.field_tol * np.sqrt(p.s2),
-                                         rtol=self.config.cg_rtol)
-            self.smoothed[n] = field_
-            self._refresh_sd(n, win, lab, p)
-            iters += it
-            last = _union(last, win)
-        self._refresh_probabilities(icm_win)
-        self.log = SolveLog(kind="local", window=_box(last), cg_iterations=iters, drift=drift)
-        return self.log
+            sd_noise = float(np.sqrt(p.s2))
+            cut = labels is not None and n not in self.config.uncut
+            maps.append(WindowMap(y=self.raw[n], valid=v, current=out[n], params=p, cut=cut,
+                                  ring_tol=self.config.field_tol * sd_noise,
+                                  stop=StopRule(rtol=self.config.cg_rtol) if exact else
+                                  StopRule(rtol=None, field_tol=self.config.cg_field_tol * sd_noise)))
+            which.append(n)
+        if not maps:
+            return touched, 0
+        solved, iters = local_gmrf_many(maps, region, labels)
+        for n, m, (x, win) in zip(which, maps, solved):
+            out[n][win] = x
+            touched = _union(touched, win)
+            if sd is not None:
+                self._refresh_sd(n, win, labels if m.cut else None, m.params)
+        return touched, iters
 
 
 def _posterior(model: PhaseModel, x: np.ndarray) -> np.ndarray:
@@ -637,6 +822,7 @@ def model_to_state(model: MapModel) -> dict[str, np.ndarray]:
         "n_updates": np.array(model.n_updates),
         "n_global": np.array(model.n_global),
         "n_class_fitted": np.array(model._n_class_fitted),
+        "quiet_refits": np.array(model._quiet_refits),
     }
     for n in model.names:
         state[f"raw.{n}"] = model.raw[n].copy()
@@ -674,6 +860,7 @@ def model_from_state(state: dict[str, np.ndarray]) -> MapModel:
         model.n_updates = int(state["n_updates"])
         model.n_global = int(state["n_global"])
         model._n_class_fitted = int(state["n_class_fitted"])
+        model._quiet_refits = int(state.get("quiet_refits", 0))  # states written before it was kept: 0
         for n in model.names:
             model.raw[n] = np.asarray(state[f"raw.{n}"], float).copy()
         for n in config.class_features:
@@ -693,6 +880,7 @@ def model_from_state(state: dict[str, np.ndarray]) -> MapModel:
     for arr in [model.observed, model.labels] + list(model.raw.values()):
         if arr.shape != model.shape:
             raise InputError(f"map state: an array has shape {arr.shape}, the map {model.shape}")
+    model._refresh_valid()
     model._update_blocks(FULL)
     model._hist_rebuild()
     model._compute_unary(FULL)

@@ -10,6 +10,7 @@ spectrum the second pass runs on Python numbers (``_second_pass_one``), with the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _pick_edge(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ptp = np.maximum(1e-10, core.max(axis=1) - dmin)
     frac = 0.60 if length > 20 else 0.30
     high = d > (dmin + frac * ptp)[:, None]  # threshold > dmin, so "high" points are above the minimum
-    sparse = high.sum(axis=1) < 3
+    sparse = np.count_nonzero(high, axis=1) < 3
     if sparse.any():
         # lower the threshold (twice at most) for rows with almost no high points; else every point above
         # the minimum counts
@@ -74,8 +75,8 @@ def _pick_edge(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sub = d[rows]
         h2 = sub > (dmin[rows] + frac / 2 * ptp[rows])[:, None]
         h4 = sub > (dmin[rows] + frac / 4 * ptp[rows])[:, None]
-        use2 = h2.sum(axis=1) > 3
-        use4 = ~use2 & (h4.sum(axis=1) >= 3)
+        use2 = np.count_nonzero(h2, axis=1) > 3
+        use4 = ~use2 & (np.count_nonzero(h4, axis=1) >= 3)
         high[rows] = np.where(use2[:, None], h2, np.where(use4[:, None], h4, sub > dmin[rows, None]))
     # interior candidates i in [nmin, length - nmin] with both neighbours high
     lo, hi = nmin, length - nmin + 1
@@ -149,6 +150,37 @@ def _second_pass_one(
     )
 
 
+# Stacks of at least this many spectra are smoothed with the cached matrices of _fused_operator (one per
+# smoothing window, built once per energy grid), smaller ones with the FFT path of LorentzSmoother (a one-off
+# call on a few spectra would spend more on building matrices than on smoothing).
+_FUSED_MIN_SPECTRA = 64
+
+
+@lru_cache(maxsize=256)
+def _fused_operator(x_bytes: bytes, width: float) -> np.ndarray:
+    """(L, L) matrix K with ``mu[:, a:b] @ K`` = the Lorentz-smoothed window derivative of each row, for the
+    window energies ``x`` (L,) given as bytes (the cache key) and the half-width ``width`` (eV).
+
+    Both steps are linear in μ: K = D @ S with D the window derivative (central differences, one-sided at the
+    ends, as :func:`_window_derivative`) and S the smoothing matrix (row i = the smoothed unit vector i).
+    In a stack every parameter of the second pass is a function of the first-guess index, so one energy grid
+    needs at most one matrix per grid point; keeping them between calls saves rebuilding them for every
+    chunk or image tile (4096-pixel XANES tiles: the builds were most of the E0 time). Read-only.
+    """
+    x = np.frombuffer(x_bytes, dtype=np.float64)
+    size = x.size
+    d = np.zeros((size, size))
+    inner = np.arange(1, size - 1)
+    step = 1.0 / (x[2:] - x[:-2])
+    d[inner + 1, inner] = step
+    d[inner - 1, inner] = -step
+    d[1, 0], d[0, 0] = 1.0 / (x[1] - x[0]), -1.0 / (x[1] - x[0])
+    d[-1, -1], d[-2, -1] = 1.0 / (x[-1] - x[-2]), -1.0 / (x[-1] - x[-2])
+    op = d @ LorentzSmoother(x, sigma=width, xstep=width)(np.eye(size))
+    op.setflags(write=False)
+    return op
+
+
 def search_e0(
     energy: np.ndarray,
     mu: np.ndarray,
@@ -181,28 +213,49 @@ def search_e0(
     e0 = np.empty(m)
     index = np.empty(m, dtype=np.intp)
     found = np.empty(m, dtype=bool)
-    # spectra sharing a window and a smoothing width share one smoothing operator
+    # spectra sharing a window and a smoothing width share one smoothing operator; the edge is then picked
+    # in one pass over all the spectra of a window (their rows have the same length)
     wkey = np.round(width * 1e9).astype(np.int64)
     key = (start.astype(np.int64) * (n + 1) + stop) * (2**31) + wkey
     _, first, group = np.unique(key, return_index=True, return_inverse=True)
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(first.size + 1))
-    for g, j in enumerate(first):
-        rows = order[bounds[g] : bounds[g + 1]]
-        a, b, w = int(start[j]), int(stop[j]), float(width[j])
+    fused = m >= _FUSED_MIN_SPECTRA
+    mu_sorted = mu[order] if fused else None  # the spectra of each group as one contiguous block
+    g = 0
+    while g < first.size:
+        j = first[g]
+        a, b = int(start[j]), int(stop[j])
+        g_end = g + 1  # groups g .. g_end - 1 share the window (sorted by key: adjacent)
+        while g_end < first.size and start[first[g_end]] == a and stop[first[g_end]] == b:
+            g_end += 1
+        rows = order[bounds[g] : bounds[g_end]]
         if b - 1 - a < 3:
             e0[rows], index[rows], found[rows] = energy[min(a + 2, n - 1)], min(a + 2, n - 1), False
+            g = g_end
             continue
-        d = _window_derivative(d_full, mu, rows, energy, a, b - 1)
-        smoother = cache.get((a, b, w))
-        if smoother is None:
-            smoother = cache[(a, b, w)] = LorentzSmoother(energy[a : b - 1], sigma=w, xstep=w)
-        ix, ok = _pick_edge(smoother(d))
+        smoothed = np.empty((rows.size, b - 1 - a))
+        for h in range(g, g_end):
+            w = float(width[first[h]])
+            out = smoothed[bounds[h] - bounds[g] : bounds[h + 1] - bounds[g]]
+            if fused:
+                # derivative and smoothing as one (L, L) matrix, kept between calls (see _fused_operator)
+                np.matmul(mu_sorted[bounds[h] : bounds[h + 1], a : b - 1],
+                          _fused_operator(energy[a : b - 1].tobytes(), w), out=out)
+            else:
+                sub = order[bounds[h] : bounds[h + 1]]
+                d = _window_derivative(d_full, mu, sub, energy, a, b - 1)
+                smoother = cache.get((a, b, w))
+                if smoother is None:
+                    smoother = cache[(a, b, w)] = LorentzSmoother(energy[a : b - 1], sigma=w, xstep=w)
+                out[:] = smoother(d)
+        ix, ok = _pick_edge(smoothed)
         ok &= ix >= 1
         ix = np.where(ok, ix, 2)
         index[rows] = a + ix
         e0[rows] = energy[a + ix]
         found[rows] = ok
+        g = g_end
     return E0Search(e0=e0, index=index, found=found)
 
 

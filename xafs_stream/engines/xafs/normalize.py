@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy.linalg.lapack import dgeqrf, dtrtrs
@@ -153,17 +153,41 @@ def _powers(u: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=512)
+def _projector(x_bytes: bytes, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Least-squares operators of a polynomial of order k on the fit energies ``x`` (L,) given as bytes (the
+    cache key): basis (k + 1, L) in u = (x - centre) / scale, the inverse Gram matrix, the projector (L, k + 1)
+    from data to coefficients, and centre and scale (eV). A stack's spectra fit over a few dozen index ranges
+    of one grid, the same in every chunk or image tile, so they are kept between calls (read-only)."""
+    x = np.frombuffer(x_bytes, dtype=np.float64)
+    centre = 0.5 * (float(x[0]) + float(x[-1]))
+    scale = max(0.5 * (float(x[-1]) - float(x[0])), 1e-6)
+    basis = _powers((x - centre) / scale, k)  # (k + 1, L), u in [-1, 1]: well conditioned
+    gram_inv = np.linalg.inv(basis @ basis.T)
+    proj = (gram_inv @ basis).T
+    for a in (basis, gram_inv, proj):
+        a.setflags(write=False)
+    return basis, gram_inv, proj, centre, scale
+
+
 def _fit_block(
-    block: np.ndarray, x: np.ndarray, centre: float, scale: float, k: int, want_rss: bool, lev_x
+    block: np.ndarray, x: np.ndarray, k: int, want_rss: bool, lev_x, line: tuple | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Least-squares polynomials of order k through the rows of ``block`` (r, L) at energies x (L,), in
     u = (x - centre) / scale. Returns coefficients (r, k + 1), the residual sums of squares (r,) if asked,
-    and the leverage at energies ``lev_x`` (r,) unless it is None."""
-    basis = _powers((x - centre) / scale, k)  # (k + 1, L), u in [-1, 1]: well conditioned
-    gram_inv = np.linalg.inv(basis @ basis.T)
-    c = block @ (gram_inv @ basis).T  # (L, k + 1) least-squares projector
+    and the leverage at energies ``lev_x`` (r,) unless it is None.
+
+    ``line`` = (alpha, beta), arrays (r,): fit ``block - (alpha + beta x)`` instead. The fit is linear, so
+    that is the fit of the block minus alpha times the fit of ones minus beta times the fit of x, without
+    forming the difference (the post-edge fit of μ - pre-edge line); no residuals then."""
+    basis, gram_inv, proj, centre, scale = _projector(x.tobytes(), k)
+    c = block @ proj  # (r, k + 1)
     rss = leverage = None
-    if want_rss:
+    if line is not None:
+        alpha, beta = line
+        c -= alpha[:, None] * proj.sum(axis=0)[None, :]
+        c -= beta[:, None] * (x @ proj)[None, :]
+    elif want_rss:
         resid = block - c @ basis
         rss = (resid * resid).sum(axis=1)
     if lev_x is not None:
@@ -188,14 +212,14 @@ def _range_polyfit(
     energy: np.ndarray,
     max_order: int,
     *,
-    subtract: LocalPoly | None = None,
+    subtract: tuple[np.ndarray, np.ndarray] | None = None,
     want_rss: bool = False,
     leverage_at: np.ndarray | None = None,
 ) -> tuple[LocalPoly, np.ndarray | None, np.ndarray | None]:
     """Least-squares polynomial per row of y (m, n) over index ranges [start, stop), in local coordinates.
 
     Rows with fewer points than coefficients get a lower order; orders above a row's ``order`` are zero.
-    ``subtract`` (a LocalPoly of the same rows) is removed from y inside the range before fitting. The
+    ``subtract`` = (alpha, beta), arrays (m,): the line alpha + beta E is removed from y before fitting. The
     grid is shared, so rows with the same (start, stop, order) share one projection matrix: each distinct
     range is solved once and applied to its rows with one matrix product.
     Returns (polynomials, residual sum of squares or None, leverage or None): the leverage of row i at
@@ -216,10 +240,9 @@ def _range_polyfit(
         rows = by_group[bounds[g] : bounds[g + 1]]
         a, b, k = int(start[j]), int(stop[j]), int(order[j])
         block = y[rows, a:b]
-        if subtract is not None:
-            block = block - subtract(energy[a:b], rows)
+        line = None if subtract is None else (subtract[0][rows], subtract[1][rows])
         lev_x = None if leverage is None else leverage_at[rows]
-        c, rss_g, lev_g = _fit_block(block, energy[a:b], centre[j], scale[j], k, want_rss, lev_x)
+        c, rss_g, lev_g = _fit_block(block, energy[a:b], k, want_rss and line is None, lev_x, line)
         coefs[rows, : k + 1] = c
         if want_rss:
             rss[rows] = rss_g
@@ -294,8 +317,10 @@ def _normalize_chunk(
     step_given: np.ndarray | None,
     ranges_kw: dict,
     npre: int,
+    out: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Kernel: normalise clean rows ``mu`` (m, n) with known E0 (m,), eV."""
+    """Kernel: normalise clean rows ``mu`` (m, n) with known E0 (m,), eV (``norm`` written to ``out``, an
+    array like ``mu``, when given)."""
     ie0 = _index_nearest(energy, e0)
     r, (a, b, npre_row), (c, d, order) = _fit_ranges(energy, e0, ie0, ranges_kw, npre)
     pre, pre_rss, pre_lev = _range_polyfit(
@@ -304,15 +329,17 @@ def _normalize_chunk(
     dof = np.maximum(b - a, 0) - (npre_row + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         noise = np.where(dof >= 2, np.sqrt(pre_rss / dof), np.nan)
-    post, _, post_lev = _range_polyfit(
-        mu, c, d, order, energy, MAX_NNORM, subtract=pre, leverage_at=energy[ie0]
-    )
-    step = post.at(energy[ie0]) if step_given is None else step_given
-    # norm = (mu - pre-edge line) / step, with the line as alpha + beta * E: three array passes
+    # the pre-edge line as alpha + beta * E
     beta = pre.coefs[:, 1] / pre.scale
     alpha = pre.coefs[:, 0] - beta * pre.centre
-    norm = mu - alpha[:, None]
-    norm -= beta[:, None] * energy[None, :]
+    post, _, post_lev = _range_polyfit(
+        mu, c, d, order, energy, MAX_NNORM, subtract=(alpha, beta), leverage_at=energy[ie0]
+    )
+    step = post.at(energy[ie0]) if step_given is None else step_given
+    # norm = (mu - pre-edge line) / step: four array passes without temporaries, into ``out`` when given
+    norm = np.multiply(beta[:, None], energy[None, :], out=out)
+    norm += alpha[:, None]
+    np.subtract(mu, norm, out=norm)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm *= (1.0 / step)[:, None]
     # standard error of the step from the per-point noise, both fits extrapolated to E0 (the post-edge
@@ -549,12 +576,15 @@ def pre_edge(
             status.fail(row_ids[~found.found], _NO_EDGE)
         else:
             e0_rows = e0_in[rows]
-        out = _normalize_chunk(e, block, e0_rows, None if step_in is None else step_in[rows], ranges_kw, npre)
+        contiguous = isinstance(rows, slice)
+        out = _normalize_chunk(e, block, e0_rows, None if step_in is None else step_in[rows], ranges_kw, npre,
+                               out=norm[rows] if contiguous else None)
         e0_out[rows] = e0_rows
         step_out[rows] = out["step"]
         noise_out[rows] = out["noise"]
         step_err[rows] = out["step_err"]
-        norm[rows] = out["norm"]
+        if not contiguous:
+            norm[rows] = out["norm"]
         ie0_out[rows] = out["ie0"]
         for target, part in ((pre, out["pre"]), (post, out["post"])):
             target.coefs[rows, : part.coefs.shape[1]] = part.coefs
