@@ -241,7 +241,7 @@ def bench_latency(n_scans: int, repeats: int) -> dict:
     with Service(cfg) as svc:
         RE = RunEngine({})
         session = subscribe(RE, cfg, tiled_client=svc.tiled.client, frontend=svc.frontend)
-        bl = make_beamline(sample="Cu", seed=3, time_scale=0.002)  # ~1 ms per point of dwell, like a fast scan
+        bl = make_beamline(sample="Cu", seed=3, time_scale=0.02)  # 2 % of real dwell: a repeat takes ~3 s, not minutes
         unit_done: dict[str, float] = {}
         RE.subscribe(lambda n, d: None)
         original = session.spectra._emit_repeat

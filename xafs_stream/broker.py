@@ -39,6 +39,7 @@ from . import protocol as P
 from .spool import DiskSpool
 
 log = logging.getLogger(__name__)
+MAX_AFFINITY_KEYS = 10_000
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Broker:
         self.inflight: dict[str, tuple[bytes, float]] = {}  # unit id -> (worker identity, sent time)
         self.attempts: dict[str, int] = {}
         self.workers: dict[bytes, _Worker] = {}
-        self.owners: dict[str, bytes] = {}  # affinity key -> worker identity
+        self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned",
             "workers_expired", "late_done")}
@@ -290,6 +291,7 @@ class Broker:
         if item.affinity is not None:
             owner = self.workers.get(self.owners.get(item.affinity, b""))
             if owner is not None:
+                self.owners.move_to_end(item.affinity)
                 return owner if owner.credit > 0 else None
         candidates = [w for w in self.workers.values() if w.credit > 0]
         if not candidates:
@@ -297,6 +299,8 @@ class Broker:
         best = min(candidates, key=lambda w: (len(w.inflight), -w.credit))
         if item.affinity is not None:
             self.owners[item.affinity] = best.identity
+            while len(self.owners) > MAX_AFFINITY_KEYS:  # old runs: forget their owner
+                self.owners.popitem(last=False)
         return best
 
     def _dispatch(self) -> None:
