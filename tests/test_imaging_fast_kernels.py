@@ -6,7 +6,11 @@ path, the one-partition median against ``np.median``, the sparse half-step searc
 white-line and pre-edge features against full-width computations, the sine-transform preconditioner basis
 against the dense 1-D operator, the float32 window solves stopped at a field tolerance against a dense solve,
 the running block statistics against sums from scratch, the one-step estimate of re-smoothed class features
-against a re-solve, and the incremental map against the batch solve at the benchmark's noise level.
+against a re-solve, and the incremental map against the batch solve at the benchmark's noise level; also the
+preconditioner's transforms as matrix products against scipy's fast transforms, the hyperparameter search of
+many maps at once against one map at a time, the phase model's whitened log-likelihoods against scipy's
+multivariate normal, the E0 edge pick against a per-row loop, and the features of a tile with failed
+normalisations against those of its good rows alone.
 """
 
 from __future__ import annotations
@@ -203,7 +207,10 @@ def _phantom_values(n, noise, seed):
     return {k: raw[k] for k in dict.fromkeys(config.class_features + config.smooth)}, config
 
 
-def test_running_block_statistics_equal_sums_from_scratch():
+def test_running_block_statistics_equal_sums_from_scratch(monkeypatch):
+    from xafs_stream.engines.imaging import mapmodel
+
+    monkeypatch.setattr(mapmodel, "_BLOCK_BATCH", 5)  # several transform batches per update
     values, config = _phantom_values(64, 0.3, 7)
     inc = MapModel((64, 64), config)
     for y, x in [(32, 0), (0, 32), (0, 0), (32, 32), (16, 16)]:  # overlapping re-sent tile last
@@ -215,6 +222,11 @@ def test_running_block_statistics_equal_sums_from_scratch():
     for key in inc._stat_keys:
         assert inc._stat_n[key] == fresh._stat_n[key]
         np.testing.assert_allclose(inc._stat_sum[key], fresh._stat_sum[key], rtol=1e-10, atol=1e-14)
+    # the blocks of all maps are transformed in one call: each block's power equals the one-block function
+    for n in config.class_features + config.smooth:
+        for i, j in zip(*np.nonzero(fresh._block_ok[n])):
+            block = values[n][16 * i:16 * i + 16, 16 * j:16 * j + 16]
+            np.testing.assert_allclose(fresh._block_power[n][i, j], G.block_power(block), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("lam_old, lam_new", [(0.2, 0.4), (0.3, 0.05), (0.01, 0.3)])
@@ -262,3 +274,129 @@ def test_incremental_equals_batch_at_the_benchmark_noise_level():
                 d = (inc.smoothed[n] - batch.smoothed[n]) / np.sqrt(p.s2)
                 assert float(np.sqrt(np.nanmean(d**2))) <= 0.15, (i, n, log)
     assert kinds.count("local") >= 3, kinds  # the windowed path is exercised
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matrix_transforms_of_the_preconditioner_equal_the_fast_transforms(dtype):
+    rng = np.random.default_rng(11)
+    k, ny, nx = 3, 37, 44
+    vf = (rng.uniform(size=(k, ny * nx)) > 0.1).astype(dtype)
+    lam, eta = np.array([0.5, 4.0, 30.0])[:, None, None], np.zeros((k, 1, 1))
+    r = rng.normal(size=(k, ny * nx)).astype(dtype)
+    for kinds in (("N", "N"), ("D", "D"), ("N", "D"), ("D", "N")):
+        pre = G._DctPreconditioner(vf, lam, eta, (ny, nx), dtype, kinds=kinds)
+        assert pre.mats is not None  # small windows take the matrix products
+        z = pre(r)
+        pre.mats = None  # scipy's DCT / DST
+        ref = pre(r)
+        tol = 1e-5 if dtype is np.float32 else 1e-12
+        assert np.max(np.abs(z - ref)) <= tol * np.max(np.abs(ref))
+        sel = np.array([True, False, True])
+        assert np.allclose(pre.keep(sel)(r[sel]), ref[sel], rtol=0, atol=tol * np.max(np.abs(ref)))
+
+
+def test_hyperparameters_of_many_maps_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(12)
+    mu = G.block_eigenvalues((16, 16))
+    stats = []
+    for lam in (1e-4, 0.02, 0.3, 3.0, 30.0, 300.0, 1e4, 1e7):  # inside and at both ends of the search range
+        st = G.BlockStats()
+        st.add((1.0 + 1.0 / (lam * mu + 1e-300)) * rng.chisquare(1, size=(16, 16)) * 0.7, int(rng.integers(1, 40)))
+        stats.append(st)
+    stats.append(G.BlockStats())  # no blocks
+    two = G.BlockStats()  # two block shapes: learned on its own
+    two.add(rng.chisquare(1, size=(16, 16)), 3)
+    two.add(rng.chisquare(1, size=(8, 16)), 2)
+    stats.append(two)
+    many = G.learn_params_many(stats)
+    for st, p in zip(stats, many):
+        q = G.learn_params(st)
+        if q is None:
+            assert p is None
+            continue
+        assert (p.lam, p.s2, p.nll, p.n_blocks) == pytest.approx((q.lam, q.s2, q.nll, q.n_blocks), rel=1e-12)
+
+
+def test_phase_model_log_likelihood_equals_scipy_multivariate_normal(monkeypatch):
+    from scipy.stats import multivariate_normal
+
+    from xafs_stream.engines.imaging import decomposition
+    from xafs_stream.engines.imaging.decomposition import PhaseModel
+
+    monkeypatch.setattr(decomposition, "_LL_CHUNK", 128)  # several row blocks
+    rng = np.random.default_rng(13)
+    d, c = 3, 4
+    means = rng.normal(size=(c, d)) * 2
+    a = rng.normal(size=(c, d, d))
+    covs = a @ a.transpose(0, 2, 1) + 0.3 * np.eye(d)
+    weights = np.array([0.1, 0.2, 0.3, 0.4])
+    scale = np.array([0.5, 2.0, 1.5])
+    model = PhaseModel(means, covs, weights, scale, component_phase=np.array([0, 1, 1, 2]))
+    x = rng.normal(size=(500, d)) * 2
+    x[7, 1] = np.nan
+    comp = model.component_log_likelihood(x)
+    # the densities are of the scaled features x / scale: log N(x) + sum(log scale)
+    ref = np.array([np.log(weights[k]) + multivariate_normal(means[k], covs[k]).logpdf(x) for k in range(c)])
+    ref += np.sum(np.log(scale))
+    good = np.ones(500, bool)
+    good[7] = False
+    np.testing.assert_allclose(comp[:, good], ref[:, good], rtol=1e-12, atol=1e-10)
+    assert np.isnan(comp[:, 7]).all()
+    ll = model.log_likelihood(x)
+    np.testing.assert_allclose(ll[0, good], ref[0, good], rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(ll[1, good], np.logaddexp(ref[1, good], ref[2, good]), rtol=1e-12, atol=1e-10)
+    assert np.isnan(ll[:, 7]).all()
+
+
+def _pick_edge_loop(d):
+    """Reference for the E0 edge pick, one row at a time (the rules of e0._pick_edge's docstring)."""
+    m, length = d.shape
+    nmin = max(3, int(length * 0.02))
+    index, found = np.zeros(m, dtype=np.intp), np.zeros(m, dtype=bool)
+    frac = 0.60 if length > 20 else 0.30
+    for i, row in enumerate(d):
+        core = row[nmin:length - nmin]
+        dmin, ptp = core.min(), max(1e-10, core.max() - core.min())
+        high = row > dmin + frac * ptp
+        if high.sum() < 3:
+            h2, h4 = row > dmin + frac / 2 * ptp, row > dmin + frac / 4 * ptp
+            high = h2 if h2.sum() > 3 else (h4 if h4.sum() >= 3 else row > dmin)
+        best = None
+        for j in range(nmin, length - nmin + 1):
+            if high[j - 1] and high[j] and high[j + 1] and (best is None or row[j] > row[best]):
+                best = j
+        if best is not None:
+            index[i], found[i] = best, True
+    return index, found
+
+
+def test_e0_edge_pick_equals_a_per_row_loop():
+    rng = np.random.default_rng(14)
+    for length in (12, 40, 99):
+        d = rng.normal(size=(60, length))
+        d[:10] = 0.0
+        d[np.arange(10), rng.integers(0, length, 10)] = 5.0  # one spike: fewer than 3 high points
+        d[10:15] = rng.normal(size=(5, length)) * 0.01
+        d[10:15, length // 2 - 1:length // 2 + 2] = 3.0  # a clear edge
+        index, found = e0_module._pick_edge(d)
+        ref_index, ref_found = _pick_edge_loop(d)
+        np.testing.assert_array_equal(found, ref_found)
+        np.testing.assert_array_equal(index[found], ref_index[found])
+
+
+def test_features_of_a_tile_with_failed_normalisations_equal_those_of_its_good_rows():
+    from xafs_stream.engines.imaging.features import pixel_features
+
+    rng = np.random.default_rng(15)
+    mu = _spectra(120, rng, noise=0.05)
+    mu[::7] = 0.3 + rng.normal(0, 0.05, (mu[::7].shape[0], E.size))  # no edge: normalisation fails
+    refs = np.stack([mu[1], mu[2]])
+    full = pixel_features(E, mu, refs=refs)
+    ok = full.normalized
+    assert 0 < (~ok).sum() < 120
+    good = pixel_features(E, mu[ok], refs=refs)
+    for name, v in full.values.items():  # equal up to rounding (sums over differently sized stacks)
+        np.testing.assert_allclose(v[ok], good.values[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    for name in ("edge_step", "e0", "edge_position", "whiteline_energy", "whiteline_height", "preedge_centroid",
+                 "preedge_area"):
+        assert np.isnan(full.values[name][~ok]).all(), name

@@ -83,6 +83,10 @@ def nmf_scores(spectra: np.ndarray, n_components: int = 2, *, seed: int = 0, max
                          float(model.reconstruction_err_))
 
 
+# rows per block of PhaseModel.component_log_likelihood (its temporaries are C x d floats per row)
+_LL_CHUNK = 65536
+
+
 @dataclass
 class PhaseModel:
     """A fitted phase model: a Gaussian mixture in a feature space of dimension d, components grouped into phases.
@@ -110,18 +114,38 @@ class PhaseModel:
 
     def component_log_likelihood(self, x: np.ndarray) -> np.ndarray:
         """log pi_c + log N(x | mean_c, cov_c) for rows of x (n, d); shape (C, n), NaN rows give NaN."""
-        x = np.asarray(x, float) / self.scale
-        out = np.full((self.means.shape[0], x.shape[0]), np.nan)
+        x = np.asarray(x, float)
+        n_comp, d = self.means.shape
+        out = np.full((n_comp, x.shape[0]), np.nan)
         good = np.all(np.isfinite(x), axis=1)
-        xg = x[good]
-        d = x.shape[1]
-        for c in range(self.means.shape[0]):
+        every = bool(good.all())
+        xg = x if every else x[good]
+        # Every component's whitening z_c = chol_c^-1 (x - mean_c) / scale as one (d, C d) matrix product, and
+        # the squared norms summed with an explicit loop over the d columns: 0.5 ms instead of 1.4 ms for
+        # 6400 points and 3 components (a triangular solve per component and numpy's sum over an axis of 3
+        # elements; measured 2026-11-25; tests/test_imaging_fast_kernels.py checks it against the direct form)
+        mats, offsets, consts = [], [], []
+        for c in range(n_comp):
             cov = self.covariances[c] / np.outer(self.scale, self.scale)
             chol = np.linalg.cholesky(cov)
-            z = np.linalg.solve(chol, (xg - self.means[c] / self.scale).T)
+            white = np.linalg.solve(chol, np.diag(1.0 / self.scale))  # chol^-1 diag(1 / scale), (d, d)
+            mats.append(white.T)
+            offsets.append(white @ self.means[c])
             log_det = 2 * np.sum(np.log(np.diag(chol)))
-            out[c, good] = (np.log(self.weights[c]) - 0.5 * (np.sum(z * z, axis=0) + log_det
-                                                              + d * np.log(2 * np.pi)))
+            consts.append(np.log(self.weights[c]) - 0.5 * (log_det + d * np.log(2 * np.pi)))
+        mat, offset, const = np.hstack(mats), np.concatenate(offsets), np.asarray(consts)[:, None]
+        ll = out if every else np.empty((n_comp, xg.shape[0]))
+        for lo in range(0, xg.shape[0], _LL_CHUNK):  # bounded temporaries on whole maps
+            z = xg[lo:lo + _LL_CHUNK] @ mat  # (n, C d)
+            z -= offset
+            z *= z
+            z = z.reshape(-1, n_comp, d)
+            sq = z[:, :, 0].copy()
+            for j in range(1, d):
+                sq += z[:, :, j]
+            ll[:, lo:lo + _LL_CHUNK] = const - 0.5 * sq.T
+        if not every:
+            out[:, good] = ll
         return out
 
     def log_likelihood(self, x: np.ndarray) -> np.ndarray:
@@ -130,7 +154,9 @@ class PhaseModel:
         out = np.full((self.n_phases, comp.shape[1]), -np.inf)
         for k in range(self.n_phases):
             sel = comp[self.component_phase == k]
-            if sel.shape[0]:
+            if sel.shape[0] == 1:  # one component: the log-sum-exp is the value itself (non-finite: NaN below)
+                out[k] = sel[0]
+            elif sel.shape[0]:
                 top = np.max(sel, axis=0)
                 with np.errstate(invalid="ignore"):
                     out[k] = top + np.log(np.sum(np.exp(sel - top), axis=0))

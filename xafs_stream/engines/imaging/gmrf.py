@@ -10,7 +10,8 @@ The MAP (= posterior mean) solves the sparse system ``(W + lam L_G + eta I) x = 
 gradients, warm-started, so that a tile and a halo can be re-solved alone. The preconditioner is the exact
 inverse of the uncut, fully observed problem on the same rectangle, applied with two DCTs (the free-boundary
 Laplacian is diagonal in the DCT-II basis; a window held by the field outside uses the DST-I, see
-:class:`_DctPreconditioner`): measured on a 128 x 128 map with cuts, 12-28 CG iterations instead of 45-184
+:class:`_DctPreconditioner`; on rectangles up to ``MATRIX_TRANSFORM_MAX_SIDE`` px the same transforms are
+applied as products with their matrices, which is faster there): measured on a 128 x 128 map with cuts, 12-28 CG iterations instead of 45-184
 with a Jacobi preconditioner (lam 5-80). The CG is our own (:func:`_pcg`), vectorised over several maps on
 one rectangle (:func:`solve_maps`), with a stop rule in map units for window solves (:class:`StopRule`).
 The mesostructure prior of METHODS §3 ("smooth within a domain, jump between domains") is obtained by
@@ -217,7 +218,10 @@ def solve_maps(
     counts = np.maximum(valid.sum(axis=(1, 2)), 1)
     level = yv.sum(axis=(1, 2)) / counts
     level_field = (vf * level[:, None, None]).reshape(flat)
-    x, iters = _pcg(a_run, precond, (rhs.reshape(flat) - a_op(level_field)).astype(dtype, copy=False),
+    # the right-hand side is 0 at invalid pixels (there A is the identity), so the residual stays 0 there
+    # (see _DctPreconditioner)
+    b = (rhs.reshape(flat) - a_op(level_field)) * vf.reshape(flat)
+    x, iters = _pcg(a_run, precond, b.astype(dtype, copy=False),
                     (x.reshape(flat) - level_field).astype(dtype, copy=False), rtol, ftol, maxiter)
     x = x + level_field
     x = x.reshape(k_maps, ny, nx)
@@ -287,6 +291,25 @@ def _axis_inverse(c: np.ndarray, kind: str, axis: int) -> np.ndarray:
     return dst(c, type=1, axis=axis, norm="ortho")
 
 
+# Windows with both sides up to this (px) apply the preconditioner's transforms as products with the dense
+# transform matrices (_axis_matrix) instead of scipy's fast transforms: for the window stacks of a tile update
+# (1-4 maps of 74-107 px, float32, one thread) a forward transform took 0.06-0.09 ms instead of 0.06-0.18 ms
+# (4 maps of 80 x 80: 0.09 instead of 0.18 ms), equal at 119 px; at the 512 px of whole-map solves the fast
+# transforms win (measured 2026-11-25).
+MATRIX_TRANSFORM_MAX_SIDE = 128
+
+
+@lru_cache(maxsize=64)
+def _axis_matrix(kind: str, n: int, dtype_char: str) -> tuple[np.ndarray, np.ndarray]:
+    """The transform of :func:`_axis_forward` on n points as an orthonormal (n, n) matrix T (T @ v is the
+    transform of v) and its transpose (the inverse), both C-contiguous in the given dtype; read-only."""
+    t = _axis_forward(np.eye(n), kind, 0)
+    out = (np.ascontiguousarray(t, dtype=dtype_char), np.ascontiguousarray(t.T, dtype=dtype_char))
+    for m in out:
+        m.setflags(write=False)
+    return out
+
+
 def side_kinds(valid: np.ndarray, boundary_edges: np.ndarray | None) -> tuple[str, str]:
     """Preconditioner basis per axis of a window stack (K, ny, nx): "D" where either side of the axis is held
     (at least a quarter of its valid pixels have an edge to the fixed field outside), else "N"."""
@@ -312,8 +335,9 @@ class _DctPreconditioner:
     2026-11-25). A window held on one side only is treated as held on both: the exact mixed basis (a DST-I of
     the mirrored signal) gave the same step counts at twice the transform length.
 
-    The residual is always 0 at invalid pixels (there A is the identity and the right-hand side 0), so
-    masking the output with the valid pixels is "invalid pixels pass through". In float32 (the window
+    The residual is always 0 at invalid pixels (there A is the identity and the right-hand side 0, which
+    :func:`solve_maps` ensures), so the input needs no mask and masking the output with the valid pixels is
+    "invalid pixels pass through". In float32 (the window
     solves) the transforms take half the time: 0.6 ms instead of 1.5 ms for 8 maps of 104 x 104 px, and a
     whole CG step of a 128 x 128 window 0.15 ms instead of 0.25 ms (measured 2026-11-25). (A block-diagonal
     variant, one transform pair per label restricted to that label's pixels, halved the CG steps of the
@@ -328,11 +352,22 @@ class _DctPreconditioner:
             mu = _axis_eigenvalues(kinds[0], shape[0])[:, None] + _axis_eigenvalues(kinds[1], shape[1])[None, :]
         self.response = (1.0 / (1.0 + eta + lam * mu)).astype(dtype)
         self.vf, self.shape, self.dtype, self.kinds = vf, shape, dtype, kinds  # vf: valid (K, ny nx) in dtype
+        self.mats = None
+        if max(shape) <= MATRIX_TRANSFORM_MAX_SIDE:
+            self.mats = (_axis_matrix(kinds[0], shape[0], np.dtype(dtype).char),
+                         _axis_matrix(kinds[1], shape[1], np.dtype(dtype).char))
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         k = r.shape[0]
-        a = (r * self.vf).reshape((k,) + self.shape)
-        if self.kinds == ("N", "N"):
+        a = r.reshape((k,) + self.shape)  # 0 at invalid pixels (see the class doc)
+        if self.mats is not None:
+            # the same orthonormal transforms as matrix products: c = Ty a Tx^T, z = Ty^T (response c) Tx
+            (ty, ty_t), (tx, tx_t) = self.mats
+            ny, nx = self.shape
+            c = np.matmul(ty, (a.reshape(k * ny, nx) @ tx_t).reshape(k, ny, nx))
+            c *= self.response
+            z = np.matmul(ty_t, (c.reshape(k * ny, nx) @ tx).reshape(k, ny, nx))
+        elif self.kinds == ("N", "N"):
             c = dctn(a, axes=(1, 2), norm="ortho")
             c *= self.response
             z = idctn(c, axes=(1, 2), norm="ortho")
@@ -351,15 +386,14 @@ class _DctPreconditioner:
     def keep(self, sel: np.ndarray) -> _DctPreconditioner:
         out = _DctPreconditioner.__new__(_DctPreconditioner)
         out.response, out.vf, out.shape, out.dtype = self.response[sel], self.vf[sel], self.shape, self.dtype
-        out.kinds = self.kinds
+        out.kinds, out.mats = self.kinds, self.mats
         return out
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-map inner products of two (K, n) stacks, shape (K,)."""
-    if a.shape[0] == 1:
-        return np.array([a[0] @ b[0]])
-    return np.einsum("kn,kn->k", a, b)
+    """Per-map inner products of two (K, n) stacks, shape (K,). (``np.vecdot``: 2-5 us per call instead of
+    4-12 us with einsum for the window stacks; a tile update takes ~250 of them, measured 2026-11-25.)"""
+    return np.vecdot(a, b)
 
 
 def _pcg(a_op, m_op, b, x, rtol, ftol, maxiter) -> tuple[np.ndarray, np.ndarray]:
@@ -378,8 +412,9 @@ def _pcg(a_op, m_op, b, x, rtol, ftol, maxiter) -> tuple[np.ndarray, np.ndarray]
     rz = _dot(r, z)
     p = z.copy()
     check_field = bool(np.any(ftol >= 0))
+    check_norm = bool(np.any(rthr >= 0))  # window solves stop on the field rule alone
     for it in range(maxiter + 1):
-        done = np.sqrt(_dot(r, r)) <= rthr
+        done = np.sqrt(_dot(r, r)) <= rthr if check_norm else np.zeros(rthr.shape, dtype=bool)
         if check_field:
             done |= np.abs(z).max(axis=1) <= ftol
         if it == maxiter:
@@ -681,6 +716,88 @@ def _refine_min(f, lo: float, hi: float, best: tuple[float, float]) -> float:
         if f_v <= f_best:
             x_best = vertex
     return x_best
+
+
+def _profile_nll_many(log_lam: np.ndarray, mu: np.ndarray, power: np.ndarray, count: np.ndarray) -> tuple[
+        np.ndarray, np.ndarray]:
+    """:func:`_profile_nll_curve` of the intrinsic model (eta = 0) for M maps with one block shape each:
+    ``log_lam`` (M, P), ``mu`` (L,) the block's modes, ``power`` (M, L) and ``count`` (M,) their statistics;
+    returns (nll, s2) of shape (M, P), the same numbers as the one-map function."""
+    lam = np.exp(np.asarray(log_lam, dtype=np.float64))[:, :, None]
+    g = 1.0 + 1.0 / (lam * mu)
+    sum_log_g = count[:, None] * np.sum(np.log(g), axis=2)
+    weighted = np.sum(power[:, None, :] / g, axis=2)
+    n_modes = (count * mu.size)[:, None]
+    s2 = weighted / n_modes
+    nll = 0.5 * (n_modes * np.log(s2) + sum_log_g + n_modes) / n_modes
+    return nll, s2
+
+
+def _refine_min_many(f, lo: np.ndarray, hi: np.ndarray, x_best: np.ndarray, f_best: np.ndarray) -> np.ndarray:
+    """:func:`_refine_min` for M functions at once: ``f`` maps (M, P) arguments to (M, P) values, ``lo``,
+    ``hi``, ``x_best``, ``f_best`` are (M,); the same steps and stopping rules per function."""
+    m = lo.size
+    rows = np.arange(m)
+    x_best, f_best = x_best.astype(np.float64), f_best.astype(np.float64)
+    pts = np.linspace(lo, hi, 33, axis=1)
+    step = pts[:, 1] - pts[:, 0]
+    alive = np.ones(m, dtype=bool)  # not stopped yet (a stop skips the final vertex check)
+    vertex = np.zeros(m)
+    for _ in range(2):
+        vals = f(pts)
+        j = np.argmin(vals, axis=1)
+        vj = vals[rows, j]
+        better = alive & (vj <= f_best)
+        x_best = np.where(better, pts[rows, j], x_best)
+        f_best = np.where(better, vj, f_best)
+        alive &= (j > 0) & (j < pts.shape[1] - 1)
+        jc = np.clip(j, 1, pts.shape[1] - 2)
+        f0, f1, f2 = vals[rows, jc - 1], vals[rows, jc], vals[rows, jc + 1]
+        curv = f0 - 2 * f1 + f2
+        alive &= curv > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v = np.clip(pts[rows, jc] + 0.5 * step * (f0 - f2) / curv, lo, hi)
+        vertex = np.where(alive, v, vertex)
+        step = step / 8
+        pts = np.stack([vertex - step, vertex, vertex + step], axis=1)
+    if alive.any():
+        f_v = f(vertex[:, None])[:, 0]
+        x_best = np.where(alive & (f_v <= f_best), vertex, x_best)
+    return x_best
+
+
+def learn_params_many(stats: list[BlockStats]) -> list[GmrfParams | None]:
+    """:func:`learn_params` (intrinsic) of several maps, the same results; maps whose statistics hold one
+    block shape (the map model's) are searched together, one array expression per step for all of them
+    (the 12 maps of the 512 x 512 benchmark map: 0.9 ms instead of 1.9 ms, measured 2026-11-25)."""
+    out: list[GmrfParams | None] = [None] * len(stats)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, st in enumerate(stats):
+        if len(st.power) == 1 and st.n_blocks > 0:
+            groups.setdefault(next(iter(st.power)), []).append(i)
+        else:
+            out[i] = learn_params(st)
+    for shape, idx in groups.items():
+        mu = block_eigenvalues(shape).ravel()[1:]
+        if mu.size == 0:
+            continue
+        power = np.stack([np.asarray(stats[i].power[shape], dtype=np.float64).ravel()[1:] for i in idx])
+        count = np.array([stats[i].count[shape] for i in idx], dtype=np.float64)
+
+        def curve(a, mu=mu, power=power, count=count):
+            return _profile_nll_many(a, mu, power, count)[0]
+
+        grid = np.linspace(np.log(LAM_BOUNDS[0]), np.log(LAM_BOUNDS[1]), 25)
+        values = curve(np.broadcast_to(grid, (len(idx), grid.size)))
+        k = np.argmin(values, axis=1)
+        rows = np.arange(len(idx))
+        lo_b, hi_b = grid[np.maximum(k - 1, 0)], grid[np.minimum(k + 1, grid.size - 1)]
+        a = _refine_min_many(curve, lo_b, hi_b, grid[k], values[rows, k])
+        nll, s2 = _profile_nll_many(a[:, None], mu, power, count)
+        for r, i in enumerate(idx):
+            out[i] = GmrfParams(s2=float(s2[r, 0]), lam=float(np.exp(a[r])), eta=0.0, n_blocks=stats[i].n_blocks,
+                                nll=float(nll[r, 0]))
+    return out
 
 
 def learn_params(stats: BlockStats, *, intrinsic: bool = True) -> GmrfParams | None:

@@ -11,8 +11,10 @@ global; the map model (:mod:`.mapmodel`) re-solves the whole map when they drift
 
 Window sides are rounded up to lengths with small prime factors (``scipy.fft.next_fast_len``, see
 :func:`sized_window`): the preconditioner's transform of a 118 px side took 3x as long as that of a 120 px
-side (measured 2026-11-25), so the slightly larger window is the cheaper one. Several maps whose windows
-coincide are solved together (:func:`.gmrf.solve_maps`).
+side (measured 2026-11-25), so the slightly larger window is the cheaper one. (Windows up to
+``gmrf.MATRIX_TRANSFORM_MAX_SIDE`` px now apply the transforms as matrix products, whose cost does not depend
+on the factors; the rounding is kept so that the windows, and so the results, do not depend on the transform
+path.) Several maps whose windows coincide are solved together (:func:`.gmrf.solve_maps`).
 """
 
 from __future__ import annotations
@@ -221,8 +223,10 @@ def _boundary_terms(maps: list[WindowMap], cut: np.ndarray, labels: np.ndarray |
         ok = np.stack([m.valid[inner] & m.valid[outer] for m in maps])
         if labels is not None and cut.any():
             ok[cut] &= labels[inner] == labels[outer]
-        val = np.where(ok, np.stack([m.current[outer] for m in maps]), 0.0)
-        bsum[(slice(None),) + target] += np.nan_to_num(val)
+        cur = np.stack([m.current[outer] for m in maps])
+        # a held neighbour without a field value yet (NaN) adds 0 to the sum but counts as an edge (as
+        # np.nan_to_num did; this is cheaper for these short rows)
+        bsum[(slice(None),) + target] += np.where(ok & ~np.isnan(cur), cur, 0.0)
         bcnt[(slice(None),) + target] += ok
     return bsum, bcnt
 

@@ -57,7 +57,7 @@ import numpy as np
 from ..errors import InputError
 from ._threads import single_blas_thread
 from .decomposition import PhaseModel, fit_phase_model
-from .gmrf import BlockStats, GmrfParams, StopRule, block_powers, learn_params, posterior_sd, solve_map
+from .gmrf import BlockStats, GmrfParams, StopRule, block_powers, learn_params_many, posterior_sd, solve_map
 from .incremental import WindowMap, local_gmrf_many, local_icm, window
 from .potts import (
     conditional_probabilities,
@@ -73,6 +73,8 @@ LABEL_DRIFTS = ("phase_model", "beta", "class_gmrf")
 # MapModel._class_shift, whose one-step estimate was within 35 % of a re-solve up to here and 50 % off at
 # lam ~ 1-2, measured 2026-11-25); longer ones by the change of the smoother's response
 FLIP_CHECK_MAX_LAM = 0.5
+# blocks per transform call when block statistics are updated (16 x 16 blocks: 8 MB of temporaries)
+_BLOCK_BATCH = 4096
 
 
 @dataclass
@@ -339,13 +341,28 @@ class MapModel:
         rows, cols = slice(i0 * by, i1 * by), slice(j0 * bx, j1 * bx)
         shape4 = (i1 - i0, by, j1 - j0, bx)
         self._stats_remove(box, cut_only=False)
+        # the blocks of several maps go through one transform call (a tile's 12 maps: one call instead of 12),
+        # in batches of at most _BLOCK_BATCH blocks so that a whole-map update keeps its temporaries small
+        parts: list = []  # (name, complete-block mask, blocks)
         for n in self.names:
             ok = self._valid[n][rows, cols].reshape(shape4).all(axis=(1, 3))
             self._block_ok[n][i0:i1, j0:j1] = ok
             if ok.any():
-                blocks = self.raw[n][rows, cols].reshape(shape4).transpose(0, 2, 1, 3)[ok]
-                self._block_power[n][i0:i1, j0:j1][ok] = block_powers(blocks)
+                parts.append((n, ok, self.raw[n][rows, cols].reshape(shape4).transpose(0, 2, 1, 3)[ok]))
+                if sum(b.shape[0] for _, _, b in parts) >= _BLOCK_BATCH:
+                    self._store_block_powers(parts, box)
+                    parts = []
+        if parts:
+            self._store_block_powers(parts, box)
         self._stats_add(box, cut_only=False)
+
+    def _store_block_powers(self, parts: list, box: tuple[int, int, int, int]) -> None:
+        i0, i1, j0, j1 = box
+        powers = block_powers(np.concatenate([b for _, _, b in parts]))
+        start = 0
+        for n, ok, b in parts:
+            self._block_power[n][i0:i1, j0:j1][ok] = powers[start:start + b.shape[0]]
+            start += b.shape[0]
 
     def _relabel_blocks(self, region: tuple[slice, slice] | None) -> None:
         """Update the statistics of the cut maps after labels changed inside ``region``."""
@@ -387,18 +404,24 @@ class MapModel:
         lo = lab.min(axis=(1, 3))
         return (lo >= 0) & (lo == lab.max(axis=(1, 3)))
 
-    def _learn(self, key: tuple[str, bool]) -> GmrfParams | None:
-        """Hyperparameters of map ``key[0]`` from its block statistics (cut: single-label blocks only)."""
-        stats = BlockStats()
-        if self._stat_n[key] > 0:
-            stats.add(self._stat_sum[key].copy(), self._stat_n[key])
-        return learn_params(stats)
+    def _learn(self, keys: list[tuple[str, bool]]) -> list[GmrfParams | None]:
+        """Hyperparameters of the maps ``key[0]`` from their block statistics (cut: single-label blocks only),
+        all maps searched together (:func:`.gmrf.learn_params_many`)."""
+        stats = []
+        for key in keys:
+            st = BlockStats()
+            if self._stat_n[key] > 0:
+                st.add(self._stat_sum[key].copy(), self._stat_n[key])
+            stats.append(st)
+        return learn_params_many(stats)
 
     def _learn_class_gmrf(self) -> dict[str, GmrfParams | None]:
-        return {n: self._learn((n, False)) for n in self.config.class_features}
+        names = self.config.class_features
+        return dict(zip(names, self._learn([(n, False) for n in names])))
 
     def _learn_map_gmrf(self) -> dict[str, GmrfParams | None]:
-        return {n: self._learn((n, n not in self.config.uncut)) for n in self.config.smooth}
+        names = self.config.smooth
+        return dict(zip(names, self._learn([(n, n not in self.config.uncut) for n in names])))
 
     def _fit_phase_model(self, warm: bool) -> PhaseModel | None:
         x = self._class_x(self._sample())
