@@ -65,6 +65,26 @@ def peak_area(shape: str, a: np.ndarray, b: np.ndarray, eta: np.ndarray | None =
     return (1.0 - eta) * gauss + eta * lor
 
 
+def peak_shape(shape: str, x: np.ndarray, theta: np.ndarray, i: int) -> np.ndarray:
+    """Unit-height peak whose parameters (a, mu, b[, eta]) start at column ``i`` of ``theta`` (R, P): (R, N)."""
+    mu, b = theta[:, i + 1], theta[:, i + 2]
+    if shape == "gaussian":
+        return gaussian(x, mu, b)
+    if shape == "lorentzian":
+        return lorentzian(x, mu, b)
+    return pseudo_voigt(x, mu, b, theta[:, i + 3])
+
+
+def peak_rows(shape: str, theta: np.ndarray, starts: list[int], per: int) -> list[dict[str, np.ndarray]]:
+    """Centre (eV), height, FWHM (eV) and area of the peaks whose parameters start at ``starts`` (per sample)."""
+    rows = []
+    for i in starts:
+        a, mu, b = theta[:, i], theta[:, i + 1], theta[:, i + 2]
+        eta = theta[:, i + 3] if per == 4 else None
+        rows.append({"center": mu, "height": a, "width": fwhm_from_b(b), "area": peak_area(shape, a, b, eta)})
+    return rows
+
+
 def arctan_step(x: np.ndarray, e_edge: np.ndarray, width: np.ndarray) -> np.ndarray:
     """1/2 + arctan((x - e_edge) / width) / pi: a Lorentzian-broadened unit step, shape (R, N)."""
     t = x[None, :] - e_edge[:, None]

@@ -116,30 +116,11 @@ class PeakModel(SpectrumModel):
     def shape(self, theta: np.ndarray, c: int) -> np.ndarray:
         if c == self.n_peaks:  # constant baseline
             return np.broadcast_to(self._ones, (theta.shape[0], self.x.size)).copy()
-        i = c * self._per
-        mu, b = theta[:, i + 1], theta[:, i + 2]
-        if self.shape_name == "gaussian":
-            return ls.gaussian(self.x, mu, b)
-        if self.shape_name == "lorentzian":
-            return ls.lorentzian(self.x, mu, b)
-        return ls.pseudo_voigt(self.x, mu, b, theta[:, i + 3])
+        return ls.peak_shape(self.shape_name, self.x, theta, c * self._per)
 
     def peak_table(self, theta: np.ndarray) -> list[dict[str, np.ndarray]]:
-        theta = np.atleast_2d(theta)
-        rows = []
-        for k in range(self.n_peaks):
-            i = k * self._per
-            a, mu, b = theta[:, i], theta[:, i + 1], theta[:, i + 2]
-            eta = theta[:, i + 3] if self._per == 4 else None
-            rows.append(
-                {
-                    "center": mu,
-                    "height": a,
-                    "width": ls.fwhm_from_b(b),
-                    "area": ls.peak_area(self.shape_name, a, b, eta),
-                }
-            )
-        return rows
+        starts = [k * self._per for k in range(self.n_peaks)]
+        return ls.peak_rows(self.shape_name, np.atleast_2d(theta), starts, self._per)
 
     def derived(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         out = {}

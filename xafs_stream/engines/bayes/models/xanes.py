@@ -137,30 +137,11 @@ class XanesModel(SpectrumModel):
             return np.broadcast_to(self._ones, (theta.shape[0], self.x.size)).copy()
         if c < self._first_peak:
             return np.broadcast_to(self._ramp, (theta.shape[0], self.x.size)).copy()
-        i = self._nbg + (c - self._first_peak) * self._per
-        mu, b = theta[:, i + 1], theta[:, i + 2]
-        if self.peak_shape == "gaussian":
-            return ls.gaussian(self.x, mu, b)
-        if self.peak_shape == "lorentzian":
-            return ls.lorentzian(self.x, mu, b)
-        return ls.pseudo_voigt(self.x, mu, b, theta[:, i + 3])
+        return ls.peak_shape(self.peak_shape, self.x, theta, self._nbg + (c - self._first_peak) * self._per)
 
     def peak_table(self, theta: np.ndarray) -> list[dict[str, np.ndarray]]:
-        theta = np.atleast_2d(theta)
-        rows = []
-        for k in range(self.n_peaks):
-            i = self._nbg + k * self._per
-            a, mu, b = theta[:, i], theta[:, i + 1], theta[:, i + 2]
-            eta = theta[:, i + 3] if self._per == 4 else None
-            rows.append(
-                {
-                    "center": mu,
-                    "height": a,
-                    "width": ls.fwhm_from_b(b),
-                    "area": ls.peak_area(self.peak_shape, a, b, eta),
-                }
-            )
-        return rows
+        starts = [self._nbg + k * self._per for k in range(self.n_peaks)]
+        return ls.peak_rows(self.peak_shape, np.atleast_2d(theta), starts, self._per)
 
     def edge_curve(self, theta: np.ndarray) -> np.ndarray:
         """Edge step plus constant (and slope): the background under the peaks, shape (R, N)."""
