@@ -5,6 +5,20 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """One BLAS thread for a module (``pytestmark = pytest.mark.usefixtures("one_blas_thread")``): the SpM
+    products are small, and OpenBLAS threads on a shared 2-core machine made test_spm_synthetic.py 4x slower
+    (43 s vs 9 s measured)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiled(tmp_path_factory):
     """A real embedded Tiled server (SQLite) for the whole session; yields a TiledHandle."""

@@ -16,15 +16,7 @@ from xafs_stream.units import WorkUnit
 FIX = Path(__file__).parent / "fixtures" / "feffit"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def unit_and_upstream(name: str, sample: str, element: str):

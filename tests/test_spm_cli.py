@@ -18,15 +18,7 @@ FIX = Path(__file__).parent / "fixtures" / "feffit"
 CU_PATHS = "packaged:cu_fcc_a3.615_feff6l"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def shell_rows(text: str):

@@ -23,15 +23,7 @@ TOOLS = Path(__file__).resolve().parents[1] / "tools" / "make_feffit_fixtures.py
 REFERENCE = json.loads((FIX / "feffit_reference.json").read_text())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def load_chi(name):

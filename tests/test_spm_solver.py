@@ -12,15 +12,7 @@ from xafs_stream.engines.spm.solver import alpha_grid, compress_columns, nnqp
 from xafs_stream.io.feff import read_feff_dir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -25,17 +25,7 @@ FEO_DIR = Path(__file__).parent / "fixtures" / "feffit" / "feo_rocksalt_feff6l"
 K = 0.05 * np.arange(0, 401)  # 0 ... 20 1/Å, the grid of the preprocessing engine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """One BLAS thread: the products here are small, and OpenBLAS threads on a shared 2-core machine made
-    this file 4x slower (43 s vs 9 s measured)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
