@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xafs_stream.engines.bayes import RemcSettings, decompose_peaks, nagata_peak_model
+from xafs_stream.engines.bayes import RemcSettings, decompose_peaks
 
 X = np.linspace(0.0, 3.0, 301)
 TRUE = [(0.587, 1.210, 95.689), (1.522, 1.455, 146.837), (1.183, 1.703, 164.469)]
@@ -37,37 +36,11 @@ Y = sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in TRUE) + NOISE * np.rand
 
 def run_dynesty(args: tuple[int, int, int]) -> dict:
     """-log Z for K peaks with dynesty (rslice, multi-ellipsoid bounds), in a worker process."""
-    import dynesty
+    from xafs_stream.engines.bayes.nested import nested_free_energy
 
     K, nlive, seed = args
-    model = nagata_peak_model(X, Y, K)
-    b = 1 / NOISE**2
-    const = 0.5 * X.size * math.log(b / (2 * math.pi))
-
-    def loglike(theta):
-        t = theta.reshape(K, 3)
-        r = Y - (t[:, :1] * np.exp(-0.5 * t[:, 2:3] * (X[None, :] - t[:, 1:2]) ** 2)).sum(axis=0)
-        return -0.5 * b * (r @ r) + const
-
-    t0 = time.perf_counter()
-    sampler = dynesty.NestedSampler(
-        loglike,
-        model.prior_transform,
-        model.n_params,
-        nlive=nlive,
-        sample="rslice",
-        bound="multi",
-        rstate=np.random.default_rng(seed),
-    )
-    sampler.run_nested(dlogz=0.01, print_progress=False)
-    res = sampler.results
-    return {
-        "K": K,
-        "F": -float(res.logz[-1]),
-        "se": float(res.logzerr[-1]),
-        "time_s": time.perf_counter() - t0,
-        "ncall": int(np.sum(res.ncall)),
-    }
+    ev = nested_free_energy(X, Y, NOISE, K, nlive=nlive, seed=seed)
+    return {"K": K, "F": ev.F, "se": ev.se, "time_s": ev.time_s, "ncall": ev.ncall}
 
 
 def main() -> int:

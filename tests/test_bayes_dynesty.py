@@ -6,7 +6,6 @@ nlive = 1000 per K, made by ``python tests/test_bayes_dynesty.py``, which prints
 slow test runs dynesty live.
 """
 
-import math
 import sys
 
 import numpy as np
@@ -41,30 +40,10 @@ def remc_F(K, seed=0, settings=None):
 
 def dynesty_F(K, nlive=1000, seed=0):
     """-log Z and its error from dynesty's nested sampling for K peaks."""
-    import dynesty
+    from xafs_stream.engines.bayes.nested import nested_free_energy
 
-    model = nagata_peak_model(X, Y, K)
-    b = 1 / NOISE**2
-    const = 0.5 * X.size * math.log(b / (2 * math.pi))
-
-    def loglike(theta):
-        t = theta.reshape(K, 3)
-        f = (t[:, :1] * np.exp(-0.5 * t[:, 2:3] * (X[None, :] - t[:, 1:2]) ** 2)).sum(axis=0)
-        r = Y - f
-        return -0.5 * b * (r @ r) + const
-
-    sampler = dynesty.NestedSampler(
-        loglike,
-        model.prior_transform,
-        model.n_params,
-        nlive=nlive,
-        sample="rslice",
-        bound="multi",
-        rstate=np.random.default_rng(seed),
-    )
-    sampler.run_nested(dlogz=0.01, print_progress=False)
-    res = sampler.results
-    return -float(res.logz[-1]), float(res.logzerr[-1])
+    ev = nested_free_energy(X, Y, NOISE, K, nlive=nlive, seed=seed)
+    return ev.F, ev.se
 
 
 def _check_table():
