@@ -147,14 +147,7 @@ def decode_unit(body: list, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Un
     kind or dtype, buffer sizes that do not match shapes, a unit id that does not match its parts,
     more than ``max_bytes`` of array data.
     """
-    if not body:
-        raise ProtocolError("unit message has no header frame")
-    header_bytes = _frame_bytes(body[0])
-    if len(header_bytes) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header is {len(header_bytes)} bytes, limit {MAX_HEADER_BYTES}")
-    header = loads(header_bytes, "header")
-    if not isinstance(header, dict):
-        raise ProtocolError("header must be a JSON object")
+    header = peek_header(body)
     if header.get("schema") != SCHEMA_VERSION:
         raise ProtocolError(f"unsupported schema version {header.get('schema')!r} (this is {SCHEMA_VERSION})")
     run_uid = _field(header, "run_uid", str)
