@@ -299,6 +299,7 @@ class Broker:
         best = min(candidates, key=lambda w: (len(w.inflight), -w.credit))
         if item.affinity is not None:
             self.owners[item.affinity] = best.identity
+            self.owners.move_to_end(item.affinity)  # a re-assigned key (its owner died) is fresh, not old
             while len(self.owners) > MAX_AFFINITY_KEYS:  # old runs: forget their owner
                 self.owners.popitem(last=False)
         return best
