@@ -66,6 +66,10 @@ def test_shape_order_and_settings():
         spm_fit(K, CHI, PATHS, kmaxx=12)
     with pytest.raises(InputError, match="kmin, kmax"):
         spm_fit(K, CHI, PATHS, kmin=10, kmax=5)
+    with pytest.raises(InputError, match="select_kweights"):
+        spm_fit(K, CHI, PATHS, select_kweights=(2, 5))
+    with pytest.raises(InputError, match="select_kweights"):
+        spm_fit(K, CHI, PATHS, select_kweights=())
 
 
 def test_no_signal_gives_a_clear_error():

@@ -17,6 +17,22 @@ from .shells import ShellModel, ShellSeed, fit_weighted, refine_shells, start_ve
 from .transform import FitSpace
 
 
+def kweight_score(fit_space: FitSpace, residual: np.ndarray, kweights: tuple[float, ...]) -> float:
+    """Residual summed over k weights, each in units of its own noise power: Σ_w ‖M_w r‖² / ‖M_w‖²_F.
+
+    ``M_w`` is the fit-space map at k weight w (same k points, window and R range), r the χ(k) residual on
+    ``fit_space.k``. For white noise in χ each term has the same expectation (ε² per point), so the terms
+    are comparable and none dominates by its units. Used to choose between local minima of one refinement:
+    the N-σ² and R-ΔE0 correlations of overlapping shells let a minimum trade a misfit at low k, which a
+    k² weight hides, for a closer fit of high-k noise; summed over weights 0 … w such a minimum loses.
+    """
+    total = 0.0
+    for w in kweights:
+        m = fit_space.with_kweight(w).matrix
+        total += float(np.sum((m @ residual) ** 2) / np.sum(m * m))
+    return total
+
+
 def prune_once(fit: ShellFit, seeds: list[ShellSeed], prune_sigma: float) -> list[ShellSeed] | None:
     """Seeds without the least significant shell (N < prune_sigma·σ_N), or None when all are significant.
 

@@ -11,7 +11,7 @@ range are needed, and the matrix is reused for every dictionary column and every
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -77,6 +77,11 @@ class FitSpace:
     def ft(self) -> np.ndarray | None:
         """The transform without the weight, shape (n_out, n_k) (R space); None in k space."""
         return None if self.space == "k" else self.matrix / self.weight[None, :]
+
+    def with_kweight(self, kweight: float) -> FitSpace:
+        """The same fit space (k points, window, R range) with another k weight: M·diag(k^(w' - w))."""
+        scale = self.k ** (float(kweight) - self.kweight)
+        return replace(self, matrix=self.matrix * scale[None, :], kweight=float(kweight))
 
     def apply(self, chi: np.ndarray) -> np.ndarray:
         """Map χ on ``k`` (shape (n_k,) or (n_k, m)) to the fit space."""
