@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .analyses.registry import AnalysisResult, Registry, SkipAnalysis
@@ -26,11 +26,13 @@ def process_unit(
     config: Mapping[str, Any] | None = None,
     *,
     worker: str = "",
+    on_record: Callable[[ResultRecord], Any] | None = None,
 ) -> list[ResultRecord]:
     """Run every analysis that applies to the unit (or those named in ``envelope.analyses``).
 
     ``config`` maps analysis name → its settings dict (the ``[analysis."<name>"]`` tables of the
-    service configuration).
+    service configuration). ``on_record`` is called with each record as soon as its analysis is done
+    (the worker stores it there, so a quick normalisation is not held back by a slow fit after it).
     """
     unit = envelope.unit
     config = config or {}
@@ -42,18 +44,26 @@ def process_unit(
         analyses = []
     base = dict(run_uid=unit.run_uid, unit_id=unit.unit_id, kind=unit.kind, index=unit.index,
                 unit_metadata=unit.metadata, attempt=envelope.attempt, worker=worker)
+    records: list[ResultRecord] = []
+
+    def emit(record: ResultRecord) -> None:
+        records.append(record)
+        if on_record is not None:
+            on_record(record)
+
     if envelope.poisoned:
-        return [ResultRecord(**base, analysis=a.name, version=a.version, status="error",
-                             error=f"not analysed: {envelope.poison_reason}") for a in analyses]
+        for a in analyses:
+            emit(ResultRecord(**base, analysis=a.name, version=a.version, status="error",
+                              error=f"not analysed: {envelope.poison_reason}"))
+        return records
     done: dict[str, AnalysisResult] = {}
     failed: dict[str, str] = {}
-    records = []
     for analysis in analyses:
         missing = [r for r in analysis.requires if r not in done]
         if missing:
             why = "; ".join(f"{r}: {failed.get(r, 'not run')}" for r in missing)
             failed[analysis.name] = f"needs {', '.join(missing)}"
-            records.append(ResultRecord(**base, analysis=analysis.name, version=analysis.version,
+            emit(ResultRecord(**base, analysis=analysis.name, version=analysis.version,
                                         status="skipped", error=f"requires {why}"))
             continue
         upstream = {r: done[r] for r in analysis.requires}
@@ -64,7 +74,7 @@ def process_unit(
                 raise TypeError(f"analysis returned {type(result).__name__}, not AnalysisResult")
         except SkipAnalysis as exc:
             failed[analysis.name] = f"skipped ({exc})"
-            records.append(ResultRecord(**base, analysis=analysis.name, version=analysis.version,
+            emit(ResultRecord(**base, analysis=analysis.name, version=analysis.version,
                                         status="skipped", error=str(exc),
                                         timings={"compute_s": time.perf_counter() - t0}))
             continue
@@ -73,11 +83,11 @@ def process_unit(
             failed[analysis.name] = reason
             log.warning("unit %s analysis %s failed: %s", unit.unit_id, analysis.name, reason)
             tb = traceback.format_exc(limit=8)
-            records.append(ResultRecord(**base, analysis=analysis.name, version=analysis.version, status="error",
+            emit(ResultRecord(**base, analysis=analysis.name, version=analysis.version, status="error",
                                         error=reason, result=AnalysisResult(diagnostics={"traceback": tb}),
                                         timings={"compute_s": time.perf_counter() - t0}))
             continue
         done[analysis.name] = result
-        records.append(ResultRecord(**base, analysis=analysis.name, version=analysis.version, status="ok",
+        emit(ResultRecord(**base, analysis=analysis.name, version=analysis.version, status="ok",
                                     result=result, timings={"compute_s": time.perf_counter() - t0}))
     return records

@@ -209,15 +209,20 @@ class Worker:
         if self.enabled is not None:
             wanted = set(self.enabled) if envelope.analyses is None else set(envelope.analyses) & set(self.enabled)
             envelope.analyses = sorted(wanted) or ["__none__"]
-        records = process_unit(envelope, self.registry, self.config, worker=self.name)
-        if self.post_process is not None:
-            records = records + self.post_process(envelope, records)
-        for record in records:
-            sent = envelope.unit.metadata.get("t_complete")
+        sent = envelope.unit.metadata.get("t_complete")
+
+        def store(record: ResultRecord) -> None:  # each record as soon as its analysis is done
             if isinstance(sent, (int, float)):
                 record.timings["t_complete"] = float(sent)
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self._store(record)
+
+        records = process_unit(envelope, self.registry, self.config, worker=self.name, on_record=store)
+        if self.post_process is not None:
+            extra = self.post_process(envelope, records)
+            for record in extra:
+                store(record)
+            records = records + extra
         self.stats["units"] += 1
         self.stats["records"] += len(records)
         self.stats["errors"] += sum(r.status == "error" for r in records)
