@@ -243,15 +243,17 @@ def test_feo_1pct_errors_efficient_and_covering(feo_fits_k0, feo_bound):
     assert z.max() < 4.0, np.round(z, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine defect found here: at 1 % noise the default k²-weighted R-space fit of the FeO-like pair "
-    "scatters 1.5-2.5x beyond its reported errors (24 realisations measured: 17 of 144 |z| > 3)",
-)
 def test_feo_1pct_default_kweight2_errors_cover(feo_paths, feo_bound):
-    """The benchmark's configuration (R space 1.0-2.6 Å, k²) at 1 % noise: the reported errors should cover
-    the truth as the k⁰ ones do (≥ 85 % within 2σ, none beyond 4σ). Its errors are 2-3x the bound anyway
-    (the k² weight is not the likelihood weight for white noise in χ)."""
+    """The benchmark's configuration (R space 1.0-2.6 Å, k²) at 1 % noise: the reported errors cover the
+    truth at the stated rate (72 values: 55-85 % within 1σ, ≥ 85 % within 2σ, none beyond 4σ). Its errors
+    are 2-3x the bound anyway (the k² weight is not the likelihood weight for white noise in χ).
+
+    Before the errors took the refinement's other minima into account (engines/spm/minima.py) this failed:
+    the pair leaves two minima 5-8 local standard errors apart (ΔE0 ≈ +1…+4 eV with a small Fe-O σ², and
+    ΔE0 ≈ -2 eV with Fe-O σ² ≈ 0.012-0.02 Å²) whose residuals differ by about the noise; the one returned
+    alternated between realisations (seeds 301, 305, 310 here: |z| up to 5.6 against the local covariance).
+    """
     est, err = _feo_fits(feo_paths, kweight=2, space="r", rmin=1.0, rmax=2.6)
     z = np.abs(est - np.asarray(FEO_TRUTH)) / err
+    assert 0.55 <= np.mean(z < 1) <= 0.85, np.round(z, 2)
     assert np.mean(z < 2) >= 0.85 and z.max() < 4.0, np.round(z, 2)

@@ -12,6 +12,8 @@ standard errors and an optional bootstrap over k; drop shells whose N is not sig
 Overlapping shells (closer than OVERLAP_R) are refined from several starts, including the minimum of the
 same fit at lower k weights; the minimum kept is the one with the smallest residual summed over k weights
 0 … w (see :func:`~xafs_stream.engines.spm.selection.kweight_score`), not the smallest at weight w alone.
+The other minima of the final model found from those starts widen its standard errors by their weight
+(:func:`~xafs_stream.engines.spm.minima.combine_minima`); ``diagnostics["other_minima"]`` lists them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .dictionary import build_dictionary
+from .minima import combine_minima
 from .paths import ScatteringPath
 from .results import ShellFit, SpmResult
 from .selection import kweight_score, merge_close, prune_once, try_splits
@@ -233,9 +236,10 @@ def _other_starts(fs, chi, dictionary, coef, seeds, fit, s: SpmSettings, refine_
     weights = selection_kweights(s)
     score = {"moments": kweight_score(fs, chi - fit.model_chi, weights)}
     rfactors = {"moments": fit.r_factor}
+    minima = [fit]
     r_kept = np.sort([x.r for x in seeds])
     if len(r_kept) < 2 or float(np.min(np.diff(r_kept))) >= OVERLAP_R:
-        return seeds, fit, dict(r_factor=rfactors, kweight_score=score, chosen="moments")
+        return seeds, fit, dict(r_factor=rfactors, kweight_score=score, chosen="moments"), minima
     starts = {}
     for start in SEED_STARTS[1:]:
         cand = group_atoms(dictionary, coef, gap=s.gap, min_fraction=s.min_fraction, start=start)
@@ -251,11 +255,12 @@ def _other_starts(fs, chi, dictionary, coef, seeds, fit, s: SpmSettings, refine_
     best = "moments"
     for name, (cand, de0) in starts.items():
         trial = refine_shells(fs, chi, cand, de0=de0, **refine_kw)
+        minima.append(trial)
         rfactors[name] = trial.r_factor
         score[name] = kweight_score(fs, chi - trial.model_chi, weights)
         if score[name] < score[best]:
             best, seeds, fit = name, cand, trial
-    return seeds, fit, dict(r_factor=rfactors, kweight_score=score, chosen=best)
+    return seeds, fit, dict(r_factor=rfactors, kweight_score=score, chosen=best), minima
 
 
 def _model_on_grid(fit: ShellFit, seeds: list[ShellSeed], grid: np.ndarray, s: SpmSettings) -> np.ndarray:
@@ -367,10 +372,13 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
     fit = refine_shells(fs, chi_fit_grid, seeds, fixed_n=fixed_n, de0=s.de0, **refine_kw)
     pruned: list[float] = []
     split_notes: list[dict] = []
+    minima: list[ShellFit] = []
     starts_info: dict = dict(r_factor={"moments": fit.r_factor}, kweight_score={}, chosen="moments")
     if fixed_n is None:
         seeds, fit, pruned = _prune_all(fs, chi_fit_grid, seeds, fit, s, refine_kw)
-        seeds, fit, starts_info = _other_starts(fs, chi_fit_grid, dictionary, coef, seeds, fit, s, refine_kw)
+        seeds, fit, starts_info, minima = _other_starts(
+            fs, chi_fit_grid, dictionary, coef, seeds, fit, s, refine_kw
+        )
         seeds, fit, more = _prune_all(fs, chi_fit_grid, seeds, fit, s, refine_kw)
         pruned += more
         if s.split_test:
@@ -391,6 +399,8 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
             rng=np.random.default_rng(s.seed),
             **refine_kw,
         )
+    # Other minima of the final model that the data do not rule out widen its errors (see .minima).
+    fit, minima_notes = combine_minima(fit, minima)
     timings["refine_s"] = time.perf_counter() - t2
 
     chi_sparse = dictionary.chi @ coef
@@ -423,6 +433,7 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
         start_r_factors=starts_info["r_factor"],
         start_kweight_scores=starts_info["kweight_score"],
         start_chosen=starts_info["chosen"],
+        other_minima=minima_notes,
         power_beyond_rmax=beyond,
         warnings=warnings,
         fit_success=fit.success,

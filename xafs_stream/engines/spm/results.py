@@ -16,7 +16,8 @@ class Shell:
     pair : absorber-scatterer label, e.g. "Cu-Cu"
     n, r, sigma2 : coordination number (with S0² as given), distance (Å), mean-square relative
         displacement (Å²)
-    n_err, r_err, sigma2_err : standard errors from the covariance (sandwich estimate, white noise in χ)
+    n_err, r_err, sigma2_err : standard errors from the covariance (sandwich estimate, white noise in χ;
+        widened by the refinement's other minima the data do not rule out, see ``spm.minima``)
     n_err_boot, r_err_boot, sigma2_err_boot : standard deviations over bootstrap refits (NaN if not run)
     path_label : FEFF path that supplied amplitude and phase
     sparse_n : total N of the sparse-model atoms grouped into this shell (before refinement)
@@ -61,6 +62,9 @@ class ShellFit:
     model_chi : ndarray of shape (n_k,), χ(k) of the refined model on the fit grid
     success, message : optimiser status
     n_bootstrap : bootstrap refits run
+    rss : fit-space residual sum of squares (the objective at ``theta``)
+    deviance_unit : the change of ``rss`` worth one unit of deviance (-2 log likelihood) here: ε̂²·tr(A⁻¹B)/p
+        for A = JᵀJ, B = Jᵀ M Mᵀ J (ε̂ the error scale); compares distinct minima of one refinement
     """
 
     shells: list[Shell]
@@ -82,6 +86,8 @@ class ShellFit:
     message: str
     de0_err_boot: float = float("nan")
     n_bootstrap: int = 0
+    rss: float = float("nan")
+    deviance_unit: float = float("nan")
 
 
 @dataclass

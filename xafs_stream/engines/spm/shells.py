@@ -10,7 +10,8 @@ Standard errors assume white noise of unknown variance ε² in χ(k) (not in k^w
 sandwich (JᵀJ)⁻¹ Jᵀ (ε² M Mᵀ) J (JᵀJ)⁻¹ for the fit-space map M, and ε² is estimated from the residual as
 RSS / tr((I - H) M Mᵀ), H the hat matrix of J. In k space this is the textbook s² (JᵀJ)⁻¹ with k-weights;
 in R space it accounts for the correlation of the oversampled χ(R) points exactly (for a linearised model),
-where the usual n - p degrees of freedom would understate the errors.
+where the usual n - p degrees of freedom would understate the errors. These are local (curvature)
+errors of one minimum; :mod:`.minima` widens them when other minima of the same model compete.
 """
 
 from __future__ import annotations
@@ -363,6 +364,10 @@ def refine_shells(
     scale = sigma_resid if noise is None or not noise > 0 else max(sigma_resid, float(noise))
     cov = scale**2 * unit_cov
     err = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    # rss rises by ε²·Δθᵀ A Δθ away from the minimum while the deviance is Δθᵀ Cov⁻¹ Δθ (Cov = ε² A⁻¹BA⁻¹):
+    # their ratio averaged over the parameter directions, tr(A⁻¹B)/p, converts a difference of rss between
+    # minima into deviance units (exact for B ∝ A, e.g. k space at k⁰).
+    deviance_unit = scale**2 * float(np.trace(unit_cov @ (jf.T @ jf))) / len(theta)
     names = model.names()
 
     boot = np.full((0, len(theta)), np.nan)
@@ -429,4 +434,6 @@ def refine_shells(
         message=str(sol.message),
         de0_err_boot=float(boot_err[idx_de0]) if len(boot) else float("nan"),
         n_bootstrap=int(len(boot)),
+        rss=rss,
+        deviance_unit=deviance_unit,
     )
