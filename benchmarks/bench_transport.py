@@ -267,7 +267,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05) -> dict:
                     uid, rep = tag.rsplit(":", 1)
                     key = "merge" if rep == "merge" else f"repeat_{rep}"
                     try:  # readable = the table's data come back (its node exists a request earlier)
-                        table = reader[f"{RESULTS_ROOT}/{uid}/xafs_normalize/{key}/energy"].read()
+                        table = reader[f"{RESULTS_ROOT}/{uid}/xafs_normalize/{key}"].read()  # one table
                         if len(table) and "norm" in table:
                             seen[tag] = time.time()
                     except Exception:  # not there yet (KeyError), or created but its data not yet written

@@ -28,6 +28,8 @@ from ..units import SPECTRUM, TILE, WorkUnit
 log = logging.getLogger(__name__)
 
 Sink = Callable[[UnitEnvelope], Any]
+#: ``announce(run_uid, kind, affinity, run_metadata)``: a run of this builder's kind started
+Announce = Callable[[str, str, str, dict], Any]
 RUN_CONTEXT_KEYS = ("sample", "element", "edge", "e0", "mode", "plan_name", "scan_id", "xafs_kind", "repeats")
 
 
@@ -42,8 +44,11 @@ class _UnitBuilder:
     ``_on_stop(state, stop_doc)``; states carry ``start`` and ``descriptors``.
     """
 
-    def __init__(self, sink: Sink):
+    kind = ""  # unit kind this builder makes
+
+    def __init__(self, sink: Sink, announce: Announce | None = None):
         self.sink = sink
+        self.announce = announce
         self._runs: dict[str, Any] = {}
         self._desc_run: dict[str, str] = {}
         self.units_emitted = 0
@@ -53,6 +58,7 @@ class _UnitBuilder:
             state = self._new_run(doc)
             if state is not None:
                 self._runs[doc["uid"]] = state
+                self._announce(doc)
         elif name == "descriptor":
             state = self._runs.get(doc.get("run_start"))
             if state is not None and doc.get("name") == "primary":
@@ -71,6 +77,22 @@ class _UnitBuilder:
                 self._on_stop(state, doc)
                 for desc in state.descriptors:
                     self._desc_run.pop(desc, None)
+
+    def _announce(self, start: dict) -> None:
+        """Best-effort run-start hint (the run's worker prepares its result nodes); never stops the scan."""
+        if self.announce is None:
+            return
+        try:
+            self.announce(start["uid"], self.kind, self.affinity(start["uid"]), self._run_metadata(start))
+        except Exception as exc:  # a hint only: the units themselves carry everything
+            log.warning("run %s: run-start hint not sent: %s", start.get("uid"), exc)
+
+    def affinity(self, run_uid: str) -> str:
+        """Units with the same key go to one worker (the run's result nodes stay cached there)."""
+        return f"run:{run_uid}"
+
+    def _run_metadata(self, start: dict) -> dict:
+        return _context(start)
 
     def _event(self, doc: dict) -> None:
         run_uid = self._desc_run.get(doc.get("descriptor"))
@@ -108,6 +130,8 @@ class _SpectrumRun:
 
 class SpectrumUnitBuilder(_UnitBuilder):
     """Assemble spectrum units (each repeat, then the merge) from an XAFS scan's documents."""
+
+    kind = SPECTRUM
 
     def _new_run(self, doc: dict) -> _SpectrumRun | None:
         if doc.get("xafs_kind") != "spectrum":
@@ -184,7 +208,7 @@ class SpectrumUnitBuilder(_UnitBuilder):
     def _submit(self, unit: WorkUnit) -> None:
         # one worker per run while it lives: its result-node cache is warm for the later repeats and the
         # merge (measured: a cold worker pays ~100-150 ms of extra Tiled round trips per unit)
-        self.sink(UnitEnvelope(unit=unit, affinity=f"run:{unit.run_uid}"))
+        self.sink(UnitEnvelope(unit=unit, affinity=self.affinity(unit.run_uid)))
         self.units_emitted += 1
 
 
@@ -205,6 +229,14 @@ class _MapRun:
 
 class MapTileBuilder(_UnitBuilder):
     """Assemble tile units (a tile's full energy stack, optical density ln(I0/I)) from a μ-XAFS map run."""
+
+    kind = TILE
+
+    def affinity(self, run_uid: str) -> str:
+        return f"map:{run_uid}"  # one owner per map (the map model lives in its memory)
+
+    def _run_metadata(self, start: dict) -> dict:
+        return {**_context(start), **{k: start[k] for k in ("map_ny", "map_nx", "n_tiles", "order") if k in start}}
 
     def _new_run(self, doc: dict) -> _MapRun | None:
         if doc.get("xafs_kind") != "map":
@@ -259,5 +291,5 @@ class MapTileBuilder(_UnitBuilder):
         arrays = {"energy": run.energies.copy(), "stack": run.stacks.pop(tile), "i0": run.i0.pop(tile)}
         run.filled.pop(tile, None)
         unit = WorkUnit(start["uid"], TILE, tile, arrays, metadata)
-        self.sink(UnitEnvelope(unit=unit, affinity=f"map:{start['uid']}"))
+        self.sink(UnitEnvelope(unit=unit, affinity=self.affinity(start["uid"])))
         self.units_emitted += 1

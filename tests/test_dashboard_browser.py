@@ -158,7 +158,8 @@ def shown_version(drv, key: str):
 def version(node) -> str:
     """The same for a result node in Tiled (complete: all its arrays are stored)."""
     written = node.metadata["written"]
-    count = node.item["attributes"]["structure"]["count"]
+    count = node.item["attributes"]["structure"].get("count")
+    count = "null" if count is None else count  # a result stored as one table has no child count (JS: null)
     return f"{written!r}:{count}" if not float(written).is_integer() else f"{int(written)}:{count}"
 
 

@@ -68,6 +68,46 @@ def test_spectra_end_to_end(service, session, RE, beamline, collect):
     assert uid in list(found)
 
 
+def test_run_start_hint_prepares_result_nodes_and_picks_the_owner(service, session):
+    """The run-start hint (OPEN) reaches one worker, which creates the run's result and analysis nodes before
+    any unit exists; the run's units then go to that worker (affinity chosen at the hint)."""
+    import time
+    import uuid
+
+    from xafs_stream.protocol import UnitEnvelope
+    from xafs_stream.publisher import broker_status
+    from xafs_stream.units import WorkUnit
+
+    from xafs_stream.data import SPECTRA_DIR
+    from xafs_stream.io import read_spectrum
+
+    uid = str(uuid.uuid4())
+    opened = broker_status(service.frontend)["stats"]["opened"]
+    session.publisher.announce(uid, "spectrum", f"run:{uid}", {"sample": "Cu", "element": "Cu", "edge": "K"})
+    client = service.tiled.client
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            analysis = client[RESULTS_ROOT][uid]["xafs_normalize"]
+            break
+        except KeyError:
+            time.sleep(0.1)
+    else:
+        raise AssertionError("the run's result nodes were not prepared within 20 s")
+    assert list(analysis) == []  # prepared, no unit yet
+    assert client[RESULTS_ROOT][uid].metadata["sample"] == "Cu"
+    assert broker_status(service.frontend)["stats"]["opened"] == opened + 1
+    cu = read_spectrum(SPECTRA_DIR / "cu_metal_rt.xdi")
+    energy, mu = cu.energy, cu.mu
+    for rep in range(3):
+        session.publisher.submit(UnitEnvelope(
+            WorkUnit(uid, "spectrum", rep, {"energy": energy, "mu": mu}, {"sample": "Cu", "element": "Cu"}),
+            affinity=f"run:{uid}"))
+    assert session.publisher.flush(30) and service.wait_idle(60, publisher=session.publisher)
+    workers = {client[RESULTS_ROOT][uid]["xafs_normalize"][f"repeat_{rep}"].metadata["worker"] for rep in range(3)}
+    assert len(workers) == 1
+
+
 @pytest.mark.parametrize("order", ["tile-outer", "energy-outer"])
 def test_map_tiles_end_to_end(service, session, RE, beamline, collect, order):
     energies = list(default_map_energies(30))

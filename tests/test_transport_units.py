@@ -82,6 +82,20 @@ def test_protocol_rejects_a_unit_id_that_does_not_match_its_parts():
         P.decode_unit([forged, *bufs])
 
 
+def test_run_start_hint_round_trip_and_checks():
+    body = P.encode_open("run-1", "tile", "map:run-1", {"sample": "phantom", "map_ny": 32})
+    info = P.decode_open([body])
+    assert (info["run_uid"], info["kind"], info["affinity"], info["metadata"]["map_ny"]) == (
+        "run-1", "tile", "map:run-1", 32)
+    for bad, why in [(P.encode_open("run-1", "cake", None, {}), "OPEN kind"),
+                     (P.encode_open("", "spectrum", None, {}), "run_uid"),
+                     (P.dumps({"run_uid": "r", "kind": "spectrum", "affinity": 3}), "affinity"),
+                     (P.dumps({"run_uid": "r", "kind": "spectrum", "metadata": [1]}), "metadata"),
+                     (b"not json", "JSON")]:
+        with pytest.raises(P.ProtocolError, match=why):
+            P.decode_open([bad])
+
+
 def test_config_file_env_and_overrides(tmp_path):
     f = tmp_path / "x.toml"
     f.write_text('[service]\nworkers = 3\n[tiled]\nuri = "http://t:8000/api/v1"\n[analysis."xafs.normalize"]\nkweight = 3\n')

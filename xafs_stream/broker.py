@@ -92,7 +92,7 @@ class Broker:
         self.workers: dict[bytes, _Worker] = {}
         self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
-            "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned",
+            "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned", "opened",
             "workers_expired", "late_done")}
         self.rejections: list[str] = []
         self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
@@ -189,6 +189,8 @@ class Broker:
             return self._reject(identity, "", str(exc))
         if command == P.STATUS:
             return self._send(self.frontend, identity, P.STATUS, P.dumps(self.status()))
+        if command == P.OPEN:
+            return self._on_open(identity, body)
         if command != P.SUBMIT:
             return self._reject(identity, "", f"command {command.decode()} not accepted on the frontend")
         unit_id = ""
@@ -213,6 +215,31 @@ class Broker:
         self.attempts[unit_id] = 0
         self.stats["submitted"] += 1
         self._send(self.frontend, identity, P.ACK, unit_id.encode())
+
+    def _on_open(self, identity: bytes, body: list) -> None:
+        """A run started: pick its owner now (the worker with the least work; affinity keeps the run's units
+        with it) and pass the hint on, so the owner creates the run's result nodes before its first unit.
+        Nothing is stored or acknowledged: a lost hint only costs the first unit those requests."""
+        try:
+            info = P.decode_open(body)
+        except P.ProtocolError as exc:
+            return self._reject(identity, "", f"OPEN: {exc}")
+        affinity = info.get("affinity")
+        owner = self.workers.get(self.owners.get(affinity, b"")) if affinity else None
+        if owner is None:
+            if not self.workers:
+                return
+            owner = min(self.workers.values(), key=lambda w: (len(w.inflight), -w.credit))
+            if affinity:
+                self._own(affinity, owner)
+        self.stats["opened"] += 1
+        self._send(self.backend, owner.identity, P.OPEN, _bytes(body[0]))
+
+    def _own(self, affinity: str, worker: _Worker) -> None:
+        self.owners[affinity] = worker.identity
+        self.owners.move_to_end(affinity)  # a re-assigned key (its owner died) is fresh, not old
+        while len(self.owners) > MAX_AFFINITY_KEYS:  # old runs: forget their owner
+            self.owners.popitem(last=False)
 
     def _reject(self, identity: bytes, unit_id: str, reason: str) -> None:
         self.stats["rejected"] += 1
@@ -298,10 +325,7 @@ class Broker:
             return None
         best = min(candidates, key=lambda w: (len(w.inflight), -w.credit))
         if item.affinity is not None:
-            self.owners[item.affinity] = best.identity
-            self.owners.move_to_end(item.affinity)  # a re-assigned key (its owner died) is fresh, not old
-            while len(self.owners) > MAX_AFFINITY_KEYS:  # old runs: forget their owner
-                self.owners.popitem(last=False)
+            self._own(item.affinity, best)
         return best
 
     def _dispatch(self) -> None:

@@ -33,6 +33,8 @@ ACK = b"ACK"  # broker -> producer: unit stored durably (body: unit id)
 BUSY = b"BUSY"  # broker -> producer: queue full, keep it and retry later (body: unit id)
 REJECT = b"REJECT"  # broker -> producer: malformed (body: JSON {"unit_id", "reason"})
 STATUS = b"STATUS"  # either side: broker statistics as JSON
+OPEN = b"OPEN"  # producer -> broker -> worker: a run started, JSON {"run_uid", "kind", "affinity", "metadata"};
+#                 a hint (not stored, not acknowledged): the run's owner prepares its result nodes early
 # worker <-> broker backend
 READY = b"READY"  # worker -> broker: JSON {"credit": n, "worker": name, "host": ..., "pid": ...}
 UNIT = b"UNIT"  # broker -> worker: a unit to process
@@ -40,7 +42,7 @@ DONE = b"DONE"  # worker -> broker: JSON {"unit_id", "status"}; returns one cred
 HEARTBEAT = b"HEARTBEAT"  # both directions
 BYE = b"BYE"  # worker -> broker: leaving, requeue what I hold
 
-COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, READY, UNIT, DONE, HEARTBEAT, BYE}
+COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, HEARTBEAT, BYE}
 
 ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "<i2", "<u2", "<u1", "|u1", "|b1", "<u4", "<u8", "|i1"}
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
@@ -224,6 +226,28 @@ def peek_header(body: list) -> dict:
     if not isinstance(header, dict):
         raise ProtocolError("header must be a JSON object")
     return header
+
+
+def encode_open(run_uid: str, kind: str, affinity: str | None, metadata: dict[str, Any]) -> bytes:
+    """Body of an ``OPEN`` message (see :func:`decode_open`)."""
+    return dumps({"schema": SCHEMA_VERSION, "run_uid": run_uid, "kind": kind, "affinity": affinity,
+                  "metadata": metadata})
+
+
+def decode_open(body: list) -> dict[str, Any]:
+    """Checked ``OPEN`` body: ``run_uid`` (str), ``kind`` (a unit kind), ``affinity`` (str or null),
+    ``metadata`` (JSON object, at most :data:`MAX_HEADER_BYTES`)."""
+    info = peek_header(body)
+    if len(body) != 1:
+        raise ProtocolError(f"OPEN has {len(body)} body frames; expected 1")
+    _field(info, "run_uid", str)
+    if info.get("kind") not in UNIT_KINDS:
+        raise ProtocolError(f"OPEN kind must be one of {UNIT_KINDS}, got {info.get('kind')!r}")
+    if info.get("affinity") is not None and not isinstance(info["affinity"], str):
+        raise ProtocolError("OPEN affinity must be null or a string")
+    if not isinstance(info.get("metadata", {}), dict):
+        raise ProtocolError("OPEN metadata must be a JSON object")
+    return info
 
 
 def _field(obj: dict, key: str, typ: type) -> Any:

@@ -14,7 +14,9 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -50,7 +52,8 @@ class UnitPublisher:
         self._cache: dict[str, list] = {}
         self._cached_bytes = 0
         self._cache_lock = threading.Lock()
-        self.stats = {"submitted": 0, "acked": 0, "busy": 0, "rejected": 0, "resent": 0}
+        self.stats = {"submitted": 0, "acked": 0, "busy": 0, "rejected": 0, "resent": 0, "announced": 0}
+        self._announcements: deque[bytes] = deque(maxlen=1000)
         self._wake = Waker()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -70,6 +73,12 @@ class UnitPublisher:
         self._idle.clear()
         self._wake.wake()
         return envelope.unit_id
+
+    def announce(self, run_uid: str, kind: str, affinity: str | None, metadata: dict[str, Any]) -> None:
+        """Tell the broker a run started (best effort, not spooled: a lost hint costs only time), so the
+        worker that will own the run prepares its result nodes before the first unit arrives."""
+        self._announcements.append(P.encode_open(run_uid, kind, affinity, metadata))
+        self._wake.wake()
 
     def __len__(self) -> int:
         """Units not yet acknowledged by the broker."""
@@ -108,6 +117,9 @@ class UnitPublisher:
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake.fileno(), zmq.POLLIN)
         while not self._stop.is_set():
+            while self._announcements:
+                sock.send_multipart([P.PROTOCOL, P.OPEN, self._announcements.popleft()])
+                self.stats["announced"] += 1
             now = time.monotonic()
             if now >= backoff_until:
                 for unit_id in self.outbox.keys():

@@ -264,8 +264,8 @@ def subscribe(
         tokens.append(RE.subscribe(writer))
     if live_processing:
         publisher = UnitPublisher(frontend or cfg.broker.frontend, cfg.data_dir / "outbox")
-        spectra = SpectrumUnitBuilder(publisher.submit)
-        tiles = MapTileBuilder(publisher.submit)
+        spectra = SpectrumUnitBuilder(publisher.submit, announce=publisher.announce)
+        tiles = MapTileBuilder(publisher.submit, announce=publisher.announce)
         tokens.append(RE.subscribe(spectra))
         tokens.append(RE.subscribe(tiles))
     return Session(RE=RE, writer=writer, publisher=publisher, tokens=tokens, spectra=spectra, tiles=tiles)

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -32,6 +33,13 @@ from .wakeup import Waker
 from .storage.results import ResultRecord
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Open:
+    """A run-start hint queued for the compute thread (see :data:`~xafs_stream.protocol.OPEN`)."""
+
+    info: dict[str, Any]
 
 
 class Worker:
@@ -171,6 +179,13 @@ class Worker:
                 "credit": max(1, self.credit - self._todo.qsize()), "worker": self.name,
                 "host": socket.gethostname(), "pid": os.getpid()})])
             return
+        if command == P.OPEN:  # a run of ours started: prepare its result nodes (in order, before its units)
+            try:
+                self._todo.put(_Open(P.decode_open(body)))
+            except P.ProtocolError as exc:
+                self.stats["bad_messages"] += 1
+                log.warning("%s: bad OPEN from broker: %s", self.name, exc)
+            return
         if command != P.UNIT:
             log.warning("%s: unexpected %s from broker", self.name, command.decode())
             return
@@ -195,6 +210,9 @@ class Worker:
             envelope = self._todo.get()
             if envelope is None:
                 return
+            if isinstance(envelope, _Open):
+                self._prepare(envelope.info)
+                continue
             try:
                 records = self.handle(envelope)
                 status = "error" if any(r.status == "error" for r in records) else "ok"
@@ -203,6 +221,19 @@ class Worker:
                 continue
             self._done.put((envelope.unit_id, status))
             self._waker.wake()
+
+    def _prepare(self, info: dict[str, Any]) -> None:
+        """Create a new run's result nodes ahead of its units (best effort: a failure is only logged)."""
+        prepare = getattr(self.store, "prepare", None)
+        if prepare is None:
+            return
+        only = set(self.enabled) if self.enabled is not None else None
+        try:
+            names = [a.name for a in self.registry.for_kind(info["kind"], only)]
+            prepare(info["run_uid"], info.get("metadata") or {}, names)
+            self.stats["runs_prepared"] = self.stats.get("runs_prepared", 0) + 1
+        except Exception as exc:  # a hint: the first unit creates what is missing
+            log.warning("%s: preparing result nodes of run %s failed: %s", self.name, info.get("run_uid"), exc)
 
     def handle(self, envelope: P.UnitEnvelope) -> list[ResultRecord]:
         """Analyse one unit and store its records (retrying until stored). Returns the records."""

@@ -6,19 +6,24 @@ Layout (``RESULTS_ROOT`` = ``"xafs_results"``)::
                                                   "summary" (numbers of the representative unit of each
                                                   analysis, nested by dotted name) and "status"
     /xafs_results/<run_uid>/<analysis>/<unit>     one node per analysis and unit ("xafs_normalize/merge",
-                                                  "xafs_normalize/repeat_0", "imaging_map/map", ...):
+                                                  "xafs_normalize/repeat_0", "imaging_map/map", ...) with
                                                   metadata = analysis, version, status, error, params,
-                                                  diagnostics, timings, summary; children = one table per
-                                                  1-D dimension (columns = the arrays on that axis) and one
-                                                  array per N-D result
+                                                  diagnostics, timings, summary
+
+A result whose arrays are all 1-D numbers (a spectrum's μ, χ(k), |χ(R)|, fit curves) is stored as ONE table
+node: the unit node itself, one column per array, shorter arrays padded with NaN (their lengths are in the
+metadata ``table_lengths``). Any other result is a container: a table ``arrays`` for its 1-D numbers, one
+array node per other 1-D array (PNG bytes) and one stacked array per group of N-D arrays sharing dims and
+shape (metadata ``layers`` names the slices). :func:`read_arrays` undoes all of this.
 
 Writes are idempotent: the same (run, analysis, unit) always lands on the same node, which is replaced
 (never duplicated) when a unit is processed again. Queries: ``Key("summary.spm.shell1.N") > 10`` or
 ``Key("sample") == "Cu"`` on ``client["xafs_results"]``.
 
-Few nodes per result: each Tiled node costs two HTTP requests (measured here: 10 separate 400-point arrays
-took 0.8-1.4 s on a loaded 2-core machine, 3 tables 0.36-0.7 s), so 1-D arrays sharing an axis go into one
-table and N-D arrays sharing dims and shape into one stacked array; :func:`read_arrays` undoes both.
+Few nodes per result: each Tiled node costs two HTTP requests and the embedded server spends ~20-25 ms of
+CPU on each (measured with tiled 0.2.20 on the 2-core machine: ~37 metadata GETs/s at full load). A
+normalisation result used to be a container plus one table per axis (7 requests); as one table it is 2, and
+its μ is readable after those 2.
 """
 
 from __future__ import annotations
@@ -124,16 +129,25 @@ class ResultStore:
             self._runs[run_uid] = _get_or_create(self.root(), run_uid, metadata=md, specs=["xafs-run-results"])
         return self._runs[run_uid]
 
+    def analysis_node(self, run_uid: str, analysis: str, run: Any) -> Any:
+        cache_key = (run_uid, analysis)
+        if cache_key not in self._analysis_nodes:
+            self._analysis_nodes[cache_key] = _get_or_create(run, node_key(analysis), metadata={"analysis": analysis})
+        return self._analysis_nodes[cache_key]
+
+    def prepare(self, run_uid: str, run_metadata: dict[str, Any], analyses: list[str]) -> None:
+        """Create the run's node and its analysis nodes now (at run start), so that storing the first unit
+        does not wait for them (measured: ~150 ms of round trips under scan load)."""
+        run = self.run_node(run_uid, run_metadata)
+        for analysis in analyses:
+            self.analysis_node(run_uid, analysis, run)
+
     # -- writing ----------------------------------------------------------------------------------
     def write(self, record: ResultRecord) -> None:
         """Create or replace the node of (run, analysis, unit) and update the run's summary."""
         t0 = time.perf_counter()
         run = self.run_node(record.run_uid, record.unit_metadata)
-        cache_key = (record.run_uid, record.analysis)
-        if cache_key not in self._analysis_nodes:
-            self._analysis_nodes[cache_key] = _get_or_create(
-                run, node_key(record.analysis), metadata={"analysis": record.analysis})
-        analysis_node = self._analysis_nodes[cache_key]
+        analysis_node = self.analysis_node(record.run_uid, record.analysis, run)
         key = unit_key(record.kind, record.index)
         result = record.result or AnalysisResult()
         summary = nest_summary(result.summary) if record.status == "ok" else {}
@@ -153,79 +167,216 @@ class ResultStore:
             "summary": summary,
             "written": time.time(),
         })
-        try:
-            node = analysis_node.create_container(key, metadata=metadata, specs=["xafs-result"])
-        except Exception as exc:
-            if not _is_conflict(exc):
-                raise
-            # written before (a redelivered unit, or reprocessing): replace, never duplicate
-            analysis_node[key].delete(recursive=True, external_only=False)
-            node = analysis_node.create_container(key, metadata=metadata, specs=["xafs-result"])
-        if record.status == "ok":
-            _write_arrays(node, result)
+        layout = _plan_arrays(result) if record.status == "ok" else _ArrayPlan()
+        if layout.is_single_table:
+            table_md = {**metadata, **layout.table_metadata()}
+            _replace(analysis_node, key, lambda: analysis_node.write_table(
+                layout.frame(), key=key, metadata=table_md, specs=["xafs-result"]))
+        else:
+            node = _replace(analysis_node, key, lambda: analysis_node.create_container(
+                key, metadata=metadata, specs=["xafs-result"]))
+            layout.write_children(node)
         record.timings["store_s"] = time.perf_counter() - t0
-        if record.representative or record.status != "ok":
+        # the run's per-analysis status: its representative unit, or an error anywhere (a skip of a unit the
+        # analysis does not apply to, e.g. a Bayes fit of a single repeat, says nothing about the run)
+        if record.representative or record.status == "error":
             update: dict[str, Any] = {"status": {node_key(record.analysis): record.status}}
             if record.representative and summary:
                 update["summary"] = summary
             run.update_metadata(metadata=update, drop_revision=True)
 
 
-def _write_arrays(node: Any, result: AnalysisResult) -> None:
-    """Few nodes per result: one table per 1-D axis (columns = the arrays on it) and one stacked array per
-    group of N-D arrays sharing dims and shape (metadata ``layers`` names the slices); see :func:`read_arrays`."""
-    import pandas as pd
+TABLE_KEY = "arrays"  # the 1-D table's key inside a container result
 
-    by_axis: dict[str, dict[str, np.ndarray]] = {}
-    by_grid: dict[tuple, dict[str, np.ndarray]] = {}
+
+@dataclass
+class _ArrayPlan:
+    """How a result's arrays map onto Tiled nodes (see the module docstring)."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D numbers → one table
+    singles: dict[str, np.ndarray] = field(default_factory=dict)  # other 1-D arrays → one array node each
+    grids: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # N-D → stacked per (dims, shape)
+    dims: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def is_single_table(self) -> bool:
+        return bool(self.columns) and not self.singles and not self.grids
+
+    def table_metadata(self) -> dict[str, Any]:
+        return {"table_columns": list(self.columns),
+                "table_lengths": {node_key(n): int(v.size) for n, v in self.columns.items()},
+                "table_dtypes": {node_key(n): v.dtype.str for n, v in self.columns.items()}}
+
+    def frame(self) -> Any:
+        import pandas as pd
+
+        rows = max(v.size for v in self.columns.values())
+        data = {}
+        for name, arr in self.columns.items():
+            col = np.full(rows, np.nan)
+            col[: arr.size] = arr
+            data[node_key(name)] = col
+        return pd.DataFrame(data)
+
+    def write_children(self, node: Any) -> None:
+        if self.columns:
+            node.write_table(self.frame(), key=TABLE_KEY, metadata=self.table_metadata())
+        for name, arr in self.singles.items():
+            node.write_array(arr, key=node_key(name), dims=list(self.dims.get(name, ())) or None,
+                             metadata={"layers": [name]})
+        for (dims, shape, is_float), arrays in self.grids.items():
+            names = list(arrays)
+            if len(names) == 1:
+                arr = np.ascontiguousarray(arrays[names[0]])
+                node.write_array(arr, key=node_key(names[0]), dims=list(dims) or None, metadata={"layers": names})
+                continue
+            dtype = np.float64 if is_float else np.result_type(*arrays.values())
+            block = np.stack([np.asarray(arrays[n], dtype=dtype) for n in names])
+            key = "stack_" + ("_".join(dims) if dims else "x".join(map(str, shape))) + ("" if is_float else "_int")
+            node.write_array(block, key=node_key(key), dims=["layer", *dims] if dims else None,
+                             metadata={"layers": names, "stacked": True})
+
+
+def _plan_arrays(result: AnalysisResult) -> _ArrayPlan:
+    """1-D float/bool arrays share one NaN-padded table unless padding would more than double it (then the
+    longest go to their own nodes); other 1-D arrays (PNG bytes, integers) get a node each; N-D arrays
+    sharing dims and shape are stacked."""
+    plan = _ArrayPlan()
     for name, arr in result.arrays.items():
         arr = np.asarray(arr)
         dims = tuple(result.dims.get(name, ()))
-        if arr.ndim == 1:
-            by_axis.setdefault(dims[0] if dims else f"n{arr.size}", {})[name] = arr
+        plan.dims[name] = dims
+        if arr.ndim == 1 and arr.dtype.kind in "fb" and arr.size:
+            plan.columns[name] = arr
+        elif arr.ndim <= 1:
+            plan.singles[name] = arr
         else:
-            by_grid.setdefault((dims, arr.shape, arr.dtype.kind == "f"), {})[name] = arr
-    for axis, columns in by_axis.items():
-        if len({len(v) for v in columns.values()}) > 1:  # same axis name, different lengths: one node each
-            for name, arr in columns.items():
-                node.write_array(arr, key=node_key(name), dims=[axis], metadata={"layers": [name]})
+            plan.grids.setdefault((dims, arr.shape, arr.dtype.kind == "f"), {})[name] = arr
+    while len(plan.columns) > 1:
+        sizes = {n: v.size for n, v in plan.columns.items()}
+        longest = max(sizes, key=sizes.get)
+        if sizes[longest] * len(sizes) <= 2 * sum(sizes.values()):
+            break
+        plan.singles[longest] = plan.columns.pop(longest)
+    return plan
+
+
+class ResultIncomplete(LookupError):
+    """A result node exists but its data are not all stored yet (read again in a moment)."""
+
+
+def _read_table(node: Any, where: str) -> Any:
+    """A stored table's frame; :class:`ResultIncomplete` while its data are not written yet (the node is
+    created a request before its data: reading in between fails on the server, or comes back short)."""
+    import httpx
+
+    try:
+        frame = node.read()
+    except httpx.HTTPStatusError as exc:
+        raise ResultIncomplete(f"result table {where} is not stored yet ({exc.response.status_code})") from exc
+    lengths = node.metadata.get("table_lengths") or {}
+    if lengths and len(frame) < max(int(n) for n in lengths.values()):
+        raise ResultIncomplete(f"result table {where} is not stored yet ({len(frame)} rows)")
+    return frame
+
+
+def _read_array(node: Any, where: str) -> np.ndarray:
+    """A stored array; :class:`ResultIncomplete` if it vanished or is not written yet (node being replaced)."""
+    import httpx
+
+    try:
+        return node.read()
+    except httpx.HTTPStatusError as exc:
+        raise ResultIncomplete(f"result array {where} is not readable now ({exc.response.status_code})") from exc
+
+
+def _decode_table(frame: Any, md: Any) -> dict[str, np.ndarray]:
+    """Arrays of a stored 1-D table: padding removed, original dtypes back (also reads the older layout of
+    one table per axis, whose metadata has ``columns`` only)."""
+    names = md.get("table_columns") or md.get("columns") or list(frame.columns)
+    lengths = md.get("table_lengths") or {}
+    dtypes = md.get("table_dtypes") or {}
+    out = {}
+    for name in names:
+        col = frame[node_key(name)].to_numpy()
+        n = lengths.get(node_key(name))
+        if n is not None:
+            col = col[: int(n)]
+        dtype = dtypes.get(node_key(name))
+        if dtype is not None and np.dtype(dtype) != col.dtype:
+            col = col.astype(np.dtype(dtype))
+        out[name] = col
+    return out
+
+
+def structure_family(node: Any) -> str:
+    """``"table"``, ``"array"`` or ``"container"`` of a Tiled client node (no request)."""
+    return str(node.item["attributes"]["structure_family"])
+
+
+def result_layout(node: Any) -> dict[str, tuple[str, list[str]]]:
+    """``{child key: (structure family, [array names it holds])}`` of a result node ("" = the node itself,
+    when the result is one table), from the listing already fetched or one listing request."""
+    if structure_family(node) == "table":
+        md = node.metadata
+        return {"": ("table", list(md.get("table_columns") or md.get("columns") or []))}
+    out = {}
+    try:
+        children = list(node.items())
+    except Exception as exc:  # deleted since it was looked up: being replaced
+        if _is_gone(exc):
+            raise ResultIncomplete(f"result node was replaced while being listed: {exc}") from exc
+        raise
+    for key, child in children:
+        md = child.metadata
+        family = structure_family(child)
+        names = (md.get("table_columns") or md.get("columns")) if family == "table" else md.get("layers")
+        out[key] = (family, list(names or [key]))
+    return out
+
+
+def read_named(node: Any, layout: dict[str, tuple[str, list[str]]], names: list[str] | None = None
+               ) -> dict[str, np.ndarray]:
+    """The arrays ``names`` (all if None) of a result node, reading only the nodes that hold them."""
+    wanted = None if names is None else set(names)
+    out: dict[str, np.ndarray] = {}
+    for key, (family, held) in layout.items():
+        if wanted is not None and not wanted.intersection(held):
             continue
-        frame = pd.DataFrame({node_key(k): (v.astype(np.float64) if v.dtype == bool else v) for k, v in columns.items()})
-        node.write_table(frame, key=node_key(axis), metadata={"columns": list(columns)})
-    for (dims, shape, is_float), arrays in by_grid.items():
-        names = list(arrays)
-        if len(names) == 1:
-            arr = np.ascontiguousarray(arrays[names[0]])
-            node.write_array(arr, key=node_key(names[0]), dims=list(dims) or None, metadata={"layers": names})
-            continue
-        dtype = np.float64 if is_float else np.result_type(*arrays.values())
-        block = np.stack([np.asarray(arrays[n], dtype=dtype) for n in names])
-        key = "stack_" + ("_".join(dims) if dims else "x".join(map(str, shape))) + ("" if is_float else "_int")
-        node.write_array(block, key=node_key(key), dims=["layer", *dims] if dims else None,
-                         metadata={"layers": names, "stacked": True})
+        try:
+            child = node if key == "" else node[key]
+        except Exception as exc:  # listed a moment ago; gone now (replaced) or not written yet
+            if _is_gone(exc):
+                raise ResultIncomplete(f"result child {key!r} is not there (being replaced)") from exc
+            raise
+        if family == "table":
+            out.update(_decode_table(_read_table(child, key or "."), child.metadata))
+        elif family == "array":
+            data = _read_array(child, key)
+            md = child.metadata
+            if md.get("stacked"):
+                for i, name in enumerate(held):
+                    out[name] = data[i]
+            else:
+                out[held[0]] = data
+    return out if wanted is None else {n: v for n, v in out.items() if n in wanted}
 
 
 def read_arrays(node: Any) -> dict[str, np.ndarray]:
-    """All arrays of a result node by their original names (undoing the grouping of :func:`_write_arrays`)."""
-    out: dict[str, np.ndarray] = {}
-    for key in node:
-        child = node[key]
-        md = dict(child.metadata)
-        family = child.item["attributes"]["structure_family"]
-        if family == "table":
-            frame = child.read()
-            names = md.get("columns") or list(frame.columns)
-            for name in names:
-                out[name] = frame[node_key(name)].to_numpy()
-        elif family == "array":
-            data = child.read()
-            layers = md.get("layers") or [key]
-            if md.get("stacked"):
-                for i, name in enumerate(layers):
-                    out[name] = data[i]
-            else:
-                out[layers[0]] = data
-    return out
+    """All arrays of a result node by their original names (undoing the grouping of :class:`_ArrayPlan`)."""
+    return read_named(node, result_layout(node))
+
+
+def _replace(parent: Any, key: str, create: Any) -> Any:
+    """``create()`` the node ``key``; if it exists (a redelivered unit, or reprocessing), delete it first:
+    replace, never duplicate."""
+    try:
+        return create()
+    except Exception as exc:
+        if not _is_conflict(exc):
+            raise
+    parent[key].delete(recursive=True, external_only=False)
+    return create()
 
 
 def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | None = None) -> Any:
@@ -236,6 +387,11 @@ def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | 
         if _is_conflict(exc):
             return parent[key]
         raise
+
+
+def _is_gone(exc: Exception) -> bool:
+    """A lookup of a node that does not exist (any more): KeyError from the client, or HTTP 404."""
+    return isinstance(exc, KeyError) or "404" in str(exc)
 
 
 def _is_conflict(exc: Exception) -> bool:

@@ -31,6 +31,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from ..storage.results import ResultIncomplete
 from .catalog import Catalog, NotFound
 from .feed import ChangeFeed
 
@@ -58,6 +59,11 @@ def build_app(catalog: Catalog, feed: ChangeFeed, *, closing: threading.Event | 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ResultIncomplete)
+    async def _incomplete(request: Request, exc: ResultIncomplete) -> JSONResponse:
+        # a result read between its node's creation and its data's arrival: the page asks again shortly
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     app.add_middleware(_BackendErrors)
 

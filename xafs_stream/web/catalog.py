@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from ..protocol import to_json_safe
-from ..storage.results import RESULTS_ROOT, node_key, read_arrays
+from ..storage.results import RESULTS_ROOT, ResultIncomplete, read_arrays, read_named, result_layout
 
 log = logging.getLogger(__name__)
 
+#: how long a PNG request waits for a result node being replaced when no earlier picture is cached, s
+PNG_WAIT_S = 3.0
 #: longest array sent to the browser (longer ones are thinned by a stride; spectra have ~400 points)
 MAX_POINTS = 4000
 
@@ -353,7 +355,7 @@ class Catalog:
         to :data:`MAX_POINTS`, N-D nested; all, only ``names``, or none if not ``arrays``) and the names of its
         stored PNGs (fetch those with :meth:`png`)."""
         node = self.result_node(uid, analysis, unit)
-        layout = stored_layout(node)
+        layout = result_layout(node)
         stored = [n for names_ in layout.values() for n in names_[1]]
         if not arrays:
             data: dict[str, np.ndarray] = {}
@@ -384,23 +386,29 @@ class Catalog:
         that moment, the previous version's picture is returned rather than an error.
         """
         key = (uid, analysis, unit, name)
-        try:
-            node = self.result_node(uid, analysis, unit)
-            layout = stored_layout(node)
-        except NotFound:
-            node, layout = None, {}
-        if _is_png(name) and any(name in names for _, names in layout.values()):
-            png = np.asarray(self._named(uid, analysis, unit, node, layout, [name])[name], dtype=np.uint8).tobytes()
+        deadline = time.monotonic() + PNG_WAIT_S
+        while True:
+            try:
+                node = self.result_node(uid, analysis, unit)
+                layout = result_layout(node)
+                if _is_png(name) and any(name in names for _, names in layout.values()):
+                    png = np.asarray(self._named(uid, analysis, unit, node, layout, [name])[name],
+                                     dtype=np.uint8).tobytes()
+                    with self._lock:
+                        self._pngs[key] = png
+                        while len(self._pngs) > 4 * self.cache_size:
+                            self._pngs.pop(next(iter(self._pngs)))
+                    return png
+            except (NotFound, ResultIncomplete):
+                pass
             with self._lock:
-                self._pngs[key] = png
-                while len(self._pngs) > 4 * self.cache_size:
-                    self._pngs.pop(next(iter(self._pngs)))
-            return png
-        with self._lock:
-            previous = self._pngs.get(key)
-        if previous is None:
-            raise NotFound(f"result {analysis}/{unit} of run {uid} has no PNG {name!r}")
-        return previous
+                previous = self._pngs.get(key)
+            if previous is not None:
+                return previous
+            # no earlier picture: the node may be in the middle of a replacement (an <img> cannot retry)
+            if not _is_png(name) or time.monotonic() > deadline:
+                raise NotFound(f"result {analysis}/{unit} of run {uid} has no PNG {name!r}")
+            time.sleep(0.2)
 
     def _named(self, uid: str, analysis: str, unit: str, node: Any, layout: dict, names: list[str]) -> dict:
         """Only the children holding ``names`` (from the full-read cache when it has this version): a map's
@@ -411,42 +419,6 @@ class Catalog:
         if hit is not None and hit[0] == version:
             return {n: hit[1][n] for n in names}
         return read_named(node, layout, names)
-
-
-def stored_layout(node: Any) -> dict[str, tuple[str, list[str]]]:
-    """``{child key: (structure family, [array names it holds])}`` of a result node, from one listing request
-    (the grouping of :func:`xafs_stream.storage.results._write_arrays`: tables list their ``columns``, arrays
-    their ``layers``)."""
-    out = {}
-    for key, child in node.items():
-        md = child.metadata
-        family = child.item["attributes"]["structure_family"]
-        names = md.get("columns") if family == "table" else md.get("layers")
-        out[key] = (family, list(names or [key]))
-    return out
-
-
-def read_named(node: Any, layout: dict[str, tuple[str, list[str]]], names: list[str]) -> dict[str, np.ndarray]:
-    """The arrays ``names`` of a result node, reading only the children that hold them (the layout rules of
-    :func:`xafs_stream.storage.results.read_arrays`, which reads every child)."""
-    wanted = set(names)
-    out: dict[str, np.ndarray] = {}
-    for key, (family, held) in layout.items():
-        if not wanted.intersection(held):
-            continue
-        child = node[key]
-        if family == "table":
-            frame = child.read()
-            for name in held:
-                out[name] = frame[node_key(name)].to_numpy()
-        else:
-            data = child.read()
-            if child.metadata.get("stacked"):
-                for i, name in enumerate(held):
-                    out[name] = data[i]
-            else:
-                out[held[0]] = data
-    return out
 
 
 def _child_count(node: Any) -> int | None:

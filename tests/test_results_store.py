@@ -1,0 +1,141 @@
+"""The result layout in Tiled: round trips of every array kind, requests per result, replacement, and
+reads of a result whose data are not stored yet (real embedded Tiled server)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from xafs_stream.analyses.registry import AnalysisResult
+from xafs_stream.storage.results import (
+    RESULTS_ROOT,
+    ResultIncomplete,
+    ResultRecord,
+    ResultStore,
+    read_arrays,
+    result_layout,
+    structure_family,
+)
+from xafs_stream.storage.tiled_server import start_embedded_tiled
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    handle = start_embedded_tiled(tmp_path_factory.mktemp("results-store"))
+    yield handle
+    handle.close()
+
+
+class RequestLog:
+    """Counts the HTTP requests a Tiled client makes."""
+
+    def __init__(self, client):
+        self.requests: list[tuple[str, str]] = []
+        client.context.http_client.event_hooks["request"].append(self._hook)
+
+    def _hook(self, request) -> None:
+        self.requests.append((request.method, request.url.path))
+
+
+def record(run: str, index, result: AnalysisResult | None, status: str = "ok", analysis: str = "xafs.normalize"):
+    return ResultRecord(run_uid=run, unit_id=f"{run}:spectrum:{index}", kind="spectrum", index=index,
+                        analysis=analysis, version="1", status=status, result=result,
+                        error="" if status == "ok" else "boom", unit_metadata={"sample": "Cu"})
+
+
+def spectrum_result(n_e: int = 600, n_k: int = 281, seed: int = 0) -> AnalysisResult:
+    rng = np.random.default_rng(seed)
+    return AnalysisResult(
+        arrays={"energy": np.linspace(8800.0, 9800.0, n_e), "mu": rng.normal(size=n_e),
+                "norm": rng.normal(size=n_e), "mask": rng.random(n_e) > 0.5,
+                "k": np.arange(n_k) * 0.05, "chi": rng.normal(size=n_k),
+                "r": np.arange(326) * 0.0307, "chir_mag": rng.random(326)},
+        dims={"energy": ["energy"], "mu": ["energy"], "norm": ["energy"], "mask": ["energy"], "k": ["k"],
+              "chi": ["k"], "r": ["r"], "chir_mag": ["r"]},
+        summary={"e0": 8979.0, "edge_step": 1.02})
+
+
+def test_spectrum_result_is_one_table_stored_in_two_requests(tiled):
+    store = ResultStore(tiled.client)
+    store.write(record("run-a", 0, spectrum_result(seed=1)))  # creates the run and analysis nodes
+    log = RequestLog(tiled.client)
+    result = spectrum_result(seed=2)
+    store.write(record("run-a", 1, result))
+    # POST (node with metadata) + PUT (data); no container, no table per axis, no run update for a repeat
+    assert [m for m, _ in log.requests] == ["POST", "PUT"]
+    node = tiled.client[RESULTS_ROOT]["run-a"]["xafs_normalize"]["repeat_1"]
+    assert structure_family(node) == "table"
+    assert node.metadata["status"] == "ok" and node.metadata["summary"]["e0"] == 8979.0
+    back = read_arrays(node)
+    assert set(back) == set(result.arrays)
+    for name, arr in result.arrays.items():  # padding removed, dtypes restored
+        assert back[name].shape == arr.shape and back[name].dtype == arr.dtype, name
+        np.testing.assert_array_equal(back[name], arr)
+
+
+def test_other_arrays_go_to_a_container_and_round_trip(tiled):
+    store = ResultStore(tiled.client)
+    png = np.frombuffer(b"\x89PNG fake image bytes", dtype=np.uint8)
+    arrays = {"energy": np.linspace(0, 1, 50), "mu": np.linspace(1, 2, 50), "png.labels": png, "labels": np.arange(12).reshape(3, 4),
+              "a": np.ones((3, 4)), "b": np.zeros((3, 4)), "long": np.arange(5000.0)}
+    dims = {"labels": ["y", "x"], "a": ["y", "x"], "b": ["y", "x"]}
+    store.write(record("run-b", "merge", AnalysisResult(arrays=arrays, dims=dims)))
+    node = tiled.client[RESULTS_ROOT]["run-b"]["xafs_normalize"]["merge"]
+    assert structure_family(node) == "container"
+    layout = result_layout(node)
+    # "long" would pad "energy" and "mu" 100-fold (the table 50x its data): it gets its own node; a and b (same dims, shape) are stacked
+    assert any(names == ["long"] for _, names in layout.values())
+    assert any(set(names) == {"a", "b"} for _, names in layout.values())
+    back = read_arrays(node)
+    assert set(back) == set(arrays)
+    for name, arr in arrays.items():
+        np.testing.assert_array_equal(back[name], arr)
+    assert back["png.labels"].tobytes() == png.tobytes()
+
+
+def test_a_rewrite_replaces_the_node_even_when_its_kind_changes(tiled):
+    store = ResultStore(tiled.client)
+    store.write(record("run-c", "merge", None, status="error"))
+    error_node = tiled.client[RESULTS_ROOT]["run-c"]["xafs_normalize"]["merge"]
+    assert structure_family(error_node) == "container" and error_node.metadata["status"] == "error"
+    assert tiled.client[RESULTS_ROOT]["run-c"].metadata["status"]["xafs_normalize"] == "error"
+    result = spectrum_result(seed=3)
+    store.write(record("run-c", "merge", result))  # redelivered, now ok: one node, a table
+    analysis = tiled.client[RESULTS_ROOT]["run-c"]["xafs_normalize"]
+    assert list(analysis) == ["merge"]
+    node = analysis["merge"]
+    assert structure_family(node) == "table" and node.metadata["status"] == "ok"
+    np.testing.assert_array_equal(read_arrays(node)["chi"], result.arrays["chi"])
+    assert tiled.client[RESULTS_ROOT]["run-c"].metadata["status"]["xafs_normalize"] == "ok"
+
+
+def test_a_skip_of_one_repeat_does_not_touch_the_run_status(tiled):
+    store = ResultStore(tiled.client)
+    store.write(record("run-d", "merge", spectrum_result(), analysis="bayes_xanes"))
+    store.write(record("run-d", 0, None, status="skipped", analysis="bayes_xanes"))
+    run = tiled.client[RESULTS_ROOT]["run-d"]
+    assert run.metadata["status"]["bayes_xanes"] == "ok"
+    assert run["bayes_xanes"]["repeat_0"].metadata["status"] == "skipped"
+
+
+def test_reading_a_table_before_its_data_arrive_says_incomplete(tiled):
+    """The store creates a table node one request before its data: a reader in between gets
+    ResultIncomplete (retry), not a server error or an empty result."""
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource
+    from tiled.structures.table import TableStructure
+
+    from xafs_stream.storage.results import _plan_arrays
+
+    plan = _plan_arrays(spectrum_result(seed=4))
+    frame = plan.frame()
+    parent = tiled.client.create_container(f"half-written-{time.time_ns()}")
+    node = parent.new(StructureFamily.table,
+                      [DataSource(structure=TableStructure.from_pandas(frame), structure_family=StructureFamily.table)],
+                      key="merge", metadata={"status": "ok", **plan.table_metadata()}, specs=["xafs-result"])
+    with pytest.raises(ResultIncomplete, match="not stored yet"):
+        read_arrays(parent["merge"])
+    node.write(frame)
+    assert read_arrays(parent["merge"])["energy"].size == 600
