@@ -316,6 +316,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05) -> dict:
         out["later_units_median_ms"] = float(np.median(lat_arr[~first]))
         out["later_units_p95_ms"] = float(np.percentile(lat_arr[~first], 95))
     out["poll_interval_ms"] = 1e3 * poll_s
+    out["per_unit_ms"] = [round(float(v), 1) for v in lat_arr]  # in order: scan by scan, repeat by repeat
     out["store_and_visible_median_ms"] = float(np.nanmedian(lat_arr - to_computed)) if tags else None
     return out
 

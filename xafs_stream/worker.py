@@ -206,6 +206,12 @@ class Worker:
 
     # -- compute thread -----------------------------------------------------------------------
     def _compute_loop(self) -> None:
+        warm_up = getattr(self.store, "warm_up", None)
+        if warm_up is not None:
+            try:
+                warm_up()
+            except Exception as exc:  # Tiled not up yet: the first store retries anyway
+                log.info("%s: warm-up of the result store failed: %s", self.name, exc)
         while not self._stop.is_set():
             envelope = self._todo.get()
             if envelope is None:

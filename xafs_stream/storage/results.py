@@ -122,6 +122,20 @@ class ResultStore:
                                         specs=["xafs-results"])
         return self._root
 
+    def warm_up(self) -> None:
+        """Import what the first write needs and open the connection, so a worker's first result is not late:
+        tiled's ``write_table`` imports ``dask.dataframe`` on first use (measured: first store 0.86 s, the
+        next ones 0.08-0.1 s)."""
+        import dask.dataframe  # noqa: F401
+        from tiled.serialization.table import serialize_arrow
+        from tiled.structures.table import TableStructure
+
+        # the encoding a table write does (pandas → Arrow schema and IPC file), done once on a tiny table
+        frame = _ArrayPlan(columns={"warm_up": np.zeros(4)}).frame()
+        TableStructure.from_pandas(frame)
+        serialize_arrow("application/vnd.apache.arrow.file", frame, {})
+        self.root()
+
     def run_node(self, run_uid: str, unit_metadata: dict[str, Any] | None = None) -> Any:
         if run_uid not in self._runs:
             md = {k: unit_metadata[k] for k in RUN_FIELDS if unit_metadata and k in unit_metadata}
