@@ -78,7 +78,8 @@ def test_spectrum_result_is_one_table_stored_in_two_requests(tiled):
 def test_other_arrays_go_to_a_container_and_round_trip(tiled):
     store = ResultStore(tiled.client)
     png = np.frombuffer(b"\x89PNG fake image bytes", dtype=np.uint8)
-    arrays = {"energy": np.linspace(0, 1, 50), "mu": np.linspace(1, 2, 50), "png.labels": png, "labels": np.arange(12).reshape(3, 4),
+    png2 = np.frombuffer(b"\x89PNG another, longer picture", dtype=np.uint8)
+    arrays = {"energy": np.linspace(0, 1, 50), "mu": np.linspace(1, 2, 50), "png.labels": png, "quicklook_png": png2, "labels": np.arange(12).reshape(3, 4),
               "a": np.ones((3, 4)), "b": np.zeros((3, 4)), "long": np.arange(5000.0)}
     dims = {"labels": ["y", "x"], "a": ["y", "x"], "b": ["y", "x"]}
     store.write(record("run-b", "merge", AnalysisResult(arrays=arrays, dims=dims)))
@@ -88,11 +89,12 @@ def test_other_arrays_go_to_a_container_and_round_trip(tiled):
     # "long" would pad "energy" and "mu" 100-fold (the table 50x its data): it gets its own node; a and b (same dims, shape) are stacked
     assert any(names == ["long"] for _, names in layout.values())
     assert any(set(names) == {"a", "b"} for _, names in layout.values())
+    assert any(set(names) == {"png.labels", "quicklook_png"} for _, names in layout.values())  # one packed node
     back = read_arrays(node)
     assert set(back) == set(arrays)
     for name, arr in arrays.items():
         np.testing.assert_array_equal(back[name], arr)
-    assert back["png.labels"].tobytes() == png.tobytes()
+    assert back["png.labels"].tobytes() == png.tobytes() and back["quicklook_png"].tobytes() == png2.tobytes()
 
 
 def test_a_rewrite_replaces_the_node_even_when_its_kind_changes(tiled):

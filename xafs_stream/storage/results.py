@@ -13,8 +13,9 @@ Layout (``RESULTS_ROOT`` = ``"xafs_results"``)::
 A result whose arrays are all 1-D numbers (a spectrum's μ, χ(k), |χ(R)|, fit curves) is stored as ONE table
 node: the unit node itself, one column per array, shorter arrays padded with NaN (their lengths are in the
 metadata ``table_lengths``). Any other result is a container: a table ``arrays`` for its 1-D numbers, one
-array node per other 1-D array (PNG bytes) and one stacked array per group of N-D arrays sharing dims and
-shape (metadata ``layers`` names the slices). :func:`read_arrays` undoes all of this.
+array ``bytes`` with its 1-D uint8 arrays (PNGs) end to end (metadata ``layers`` and ``packed_sizes``), one
+array node per other 1-D array and one stacked array per group of N-D arrays sharing dims and shape
+(metadata ``layers`` names the slices). :func:`read_arrays` undoes all of this.
 
 Writes are idempotent: the same (run, analysis, unit) always lands on the same node, which is replaced
 (never duplicated) when a unit is processed again. Queries: ``Key("summary.spm.shell1.N") > 10`` or
@@ -201,6 +202,7 @@ class ResultStore:
 
 
 TABLE_KEY = "arrays"  # the 1-D table's key inside a container result
+BLOBS_KEY = "bytes"  # 1-D uint8 arrays (PNGs) packed end to end; metadata packed_sizes says where each ends
 
 
 @dataclass
@@ -209,12 +211,13 @@ class _ArrayPlan:
 
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D numbers → one table
     singles: dict[str, np.ndarray] = field(default_factory=dict)  # other 1-D arrays → one array node each
+    blobs: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D bytes (PNGs) → one packed uint8 node
     grids: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # N-D → stacked per (dims, shape)
     dims: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def is_single_table(self) -> bool:
-        return bool(self.columns) and not self.singles and not self.grids
+        return bool(self.columns) and not self.singles and not self.grids and not self.blobs
 
     def table_metadata(self) -> dict[str, Any]:
         return {"table_columns": list(self.columns),
@@ -238,6 +241,10 @@ class _ArrayPlan:
         for name, arr in self.singles.items():
             node.write_array(arr, key=node_key(name), dims=list(self.dims.get(name, ())) or None,
                              metadata={"layers": [name]})
+        if self.blobs:  # a map's 8 PNGs: 1 node instead of 8 (2 requests each, at every map update)
+            sizes = [int(v.size) for v in self.blobs.values()]
+            node.write_array(np.concatenate(list(self.blobs.values())), key=BLOBS_KEY,
+                             metadata={"layers": list(self.blobs), "packed_sizes": sizes})
         for (dims, shape, is_float), arrays in self.grids.items():
             names = list(arrays)
             if len(names) == 1:
@@ -262,6 +269,8 @@ def _plan_arrays(result: AnalysisResult) -> _ArrayPlan:
         plan.dims[name] = dims
         if arr.ndim == 1 and arr.dtype.kind in "fb" and arr.size:
             plan.columns[name] = arr
+        elif arr.ndim == 1 and arr.dtype == np.uint8:
+            plan.blobs[name] = arr
         elif arr.ndim <= 1:
             plan.singles[name] = arr
         else:
@@ -371,6 +380,10 @@ def read_named(node: Any, layout: dict[str, tuple[str, list[str]]], names: list[
             if md.get("stacked"):
                 for i, name in enumerate(held):
                     out[name] = data[i]
+            elif md.get("packed_sizes"):
+                ends = np.cumsum(md["packed_sizes"])
+                for name, start, end in zip(held, ends - md["packed_sizes"], ends, strict=True):
+                    out[name] = np.asarray(data[start:end])
             else:
                 out[held[0]] = data
     return out if wanted is None else {n: v for n, v in out.items() if n in wanted}
