@@ -29,6 +29,7 @@ import signal
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ class Broker:
         if owner is None:
             if not self.workers:
                 return
-            owner = min(self.workers.values(), key=lambda w: (len(w.inflight), -w.credit))
+            owner = _least_loaded(self.workers.values())
             if affinity:
                 self._own(affinity, owner)
         self.stats["opened"] += 1
@@ -323,7 +324,7 @@ class Broker:
         candidates = [w for w in self.workers.values() if w.credit > 0]
         if not candidates:
             return None
-        best = min(candidates, key=lambda w: (len(w.inflight), -w.credit))
+        best = _least_loaded(candidates)
         if item.affinity is not None:
             self._own(item.affinity, best)
         return best
@@ -420,6 +421,11 @@ class Broker:
             sock.send_multipart([identity, P.PROTOCOL, command, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or its queue full: nothing to do but log
             log.debug("send %s to %r failed: %s", command, identity, exc)
+
+
+def _least_loaded(workers: Iterable[_Worker]) -> _Worker:
+    """Fewest units in flight, then most credit."""
+    return min(workers, key=lambda w: (len(w.inflight), -w.credit))
 
 
 def _bytes(frame: Any) -> bytes:

@@ -288,29 +288,25 @@ class ResultIncomplete(LookupError):
     """A result node exists but its data are not all stored yet (read again in a moment)."""
 
 
-def _read_table(node: Any, where: str) -> Any:
-    """A stored table's frame; :class:`ResultIncomplete` while its data are not written yet (the node is
-    created a request before its data: reading in between fails on the server, or comes back short)."""
-    import httpx
-
-    try:
-        frame = node.read()
-    except httpx.HTTPStatusError as exc:
-        raise ResultIncomplete(f"result table {where} is not stored yet ({exc.response.status_code})") from exc
-    lengths = node.metadata.get("table_lengths") or {}
-    if lengths and len(frame) < max(int(n) for n in lengths.values()):
-        raise ResultIncomplete(f"result table {where} is not stored yet ({len(frame)} rows)")
-    return frame
-
-
-def _read_array(node: Any, where: str) -> np.ndarray:
-    """A stored array; :class:`ResultIncomplete` if it vanished or is not written yet (node being replaced)."""
+def _read(node: Any, problem: str) -> Any:
+    """A stored table's frame or array's data; :class:`ResultIncomplete` (``problem`` says which) while it
+    cannot be read because it is not written yet or is being replaced (the server answers an error then)."""
     import httpx
 
     try:
         return node.read()
     except httpx.HTTPStatusError as exc:
-        raise ResultIncomplete(f"result array {where} is not readable now ({exc.response.status_code})") from exc
+        raise ResultIncomplete(f"{problem} ({exc.response.status_code})") from exc
+
+
+def _read_table(node: Any, where: str) -> Any:
+    """A stored table's frame; :class:`ResultIncomplete` while its data are not written yet (the node is
+    created a request before its data: reading in between fails on the server, or comes back short)."""
+    frame = _read(node, f"result table {where} is not stored yet")
+    lengths = node.metadata.get("table_lengths") or {}
+    if lengths and len(frame) < max(int(n) for n in lengths.values()):
+        raise ResultIncomplete(f"result table {where} is not stored yet ({len(frame)} rows)")
+    return frame
 
 
 def _decode_table(frame: Any, md: Any) -> dict[str, np.ndarray]:
@@ -375,7 +371,7 @@ def read_named(node: Any, layout: dict[str, tuple[str, list[str]]], names: list[
         if family == "table":
             out.update(_decode_table(_read_table(child, key or "."), child.metadata))
         elif family == "array":
-            data = _read_array(child, key)
+            data = _read(child, f"result array {key} is not readable now")
             md = child.metadata
             if md.get("stacked"):
                 for i, name in enumerate(held):
