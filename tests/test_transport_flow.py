@@ -12,6 +12,7 @@ import time
 import uuid
 
 import numpy as np
+import zmq
 
 from xafs_stream.analyses.registry import Registry
 from xafs_stream.broker import Broker, BrokerConfig
@@ -100,3 +101,102 @@ def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
+
+
+def _start(broker: Broker) -> threading.Thread:
+    thread = threading.Thread(target=broker.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _holding(gate: threading.Event, seen: list[str]):
+    """A worker hook that holds each unit until ``gate`` is set, then notes it (and adds no records)."""
+    def hook(envelope, records):
+        gate.wait(30)
+        seen.append(envelope.unit_id)
+        return []
+    return hook
+
+
+def _wait(predicate, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_by_the_broker(tmp_path):
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
+                                 store_dir=str(tmp_path / "store"), heartbeat_s=0.2, ack_after_done_s=1.0))
+    _start(broker)
+    release = threading.Event()
+    seen: list[str] = []
+    worker = Worker(broker.backend_address, CountingStore(), Registry(), name="w-defer", credit=2, heartbeat_s=0.2,
+                    post_process=_holding(release, seen))
+    threading.Thread(target=worker.run, daemon=True).start()
+    assert _wait(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
+    pub = UnitPublisher(broker.frontend_address, tmp_path / "outbox", window=4)
+    run = str(uuid.uuid4())
+    try:
+        # fast: done within ack_after_done_s -> the ACK comes with DONE, the broker's disk never sees it
+        pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 0, {"mu": np.arange(100.0)})))
+        assert _wait(lambda: broker_status(broker.frontend_address)["deferred"] == 1)
+        time.sleep(0.3)
+        assert len(pub) == 1  # not acknowledged yet: the producer's outbox is what holds it
+        release.set()
+        assert pub.flush(10)
+        st = broker_status(broker.frontend_address)
+        assert st["stats"]["acked_on_done"] == 1 and st["stats"]["stored_late"] == 0
+        assert broker.store.total_bytes == 0 and not any(p.stat().st_size for p in (tmp_path / "store").glob("*.seg"))
+        # slow: not done within ack_after_done_s -> stored, then acknowledged, while the worker still has it
+        release.clear()
+        pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 1, {"mu": np.arange(100.0)})))
+        assert _wait(lambda: broker_status(broker.frontend_address)["stats"]["stored_late"] == 1)
+        assert pub.flush(5) and broker_status(broker.frontend_address)["stored"] == 1
+        release.set()
+        assert _wait(lambda: broker_status(broker.frontend_address)["stats"]["done"] == 2)
+        assert broker_status(broker.frontend_address)["stored"] == 0
+        assert seen == [f"{run}:spectrum:0", f"{run}:spectrum:1"]
+    finally:
+        release.set()
+        worker.stop()
+        broker.stop()
+        pub.close(1)
+
+
+def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
+    cfg = dict(store_dir=str(tmp_path / "store"), heartbeat_s=0.2, worker_timeout_s=1.0, ack_after_done_s=30.0)
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0", **cfg))
+    thread = _start(broker)
+    frontend, backend = broker.frontend_address, broker.backend_address
+    hold = threading.Event()
+    seen: list[str] = []
+    worker = Worker(backend, CountingStore(), Registry(), name="w-crash", credit=2, heartbeat_s=0.2,
+                    post_process=_holding(hold, seen))
+    threading.Thread(target=worker.run, daemon=True).start()
+    assert _wait(lambda: len(broker_status(frontend)["workers"]) == 1)
+    pub = UnitPublisher(frontend, tmp_path / "outbox", window=4, ack_timeout_s=1.0)
+    run = str(uuid.uuid4())
+    try:
+        pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 0, {"mu": np.arange(100.0)})))
+        assert _wait(lambda: broker_status(frontend)["deferred"] == 1)
+        broker.stop()  # the broker goes away with the unit only in its memory (and the worker's hands)
+        thread.join(5)
+        assert len(broker.store) == 0 and len(pub) == 1
+        for _ in range(100):  # libzmq releases the closed sockets' ports asynchronously
+            try:
+                broker = Broker(BrokerConfig(frontend=frontend, backend=backend, **cfg))
+                break
+            except zmq.ZMQError:
+                time.sleep(0.05)
+        thread = _start(broker)
+        hold.set()  # the first delivery finishes too (its DONE reaches the new broker as a late one)
+        assert pub.flush(30)  # the producer resent it after its ACK timeout
+        assert _wait(lambda: broker_status(frontend)["stats"]["done"] >= 1)
+        assert _wait(lambda: broker_status(frontend)["stored"] == 0)
+        assert set(seen) == {f"{run}:spectrum:0"} and 1 <= len(seen) <= 2  # at least once; results are idempotent
+    finally:
+        hold.set()
+        worker.stop()
+        broker.stop()
+        pub.close(1)

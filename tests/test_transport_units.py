@@ -49,6 +49,24 @@ def test_spool_copies_a_stuck_message_forward_instead_of_pinning_old_segments(tm
     assert again.keys() == ["stuck"] and again.get("stuck") == [b"s" * 10]
 
 
+def test_spool_does_not_rewrite_a_backlog_that_is_mostly_live(tmp_path):
+    # a burst: many segments of live records, done slightly out of order (the head of each pair last)
+    sp = DiskSpool(tmp_path, segment_bytes=5000, max_segments=3)  # records 1 kB, removal tombstones ~30 B
+    for i in range(60):
+        sp.put(f"k{i}", [b"x" * 1000])
+    for i in range(0, 60, 2):
+        sp.remove(f"k{i + 1}")
+        sp.remove(f"k{i}")
+    assert sp.copied_forward_bytes == 0
+    assert len(sp) == 0 and len(list(tmp_path.glob("*.seg"))) <= 2
+    # the stuck case still copies: one old record, the rest of the disk dead
+    sp.put("stuck", [b"s" * 10])
+    for i in range(60):
+        sp.put(f"j{i}", [b"x" * 1000])
+        sp.remove(f"j{i}")
+    assert sp.copied_forward_bytes > 0 and len(list(tmp_path.glob("*.seg"))) <= 4
+
+
 def test_spool_cuts_a_torn_record_after_a_crash(tmp_path):
     sp = DiskSpool(tmp_path)
     sp.put("a", [b"alpha"])

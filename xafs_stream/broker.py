@@ -4,7 +4,10 @@ Pattern: two ROUTER sockets (ZeroMQ guide, "reliable request-reply": the Paranoi
 heartbeats, plus a Titanic-style disk store):
 
 - **frontend** (producers, DEALER): ``SUBMIT`` → the unit is validated, written to the durable store
-  (:class:`~xafs_stream.spool.DiskSpool`) and only then acknowledged (``ACK``). When the store holds
+  (:class:`~xafs_stream.spool.DiskSpool`) and only then acknowledged (``ACK``). A unit a worker can take
+  at once is not written: it is acknowledged when its worker says ``DONE`` (until then the producer's
+  outbox keeps it), or stored and acknowledged after ``ack_after_done_s`` if it is not done by then.
+  Either way, at every moment the producer's outbox or this store holds the unit. When the store holds
   ``max_pending`` units or ``max_pending_bytes``, the broker answers ``BUSY`` and the producer keeps the
   unit in its own disk outbox: back-pressure, never unbounded memory. Malformed messages get ``REJECT``
   with the reason, are logged and counted; the broker carries on.
@@ -18,7 +21,8 @@ heartbeats, plus a Titanic-style disk store):
   is sent once more marked *poisoned*: the worker records an error result instead of running it.
   On restart the broker reloads every stored unit: a broker crash loses nothing.
 
-The broker holds no unit payloads in memory between events: they are read back from disk to dispatch.
+Payloads are also kept in memory up to ``memory_cache_bytes`` (dispatch without a disk read); beyond
+that they are read back from the store.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import os
 import signal
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +63,9 @@ class BrokerConfig:
     max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
     fsync: bool = False
     memory_cache_bytes: int = 512 << 20  # payloads also kept in memory up to this size (disk is for crashes)
+    # a unit dispatched at once is acknowledged on DONE, or stored and acknowledged after this long; 0 stores
+    # every unit on arrival (one disk write per unit fewer on the fast path: 1.6 MB tiles ~1 ms each here)
+    ack_after_done_s: float = 0.5
 
 
 @dataclass
@@ -94,9 +101,12 @@ class Broker:
         self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned", "opened",
-            "workers_expired", "late_done")}
+            "workers_expired", "late_done", "acked_on_done", "stored_late")}
         self.rejections: list[str] = []
         self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
+        # units not stored yet (their producer's outbox holds them): unit id -> (producer identity, deadline)
+        self.deferred: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._done_times: deque[float] = deque(maxlen=64)  # when the latest units were done (monotonic s)
         self._cached_bytes = 0
         self._running = False
         for key in self.store.keys():
@@ -149,6 +159,8 @@ class Broker:
                         break
                     self._on_backend(frames)
             now = time.monotonic()
+            if self.deferred:
+                self._store_overdue(now)
             if now >= next_beat:
                 self._heartbeat(now)
                 self._expire(now)
@@ -172,6 +184,7 @@ class Broker:
             "inflight": len(self.inflight),
             "stored": len(self.store),
             "stored_bytes": self.store.total_bytes,
+            "deferred": len(self.deferred),
             "workers": [
                 {"id": w.identity.decode(errors="replace"), "credit": w.credit, "inflight": len(w.inflight),
                  "done": w.done, "idle_s": round(now - w.last_seen, 2), **w.info}
@@ -202,19 +215,53 @@ class Broker:
         except P.ProtocolError as exc:
             return self._reject(identity, unit_id, str(exc))
         if unit_id in self.pending or unit_id in self.inflight:
-            self.stats["duplicates"] += 1  # a resend after a lost ACK: already stored
+            self.stats["duplicates"] += 1  # a resend after a lost ACK (or a timeout while deferred)
+            if unit_id in self.deferred:
+                self.deferred[unit_id] = (identity, 0.0)  # the producer is waiting: store and ACK now
+                return self._store_overdue(time.monotonic())
             return self._send(self.frontend, identity, P.ACK, unit_id.encode())
         size = sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in body)
         if len(self.store) >= self.config.max_pending or self.store.total_bytes + size > self.config.max_pending_bytes:
             self.stats["busy"] += 1
             return self._send(self.frontend, identity, P.BUSY, unit_id.encode())
-        self.store.put(unit_id, body)
-        if self._cached_bytes + size <= self.config.memory_cache_bytes:
+        fits = self._cached_bytes + size <= self.config.memory_cache_bytes
+        if fits and self.config.ack_after_done_s > 0 and len(self.pending) < self._quick_queue():
+            # a worker will have it done soon: skip the disk, acknowledge on DONE (the outbox holds it meanwhile)
+            self.deferred[unit_id] = (identity, time.monotonic() + self.config.ack_after_done_s)
+        else:
+            self.store.put(unit_id, body)
+        if fits:
             self._cache[unit_id] = body
             self._cached_bytes += size
         self.pending[unit_id] = _Pending(unit_id, header.get("affinity"), 0, size)
         self.attempts[unit_id] = 0
         self.stats["submitted"] += 1
+        if unit_id not in self.deferred:
+            self._send(self.frontend, identity, P.ACK, unit_id.encode())
+
+    def _quick_queue(self) -> int:
+        """How many pending units the workers will likely finish within half of ``ack_after_done_s``: the
+        free credit plus the recent done rate times that time (units beyond it are stored at once, so a
+        backlog for slow workers does not hold its producer's window)."""
+        credit = sum(w.credit for w in self.workers.values())
+        if len(self._done_times) < 2:
+            return credit
+        span = self._done_times[-1] - self._done_times[0]
+        if time.monotonic() - self._done_times[-1] > self.config.ack_after_done_s or span <= 0:
+            return credit  # nothing finished lately: no rate to count on
+        rate = (len(self._done_times) - 1) / span
+        return credit + int(rate * self.config.ack_after_done_s / 2)
+
+    def _store_overdue(self, now: float) -> None:
+        """Store and acknowledge the deferred units whose time is up (a few: at most a turn's credit)."""
+        for unit_id in [u for u, (_, deadline) in self.deferred.items() if deadline <= now]:
+            self._persist(unit_id)
+
+    def _persist(self, unit_id: str) -> None:
+        """A deferred unit goes to the store, then its producer gets the ACK."""
+        identity, _ = self.deferred.pop(unit_id)
+        self.store.put(unit_id, self._cache[unit_id])
+        self.stats["stored_late"] += 1
         self._send(self.frontend, identity, P.ACK, unit_id.encode())
 
     def _on_open(self, identity: bytes, body: list) -> None:
@@ -311,6 +358,11 @@ class Broker:
         self.attempts.pop(unit_id, None)
         self.store.remove(unit_id)
         self._uncache(unit_id)
+        self._done_times.append(time.monotonic())
+        deferred = self.deferred.pop(unit_id, None)
+        if deferred is not None:  # never stored: done is what lets its producer forget it
+            self.stats["acked_on_done"] += 1
+            self._send(self.frontend, deferred[0], P.ACK, unit_id.encode())
         if known:
             self.stats["done"] += 1
 
@@ -377,6 +429,8 @@ class Broker:
 
     def _requeue(self, unit_id: str, reason: str) -> None:
         self.inflight.pop(unit_id, None)
+        if unit_id in self.deferred:  # its first delivery failed: from now on it waits durably here
+            self._persist(unit_id)
         if unit_id not in self.store:
             return
         self.attempts[unit_id] = self.attempts.get(unit_id, 0) + 1

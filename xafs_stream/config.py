@@ -69,6 +69,8 @@ class BrokerSection:
     max_pending_bytes: int = 8 << 30
     max_message_bytes: int = 1 << 30
     fsync: bool = False
+    memory_cache_bytes: int = 512 << 20  # unit payloads also kept in memory up to this size
+    ack_after_done_s: float = 0.5  # a unit dispatched at once is stored only if not done by then (0: always)
 
 
 @dataclass

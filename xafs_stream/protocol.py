@@ -187,7 +187,7 @@ def decode_unit(body: list, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Un
         if name in arrays:
             raise ProtocolError(f"array {name!r} appears twice")
         dt = np.dtype(dtype)
-        expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        expected = math.prod(shape) * dt.itemsize  # Python ints: exact, no overflow
         total += expected
         if total > max_bytes:
             raise ProtocolError(f"message carries more than {max_bytes} bytes of array data")

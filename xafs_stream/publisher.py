@@ -121,8 +121,10 @@ class UnitPublisher:
                 sock.send_multipart([P.PROTOCOL, P.OPEN, self._announcements.popleft()])
                 self.stats["announced"] += 1
             now = time.monotonic()
-            if now >= backoff_until:
-                for unit_id in self.outbox.keys():
+            if now >= backoff_until and len(in_flight) < self.window:
+                # the oldest units, enough to fill the window (listing a backlog of thousands each turn was
+                # a visible share of this thread's time)
+                for unit_id in self.outbox.keys(limit=len(in_flight) + self.window):
                     if len(in_flight) >= self.window:
                         break
                     if unit_id in in_flight:

@@ -16,6 +16,7 @@ order; a torn record at the end of the last segment (a crash mid-write) is cut o
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -58,6 +59,8 @@ class DiskSpool:
         self._next_seq = 1
         self._live: dict[int, set[str]] = {}  # segment -> live keys
         self._total = 0
+        self._seg_bytes: dict[int, int] = {}  # segment -> bytes on disk
+        self.copied_forward_bytes = 0
         self._fds: dict[int, int] = {}
         segments = sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
         for seg in segments:
@@ -79,6 +82,7 @@ class DiskSpool:
     def _replay(self, seg: int) -> None:
         path = self._segment_path(seg)
         data = path.read_bytes()
+        self._seg_bytes[seg] = len(data)
         pos = 0
         while pos < len(data):
             if pos + _HEAD.size > len(data):
@@ -101,6 +105,7 @@ class DiskSpool:
             log.error("spool %s: torn or corrupt record at byte %d of %d; the rest is cut off", path, pos, len(data))
             with open(path, "r+b") as fh:
                 fh.truncate(pos)
+            self._seg_bytes[seg] = pos
 
     def _forget(self, key: str) -> None:
         self._seqs.pop(key, None)
@@ -126,10 +131,12 @@ class DiskSpool:
         entry = self._index.get(key)
         return entry[2] if entry else 0
 
-    def keys(self) -> list[str]:
-        """Keys in arrival order."""
+    def keys(self, limit: int | None = None) -> list[str]:
+        """Keys in arrival order (the first ``limit`` of them if given)."""
         with self._lock:
-            return list(self._index)
+            if limit is None:
+                return list(self._index)
+            return list(itertools.islice(self._index, max(0, limit)))
 
     def put(self, key: str, frames: list) -> int:
         """Store ``frames`` under ``key`` (replacing an earlier copy); returns the body size in bytes."""
@@ -218,6 +225,7 @@ class DiskSpool:
         if self.fsync:
             os.fsync(fd)
         self._current_size += size
+        self._seg_bytes[self._current] = self._current_size
         return self._current, offset
 
     def _rotate(self) -> None:
@@ -226,19 +234,22 @@ class DiskSpool:
         self._segments.append(self._current)
 
     def _collect(self) -> None:
-        """Delete old segments in order. If there are more than ``max_segments`` and the oldest holds
-        little live data (< 1/4 segment), copy it forward once so the segment can go."""
+        """Delete old segments in order. If there are more than ``max_segments``, less than half of the
+        disk is live and the oldest holds little live data (< 1/4 segment), copy it forward once so the
+        segment can go."""
         copied = False
         while len(self._segments) > 1:
             oldest = self._segments[0]
             if self._live.get(oldest):
                 if copied or len(self._segments) <= self.max_segments:
                     return
+                if 2 * self._total > sum(self._seg_bytes.get(s, 0) for s in self._segments):
+                    return  # a backlog, mostly live: its head goes soon anyway
                 keys = [k for k, v in self._index.items() if v[0] == oldest]
                 if sum(self._index[k][2] for k in keys) > self.segment_bytes // 4:
                     return  # mostly live: copying would not free space
                 for key in keys:
-                    self._put_locked(key, self._get_locked(key), seq=self._seqs[key])
+                    self.copied_forward_bytes += self._put_locked(key, self._get_locked(key), seq=self._seqs[key])
                 copied = True
                 continue
             self._delete_segment(oldest)
@@ -250,3 +261,4 @@ class DiskSpool:
             os.close(fd)
         self._segment_path(seg).unlink(missing_ok=True)
         self._live.pop(seg, None)
+        self._seg_bytes.pop(seg, None)

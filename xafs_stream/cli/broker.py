@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_s=b.heartbeat_s, worker_timeout_s=b.worker_timeout_s, unit_timeout_s=b.unit_timeout_s,
         max_attempts=b.max_attempts, max_pending=b.max_pending, max_pending_bytes=b.max_pending_bytes,
         max_message_bytes=b.max_message_bytes, fsync=b.fsync,
+        memory_cache_bytes=b.memory_cache_bytes, ack_after_done_s=b.ack_after_done_s,
     )
     run_broker(bc, ready_file=args.ready_file)
     return 0
