@@ -82,6 +82,9 @@ def test_run_start_hint_prepares_result_nodes_and_picks_the_owner(service, sessi
     from xafs_stream.io import read_spectrum
 
     uid = str(uuid.uuid4())
+    deadline = time.monotonic() + 30  # the hint goes to a connected worker (run alone, this test can be first)
+    while len(broker_status(service.frontend)["workers"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     opened = broker_status(service.frontend)["stats"]["opened"]
     session.publisher.announce(uid, "spectrum", f"run:{uid}", {"sample": "Cu", "element": "Cu", "edge": "K"})
     client = service.tiled.client

@@ -77,3 +77,12 @@ def test_map_run_stacks_reassemble_into_the_phantom(tiled, RE, beamline, writer,
     diff = (od - od.mean(axis=(1, 2), keepdims=True)) - (truth - truth.mean(axis=(1, 2), keepdims=True))
     assert np.abs(diff).max() < 0.05
     assert np.corrcoef(od[-1].ravel(), truth[-1].ravel())[0, 1] > 0.99
+
+
+def test_embedded_server_keeps_both_sqlite_files_in_wal_mode(tiled):
+    """Readers must not block writers (live readers poll while raw events and results are written)."""
+    import sqlite3
+
+    for name in ("catalog.db", "tables.sqlite"):
+        with sqlite3.connect(tiled.server.directory / name) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal", name

@@ -137,7 +137,11 @@ def test_reading_a_table_before_its_data_arrive_says_incomplete(tiled):
     node = parent.new(StructureFamily.table,
                       [DataSource(structure=TableStructure.from_pandas(frame), structure_family=StructureFamily.table)],
                       key="merge", metadata={"status": "ok", **plan.table_metadata()}, specs=["xafs-result"])
+    half = parent["merge"]
+    log = RequestLog(tiled.client)
     with pytest.raises(ResultIncomplete, match="not stored yet"):
-        read_arrays(parent["merge"])
+        read_arrays(half)
+    # at once, from one failed request: tiled's client would retry that server error for up to 45 s
+    assert [m for m, path in log.requests] == ["GET"] and "/table/full/" in log.requests[0][1]
     node.write(frame)
     assert read_arrays(parent["merge"])["energy"].size == 600

@@ -55,6 +55,7 @@ class Worker:
     heartbeat_s, broker_timeout_s : liveness settings (must match the broker's)
     post_process : optional hook ``(envelope, records) -> extra records`` (map owners use it)
     enabled : run only these analyses (and what they require); None: every registered analysis
+    prepare_delay_s : act on a run-start hint (create the run's result nodes) this long after it arrives
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class Worker:
         post_process: Callable[[P.UnitEnvelope, list[ResultRecord]], list[ResultRecord]] | None = None,
         enabled: list[str] | None = None,
         context: zmq.Context | None = None,
+        prepare_delay_s: float = 0.5,
     ):
         self.address = address
         self.store = store
@@ -84,6 +86,7 @@ class Worker:
         self.max_message_bytes = max_message_bytes
         self.post_process = post_process
         self.enabled = list(enabled) if enabled else None
+        self.prepare_delay_s = float(prepare_delay_s)
         self.ctx = context or zmq.Context.instance()
         self.stats = {"units": 0, "records": 0, "errors": 0, "bad_messages": 0, "store_retries": 0, "reconnects": 0}
         self._todo: queue.Queue = queue.Queue()
@@ -212,12 +215,22 @@ class Worker:
                 warm_up()
             except Exception as exc:  # Tiled not up yet: the first store retries anyway
                 log.info("%s: warm-up of the result store failed: %s", self.name, exc)
+        opens: list[tuple[float, dict[str, Any]]] = []  # (when, info) of run-start hints to act on
         while not self._stop.is_set():
-            envelope = self._todo.get()
+            while opens and opens[0][0] <= time.monotonic():
+                self._prepare(opens.pop(0)[1])
+            try:
+                envelope = self._todo.get(timeout=max(0.0, opens[0][0] - time.monotonic()) if opens else None)
+            except queue.Empty:
+                continue
             if envelope is None:
                 return
             if isinstance(envelope, _Open):
-                self._prepare(envelope.info)
+                # a run starts, and usually the previous one just stopped: its last units are being stored
+                # while the raw writer flushes and creates the new run. Creating our nodes a moment later
+                # keeps these requests out of that crowd (the first unit comes seconds later; if sooner,
+                # its store creates the nodes itself)
+                opens.append((time.monotonic() + self.prepare_delay_s, envelope.info))
                 continue
             try:
                 records = self.handle(envelope)
