@@ -1,5 +1,7 @@
 """Raw runs in a real embedded Tiled server: written live by TiledWriter, readable while running."""
 
+import time
+
 import numpy as np
 import pytest
 import xraydb
@@ -86,3 +88,20 @@ def test_embedded_server_keeps_both_sqlite_files_in_wal_mode(tiled):
     for name in ("catalog.db", "tables.sqlite"):
         with sqlite3.connect(tiled.server.directory / name) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal", name
+
+
+def test_stop_is_written_a_moment_late_unless_flushed(tiled, RE, beamline):
+    """A run's stop (its last rows and stop metadata) waits ``stop_delay_s`` so the run's last results are
+    stored first; an explicit flush writes it at once."""
+    writer = LiveTiledWriter(tiled.client, stop_delay_s=30.0)
+    token = RE.subscribe(writer)
+    try:
+        (uid,) = RE(xafs_scan([beamline.scaler], beamline.dcm, [[-20, 20, 10, "E"]], element="Cu", sample="Cu",
+                              dwell_s=0.1))
+        time.sleep(1.0)
+        assert tiled.client[uid].metadata.get("stop") is None  # held back
+        writer.flush(timeout_s=10)  # would time out if it waited the 30 s
+        assert tiled.client[uid].metadata["stop"]["exit_status"] == "success"
+    finally:
+        RE.unsubscribe(token)
+        writer.close()
