@@ -145,3 +145,26 @@ def test_reading_a_table_before_its_data_arrive_says_incomplete(tiled):
     assert [m for m, path in log.requests] == ["GET"] and "/table/full/" in log.requests[0][1]
     node.write(frame)
     assert read_arrays(parent["merge"])["energy"].size == 600
+
+
+def test_a_read_the_server_refuses_in_one_response_falls_back_to_tiled_block_reads():
+    """A 4xx other than 404 (e.g. a result too large for one response) is not "incomplete": the read goes
+    through tiled's client, which reads large arrays block by block."""
+    import types
+
+    import httpx
+
+    from xafs_stream.storage.results import _read
+
+    data = np.arange(6.0).reshape(2, 3)
+    responses = {"refused": httpx.Response(413), "half-written": httpx.Response(500)}
+
+    def node(kind):
+        client = types.SimpleNamespace(get=lambda url, headers: responses[kind])
+        return types.SimpleNamespace(
+            item={"attributes": {"structure_family": "array"}, "links": {"full": "http://server/array/full/x"}},
+            context=types.SimpleNamespace(http_client=client), read=lambda: data)
+
+    assert np.array_equal(_read(node("refused"), "x"), data)
+    with pytest.raises(ResultIncomplete, match="500"):
+        _read(node("half-written"), "x")

@@ -157,6 +157,12 @@ def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_b
         assert _wait(lambda: broker_status(broker.frontend_address)["stats"]["done"] == 2)
         assert broker_status(broker.frontend_address)["stored"] == 0
         assert seen == [f"{run}:spectrum:0", f"{run}:spectrum:1"]
+        # an orderly stop stores what is deferred, so nothing waits on the producer's resend
+        release.clear()
+        pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 2, {"mu": np.arange(100.0)})))
+        assert _wait(lambda: broker_status(broker.frontend_address)["deferred"] == 1)
+        broker.stop()
+        assert pub.flush(10) and broker.store.keys() == [f"{run}:spectrum:2"]
     finally:
         release.set()
         worker.stop()
@@ -180,7 +186,10 @@ def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
     try:
         pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 0, {"mu": np.arange(100.0)})))
         assert _wait(lambda: broker_status(frontend)["deferred"] == 1)
-        broker.stop()  # the broker goes away with the unit only in its memory (and the worker's hands)
+        # the broker dies (no orderly close, which would store the unit) with the unit only in its memory
+        # and in the worker's hands
+        broker.close = lambda: [sock.close(0) for sock in (broker.frontend, broker.backend)]
+        broker.stop()
         thread.join(5)
         assert len(broker.store) == 0 and len(pub) == 1
         for _ in range(100):  # libzmq releases the closed sockets' ports asynchronously

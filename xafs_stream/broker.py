@@ -4,10 +4,11 @@ Pattern: two ROUTER sockets (ZeroMQ guide, "reliable request-reply": the Paranoi
 heartbeats, plus a Titanic-style disk store):
 
 - **frontend** (producers, DEALER): ``SUBMIT`` → the unit is validated, written to the durable store
-  (:class:`~xafs_stream.spool.DiskSpool`) and only then acknowledged (``ACK``). A unit a worker can take
-  at once is not written: it is acknowledged when its worker says ``DONE`` (until then the producer's
-  outbox keeps it), or stored and acknowledged after ``ack_after_done_s`` if it is not done by then.
-  Either way, at every moment the producer's outbox or this store holds the unit. When the store holds
+  (:class:`~xafs_stream.spool.DiskSpool`) and only then acknowledged (``ACK``). A unit the workers will
+  likely finish soon is not written: it is acknowledged when its worker says ``DONE`` (until then the
+  producer's outbox keeps it), or stored and acknowledged after ``ack_after_done_s`` if it is not done by
+  then (or when the broker stops). At every moment the producer's outbox or this store holds the unit.
+  When the store holds
   ``max_pending`` units or ``max_pending_bytes``, the broker answers ``BUSY`` and the producer keeps the
   unit in its own disk outbox: back-pressure, never unbounded memory. Malformed messages get ``REJECT``
   with the reason, are logged and counted; the broker carries on.
@@ -172,6 +173,10 @@ class Broker:
         self._running = False
 
     def close(self) -> None:
+        """Store what is deferred (a restarted broker then dispatches it at once, instead of waiting for the
+        producers to resend it) and close the sockets."""
+        for unit_id in list(self.deferred):
+            self._persist(unit_id)
         for sock in (self.frontend, self.backend):
             if not sock.closed:
                 sock.close(0)
@@ -253,7 +258,7 @@ class Broker:
         return credit + int(rate * self.config.ack_after_done_s / 2)
 
     def _store_overdue(self, now: float) -> None:
-        """Store and acknowledge the deferred units whose time is up (a few: at most a turn's credit)."""
+        """Store and acknowledge the deferred units whose time is up (few: those expected to finish soon)."""
         for unit_id in [u for u, (_, deadline) in self.deferred.items() if deadline <= now]:
             self._persist(unit_id)
 

@@ -99,8 +99,8 @@ class LiveTiledWriter:
     def flush(self, timeout_s: float = 60.0) -> None:
         """Block until every document received so far is written (or ``timeout_s`` passes)."""
         done = threading.Event()
+        self._stop_wait.set()  # before the request: the thread clears it when it reaches the request
         self._queue.put(("__flush__", done))
-        self._stop_wait.set()
         if not done.wait(timeout_s):
             raise TimeoutError(f"Tiled writer did not catch up within {timeout_s} s")
 

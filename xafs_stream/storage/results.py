@@ -302,10 +302,13 @@ def _read(node: Any, problem: str) -> Any:
     table = structure_family(node) == "table"
     accept = "application/vnd.apache.arrow.file" if table else "application/octet-stream"
     response = node.context.http_client.get(node.item["links"]["full"], headers={"Accept": accept})
-    try:
-        response.raise_for_status()
-    except httpx.HTTPStatusError as exc:
-        raise ResultIncomplete(f"{problem} ({exc.response.status_code})") from exc
+    if response.status_code == 404 or response.status_code >= 500:  # not written yet, or being replaced
+        raise ResultIncomplete(f"{problem} ({response.status_code})")
+    if response.status_code >= 400:  # e.g. too large for one response: tiled's client reads it in blocks
+        try:
+            return node.read()
+        except httpx.HTTPStatusError as exc:
+            raise ResultIncomplete(f"{problem} ({exc.response.status_code})") from exc
     if table:
         import pyarrow
 
