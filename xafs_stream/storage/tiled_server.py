@@ -77,8 +77,8 @@ class EmbeddedTiledServer:
         )
         # tiled means to put a SQLite catalog in WAL mode, but the file it created here was left in rollback-
         # journal mode, where readers and writers block each other: under a scan (raw appends, result writes,
-        # live readers) requests waited with the CPU ~80 % idle; creating a result node went from a median of
-        # 95 to 63 ms (one latency-benchmark run each)
+        # live readers) requests waited with the CPU ~80 % idle; creating a result node took a median of ~120 ms
+        # before and ~60 ms after (one instrumented latency-benchmark run each)
         _enable_wal(self.directory / "catalog.db")
         app = build_app(catalog, authentication=Authentication(single_user_api_key=self.api_key))
         self._server = ThreadedServer(uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level="warning"))
