@@ -171,7 +171,7 @@ def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_b
 
 
 def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
-    cfg = dict(store_dir=str(tmp_path / "store"), heartbeat_s=0.2, worker_timeout_s=1.0, ack_after_done_s=30.0)
+    cfg = {"store_dir": str(tmp_path / "store"), "heartbeat_s": 0.2, "worker_timeout_s": 1.0, "ack_after_done_s": 30.0}
     broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0", **cfg))
     thread = _start(broker)
     frontend, backend = broker.frontend_address, broker.backend_address

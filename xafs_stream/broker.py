@@ -64,7 +64,7 @@ class BrokerConfig:
     max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
     fsync: bool = False
     memory_cache_bytes: int = 512 << 20  # payloads also kept in memory up to this size (disk is for crashes)
-    # a unit dispatched at once is acknowledged on DONE, or stored and acknowledged after this long; 0 stores
+    # a unit likely done soon is acknowledged on DONE, or stored and acknowledged after this long; 0 stores
     # every unit on arrival (one disk write per unit fewer on the fast path: 1.6 MB tiles ~1 ms each here)
     ack_after_done_s: float = 0.5
 

@@ -70,7 +70,7 @@ class BrokerSection:
     max_message_bytes: int = 1 << 30
     fsync: bool = False
     memory_cache_bytes: int = 512 << 20  # unit payloads also kept in memory up to this size
-    ack_after_done_s: float = 0.5  # a unit dispatched at once is stored only if not done by then (0: always)
+    ack_after_done_s: float = 0.5  # a unit likely done soon is stored only if not done by then (0: always store)
 
 
 @dataclass
