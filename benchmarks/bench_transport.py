@@ -13,10 +13,12 @@
    ``--repeats`` times (500 tiles, 2,000 spectra; 500 for bluesky's event-per-point spectra); the table shows
    the median run and lists every run's throughput.
 2. End-to-end latency with 2 workers: RunEngine Cu scans on the simulated beamline → callbacks → broker →
-   workers running ``xafs.normalize`` → Tiled; a poller reads Tiled and records when each unit's normalised
-   μ is readable; latency = that moment − the unit's last event.
+   workers running ``xafs.normalize`` → Tiled; a reader in its own process records when each unit's
+   normalised μ is readable; latency = that moment − the unit's last event. The reader is told by the
+   broker's result events and reads each result once (``--reader events``, the default: how the dashboard
+   and ``xafs-stream watch`` follow a run), or polls Tiled every 50 ms (``--reader poll``).
 
-    python benchmarks/bench_transport.py [--quick]
+    python benchmarks/bench_transport.py [--quick] [--latency-only] [--reader events|poll]
 
 prints a table and writes benchmarks/results/transport.json.
 """
@@ -175,7 +177,7 @@ def _start_broker(store: str) -> tuple[object, str, str]:
 
     ready = os.path.join(store, "ready.json")
     proc = subprocess.Popen([sys.executable, "-m", "xafs_stream.cli.main", "broker", "--frontend", "tcp://127.0.0.1:0",
-                             "--backend", "tcp://127.0.0.1:0", "--store", os.path.join(store, "broker"),
+                             "--backend", "tcp://127.0.0.1:0", "--events", "", "--store", os.path.join(store, "broker"),
                              "--ready-file", ready, "--data-dir", store])
     while not os.path.exists(ready):
         time.sleep(0.05)
@@ -225,16 +227,19 @@ def bench_xafs_stream(kind: str, n: int, n_workers: int = 2) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ latency
-def _result_reader(uri: str, todo, poll_s: float, result_file: str, ready) -> None:
-    """A user reading results in their own process (the dashboard or a notebook, with ``read_arrays``): polls
-    Tiled every ``poll_s`` for the units it was told are complete and notes when each unit's normalised μ is
-    readable. (A reader thread in the RunEngine's process competed with the scan for the interpreter: that
-    measured the reader, not the pipeline.)"""
+def _result_reader(uri: str, events_address: str, mode: str, todo, poll_s: float, result_file: str, ready) -> None:
+    """A user reading results in their own process (the dashboard or a notebook) and noting when each unit's
+    normalised μ is readable. ``mode`` "events": told by the broker's result events (``ResultEvents``), it reads
+    each result once, in one request (``ResultEvent.read``); "poll": it polls Tiled every ``poll_s`` for the
+    units it was told are complete (``read_arrays(client[path])``: a lookup and a read). (A reader thread in the
+    RunEngine's process competed with the scan for the interpreter: that measured the reader, not the
+    pipeline.)"""
     import queue as queue_mod
 
     from tiled.client import from_uri
 
-    from xafs_stream.storage.results import RESULTS_ROOT, read_arrays
+    from xafs_stream.events import ResultEvents
+    from xafs_stream.storage.results import RESULTS_ROOT, ResultIncomplete, read_arrays
 
     reader = from_uri(uri)
     # imported on the first table node otherwise (tiled's DataFrameClient pulls in dask.dataframe: 0.9 s here),
@@ -242,8 +247,11 @@ def _result_reader(uri: str, todo, poll_s: float, result_file: str, ready) -> No
     import pyarrow  # noqa: F401
     import tiled.client.dataframe  # noqa: F401
 
+    events = ResultEvents(events_address, analysis="xafs.normalize") if mode == "events" else None
+    time.sleep(0.3)  # the subscription reaches the broker
     ready.set()
     waiting: dict[str, str] = {}  # tag -> result path
+    told: dict[str, object] = {}  # tag -> its result event (events mode)
     seen: dict[str, float] = {}
     give_up = float("inf")  # set when told that no more units come
     while waiting or give_up == float("inf"):
@@ -257,20 +265,31 @@ def _result_reader(uri: str, todo, poll_s: float, result_file: str, ready) -> No
             else:
                 uid, rep = item.rsplit(":", 1)
                 waiting[item] = f"{RESULTS_ROOT}/{uid}/xafs_normalize/{'merge' if rep == 'merge' else f'repeat_{rep}'}"
+        if events is not None:
+            event = events.get(timeout_s=poll_s)
+            while event is not None:
+                rep = event.unit.removeprefix("repeat_")
+                told[f"{event.run_uid}:{rep}"] = event
+                event = events.get(timeout_s=0)
         for tag, path in list(waiting.items()):
             try:  # readable = the data come back (the node exists a request earlier)
-                if "norm" in read_arrays(reader[path]):
-                    seen[tag] = time.time()
-                    del waiting[tag]
-            except (KeyError, LookupError):  # not there yet, or created but its data not yet written
+                if events is not None:
+                    if tag not in told or "norm" not in told[tag].read(reader):
+                        continue
+                elif "norm" not in read_arrays(reader[path]):
+                    continue
+                seen[tag] = time.time()
+                del waiting[tag]
+            except (KeyError, LookupError, ResultIncomplete):  # not there yet, or its data not yet written
                 pass
         if time.time() > give_up:
             break
-        time.sleep(poll_s)
+        if events is None:
+            time.sleep(poll_s)
     Path(result_file).write_text(json.dumps(seen))
 
 
-def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05) -> dict:
+def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode: str = "events") -> dict:
     from bluesky import RunEngine
 
     from xafs_stream.config import load_config
@@ -282,7 +301,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05) -> dict:
     tmp = tempfile.mkdtemp(prefix="bench-lat-")
     cfg = load_config(overrides={
         "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0},
-        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0"},
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0"},
         "worker": {"analyses": "xafs.normalize"}, "dashboard": {"enabled": False}})
     seen: dict[str, float] = {}
     with Service(cfg) as svc:
@@ -296,7 +315,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05) -> dict:
         spawn = mp.get_context("spawn")
         todo, ready = spawn.Queue(), spawn.Event()
         seen_file = os.path.join(tmp, "seen.json")
-        reader_proc = spawn.Process(target=_result_reader, args=(svc.tiled.uri, todo, poll_s, seen_file, ready))
+        reader_proc = spawn.Process(target=_result_reader, args=(svc.tiled.uri, svc.events, reader_mode, todo, poll_s, seen_file, ready))
         reader_proc.start()
         ready.wait(60)
 
@@ -351,6 +370,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05) -> dict:
         out["later_units_median_ms"] = float(np.median(lat_arr[~first]))
         out["later_units_p95_ms"] = float(np.percentile(lat_arr[~first], 95))
     out["poll_interval_ms"] = 1e3 * poll_s
+    out["reader"] = reader_mode
     out["per_unit_ms"] = [round(float(v), 1) for v in lat_arr]  # in order: scan by scan, repeat by repeat
     out["store_and_visible_median_ms"] = float(np.nanmedian(lat_arr - to_computed)) if tags else None
     return out
@@ -370,6 +390,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--latency-only", action="store_true", help="skip the throughput part")
     ap.add_argument("--repeats", type=int, default=3, help="throughput runs per path (the median is reported)")
+    ap.add_argument("--reader", choices=("events", "poll"), default="events",
+                    help="latency reader: told by the broker's result events (default), or polling Tiled")
     args = ap.parse_args()
     # a 150-tile run took ~0.3 s and gave 204-521 units/s for the same code: runs are longer and repeated
     n_tiles, n_spectra = (60, 300) if args.quick else (500, 2000)
@@ -380,7 +402,7 @@ def main() -> int:
         rows.append(_median_run([bench_bluesky(kind, n_docs, "documents") for _ in range(args.repeats)]))
         rows.append(_median_run([bench_bluesky(kind, n, "unit") for _ in range(args.repeats)]))
         rows.append(_median_run([bench_xafs_stream(kind, n) for _ in range(args.repeats)]))
-    latency = bench_latency(3 if args.quick else 8, 3)
+    latency = bench_latency(3 if args.quick else 8, 3, reader_mode=args.reader)
     print(f"\nTransport throughput ({platform.node()}, {os.cpu_count()} cores; same run)")
     print(f"{'units':9} {'path':72} {'sent':>6} {'lost':>6} {'units/s':>9} {'MB/s':>8}  runs (units/s)")
     for r in rows:
@@ -406,7 +428,8 @@ def main() -> int:
     if "first_unit_median_ms" in latency:
         print(f"  first unit of a run median {latency['first_unit_median_ms']:.0f} ms; later units median "
               f"{latency['later_units_median_ms']:.0f} ms, p95 {latency['later_units_p95_ms']:.0f} ms "
-              f"(reader polls every {latency['poll_interval_ms']:.0f} ms)")
+              + (f"(reader polls every {latency['poll_interval_ms']:.0f} ms)" if args.reader == "poll"
+                 else "(reader told by result events)"))
     RESULTS.mkdir(exist_ok=True)
     out = {"machine": platform.node(), "cpus": os.cpu_count(), "time": time.time(), "throughput": rows,
            "ratios": ratios, "latency": latency, "load_avg": os.getloadavg()}

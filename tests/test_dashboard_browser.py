@@ -67,7 +67,7 @@ def service(tmp_path_factory, tiled):
     cfg = load_config(overrides={
         "service": {"data_dir": str(tmp_path_factory.mktemp("dash-svc")), "workers": 2, "reconcile_recent": 0},
         "tiled": {"uri": tiled.uri.split("?")[0], "api_key": tiled.api_key},
-        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
                    "worker_timeout_s": 3.0},
         "worker": {"analyses": "xafs.normalize,spm,bayes.xanes,xafs.normalize_tile,imaging.features"},
         "dashboard": {"enabled": False},  # the test starts its own dashboard on the session Tiled

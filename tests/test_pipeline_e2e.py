@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from xafs_stream.config import load_config
+from xafs_stream.events import ResultEvents
 from xafs_stream.plans import mu_xafs_map, xafs_scan
 from xafs_stream.service import Service, subscribe
 from xafs_stream.simulated_devices.phantom import default_map_energies
@@ -17,7 +20,7 @@ FAST_ANALYSES = "xafs.normalize,xafs.normalize_tile,imaging.features"
 def make_config(data_dir, **sections):
     overrides = {
         "service": {"data_dir": str(data_dir), "workers": 2, "reconcile_recent": 0},
-        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
                    "worker_timeout_s": 3.0},
         "worker": {"analyses": FAST_ANALYSES},
         "dashboard": {"port": 0},
@@ -46,10 +49,21 @@ def results_of(client, uid):
 
 
 def test_spectra_end_to_end(service, session, RE, beamline, collect):
+    events = ResultEvents(service.events, analysis="xafs.normalize")  # a live reader, subscribed before the scan
+    time.sleep(0.3)  # PUB/SUB: the subscription reaches the broker a moment after connecting
     RE(xafs_scan([beamline.scaler], beamline.dcm, element="Cu", sample="Cu", repeats=2, dwell_s=0.5))
     session.flush()
     assert service.wait_idle(120, publisher=session.publisher)
     uid = collect[0][1]["uid"]
+    # every normalised result was announced once it was readable, and reads in one request to the same arrays
+    told = {e.unit: e for e in events.iter(timeout_s=3) if e.run_uid == uid}
+    events.close()
+    assert sorted(told) == ["merge", "repeat_0", "repeat_1"]
+    for key, event in told.items():
+        stored = service.tiled.client[event.path]
+        assert event.ok and event.family == "table" and event.flat_summary["e0"] == stored.metadata["summary"]["e0"]
+        fast, full = event.read(service.tiled.client), read_arrays(stored)
+        assert fast.keys() == full.keys() and all(np.array_equal(fast[k], full[k], equal_nan=True) for k in full)
     run = results_of(service.tiled.client, uid)
     assert sorted(run["xafs_normalize"]) == ["merge", "repeat_0", "repeat_1"]
     for key in ("repeat_0", "repeat_1", "merge"):

@@ -33,7 +33,7 @@ def service(tmp_path_factory):
     sys.path.insert(0, PLUGINS)
     cfg = load_config(overrides={
         "service": {"data_dir": str(tmp_path_factory.mktemp("faults")), "workers": 2, "reconcile_recent": 0},
-        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0", "heartbeat_s": 0.5,
                    "worker_timeout_s": 2.0, "max_message_bytes": 4 << 20},
         "worker": {"analyses": ",".join(ANALYSES), "plugins": "xafs_test_plugins", "credit": 1},
         "dashboard": {"enabled": False},

@@ -23,7 +23,7 @@ REGIONS = [[-60, 60, 2, "E"]]
 def service_config(data_dir, **tiled):
     return load_config(overrides={
         "service": {"data_dir": str(data_dir), "workers": 1, "reconcile_recent": 5},
-        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0"},
+        "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0"},
         "worker": {"analyses": "xafs.normalize"}, "tiled": tiled, "dashboard": {"enabled": False}})
 
 

@@ -209,3 +209,114 @@ def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
         worker.stop()
         broker.stop()
         pub.close(1)
+
+
+def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path):
+    """A worker's STORED goes worker → broker → SUB subscribers, filtered by run; a malformed one is dropped."""
+    from xafs_stream import protocol as P
+    from xafs_stream.analyses.registry import Analysis, AnalysisResult
+    from xafs_stream.events import ResultEvents
+
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
+                                 events="tcp://127.0.0.1:0", store_dir=str(tmp_path / "store"), heartbeat_s=0.2))
+    _start(broker)
+
+    class EventStore:  # stands in for Tiled: "stores" and returns the event ResultStore.write returns
+        def write(self, record):
+            return {"run_uid": record.run_uid, "analysis": record.analysis, "unit": f"repeat_{record.index}",
+                    "unit_id": record.unit_id, "path": f"xafs_results/{record.run_uid}/x/repeat_{record.index}",
+                    "status": record.status, "family": "table", "summary": record.result.summary,
+                    "table": None}
+
+    registry = Registry()
+    registry.add(Analysis("toy.mean", "spectrum", "1",
+                          lambda unit, up, cfg: AnalysisResult(summary={"mean": float(unit.arrays["mu"].mean())})))
+    worker = Worker(broker.backend_address, EventStore(), registry, name="w-events", credit=2, heartbeat_s=0.2)
+    threading.Thread(target=worker.run, daemon=True).start()
+    runs = [str(uuid.uuid4()), str(uuid.uuid4())]
+    everything = ResultEvents(broker.events_address)
+    one_run = ResultEvents(broker.events_address, run_uid=runs[1], analysis="toy.mean")
+    pub = UnitPublisher(broker.frontend_address, tmp_path / "outbox", window=4)
+    try:
+        assert _wait(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
+        time.sleep(0.3)  # PUB/SUB: subscriptions reach the broker a moment after connecting
+        # a malformed event from a "worker" is counted and not published
+        rogue = zmq.Context.instance().socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(broker.backend_address)
+        rogue.send_multipart([P.PROTOCOL, P.READY, b'{"credit": 0}'])
+        rogue.send_multipart([P.PROTOCOL, P.STORED, P.encode_stored({"run_uid": runs[0], "status": "??"})])
+        for run in runs:
+            for i in range(3):
+                pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", i, {"mu": np.full(50, 10.0 * i + 1)})))
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 6 and time.monotonic() < deadline:
+            event = everything.get(timeout_s=1)
+            if event is not None:
+                got.append(event)
+        assert sorted((e.run_uid, e.unit) for e in got) == sorted((r, f"repeat_{i}") for r in runs for i in range(3))
+        assert {e.unit: e.flat_summary["mean"] for e in got if e.run_uid == runs[0]} == {
+            "repeat_0": 1.0, "repeat_1": 11.0, "repeat_2": 21.0}
+        mine = list(one_run.iter(timeout_s=1))
+        assert sorted(e.unit for e in mine) == ["repeat_0", "repeat_1", "repeat_2"]
+        assert all(e.run_uid == runs[1] and e.ok for e in mine)
+        st = broker_status(broker.frontend_address)
+        assert st["stats"]["events"] == 6 and st["stats"]["rejected"] >= 1
+        rogue.close(0)
+    finally:
+        everything.close()
+        one_run.close()
+        worker.stop()
+        broker.stop()
+        pub.close(1)
+
+
+def test_watch_command_prints_results_as_they_are_stored(tmp_path, capsys):
+    """``xafs-stream watch`` against a real broker: a worker's STORED event becomes one line (or JSON)."""
+    import json
+
+    from xafs_stream import protocol as P
+    from xafs_stream.cli.main import main
+    from xafs_stream.events import connectable
+
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
+                                 events="tcp://127.0.0.1:0", store_dir=str(tmp_path / "store"), heartbeat_s=0.2))
+    _start(broker)
+    worker = zmq.Context.instance().socket(zmq.DEALER)
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(broker.backend_address)
+    worker.send_multipart([P.PROTOCOL, P.READY, b'{"credit": 0}'])
+    events = [P.encode_stored({"run_uid": "run-a", "analysis": "xafs.normalize", "unit": "repeat_0", "path": "p/a",
+                               "status": "ok", "family": "table", "summary": {"e0": 8979.25, "edge_step": 1.5}}),
+              P.encode_stored({"run_uid": "run-b", "analysis": "spm", "unit": "merge", "path": "p/b",
+                               "status": "error", "family": "container", "error": "no FEFF paths for Zn"})]
+    try:
+        for args, body, expected in [
+                (["--run", "run-a"], events[0], "run-a xafs.normalize repeat_0 ok e0=8979.25 edge_step=1.5"),
+                (["--analysis", "spm"], events[1], "run-b spm merge error no FEFF paths for Zn")]:
+            rc: list[int] = []
+            thread = threading.Thread(target=lambda a=args, out=rc: out.append(main(
+                ["watch", "--events", broker.events_address, "--count", "1", "--timeout", "20", *a])))
+            thread.start()
+            while thread.is_alive():  # PUB/SUB: sent until the watcher has subscribed and printed it
+                for body_i in events:  # the other event is filtered out by --run / --analysis
+                    worker.send_multipart([P.PROTOCOL, P.STORED, body_i])
+                thread.join(0.1)
+            assert rc == [0]
+            line = capsys.readouterr().out.strip().splitlines()[0]
+            assert line.split(" ", 1)[1] == expected
+        thread = threading.Thread(target=lambda: main(["watch", "--events", broker.events_address, "--json",
+                                                       "--count", "1", "--run", "run-a"]))
+        thread.start()
+        while thread.is_alive():
+            worker.send_multipart([P.PROTOCOL, P.STORED, events[0]])
+            thread.join(0.1)
+        record = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+        assert record["summary"] == {"e0": 8979.25, "edge_step": 1.5} and record["path"] == "p/a"
+        assert main(["watch", "--events", "", "--count", "1"]) == 2  # no address: one-line error
+        assert "no events address" in capsys.readouterr().err
+        assert connectable("tcp://*:5562") == connectable("tcp://0.0.0.0:5562") == "tcp://127.0.0.1:5562"
+    finally:
+        worker.close(0)
+        broker.stop()

@@ -126,3 +126,20 @@ def test_config_file_env_and_overrides(tmp_path):
     bad.write_text("[service]\nworkers = 'many'\n")
     with pytest.raises(ConfigError, match="workers: expected int"):
         load_config(bad, environ={})
+
+
+def test_result_event_round_trip_and_checks():
+    event = {"run_uid": "run-1", "analysis": "xafs.normalize", "unit": "repeat_0", "unit_id": "u",
+             "path": "xafs_results/run-1/xafs_normalize/repeat_0", "status": "ok", "family": "table",
+             "summary": {"e0": 8979.1}, "table": {"columns": ["energy"], "lengths": {"energy": 3}}}
+    info = P.decode_stored([P.encode_stored(event)])
+    assert {k: info[k] for k in event} == event and info["schema"] == P.SCHEMA_VERSION
+    assert P.stored_topic("run-1", "xafs.normalize") == b"stored/run-1/xafs.normalize/"
+    assert P.stored_topic("run-1", "xafs.normalize").startswith(P.stored_topic("run-1"))
+    for change, why in [({"status": "fine"}, "status"), ({"path": ""}, "path"), ({"family": "array"}, "family"),
+                        ({"table": {"lengths": {}}}, "columns"), ({"summary": [1]}, "summary"),
+                        ({"run_uid": 7}, "run_uid")]:
+        with pytest.raises(P.ProtocolError, match=why):
+            P.decode_stored([P.encode_stored({**event, **change})])
+    with pytest.raises(P.ProtocolError, match="schema"):
+        P.decode_stored([P.dumps(event)])

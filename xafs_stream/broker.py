@@ -16,6 +16,9 @@ heartbeats, plus a Titanic-style disk store):
   the broker sends ``UNIT`` while the worker has credit, least-loaded worker first; ``DONE`` returns a
   credit and deletes the unit from the store. Units with an ``affinity`` key (all tiles of one map) go to
   the same worker while it lives, so a map has one owner.
+- **events** (readers, SUB): when a worker has stored a result it says ``STORED``; the broker republishes it
+  on the events socket, so live readers (dashboards, notebooks, ``xafs-stream watch``) read a result the
+  moment it is readable instead of polling Tiled for it. Best effort (PUB/SUB): Tiled stays the record.
 - **reliability**: both sides heartbeat. A worker silent for ``worker_timeout_s`` is expired and its units
   are redelivered; a unit in flight longer than ``unit_timeout_s`` is redelivered to another worker too
   (results are idempotent, so a late duplicate does no harm). After ``max_attempts`` deliveries the unit
@@ -54,6 +57,7 @@ class BrokerConfig:
 
     frontend: str = "tcp://127.0.0.1:5560"
     backend: str = "tcp://127.0.0.1:5561"
+    events: str = ""  # PUB socket for result events, e.g. "tcp://127.0.0.1:5562"; "" for none
     store_dir: str = "xafs-data/broker"
     heartbeat_s: float = 1.0
     worker_timeout_s: float = 5.0
@@ -102,7 +106,7 @@ class Broker:
         self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned", "opened",
-            "workers_expired", "late_done", "acked_on_done", "stored_late")}
+            "workers_expired", "late_done", "acked_on_done", "stored_late", "events")}
         self.rejections: list[str] = []
         self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
         # units not stored yet (their producer's outbox holds them): unit id -> (producer identity, deadline)
@@ -132,7 +136,15 @@ class Broker:
         self.frontend.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + P.MAX_HEADER_BYTES)
         self.frontend_address = _bind(self.frontend, config.frontend)
         self.backend_address = _bind(self.backend, config.backend)
-        log.info("broker frontend %s backend %s", self.frontend_address, self.backend_address)
+        self.events: zmq.Socket | None = None
+        self.events_address = ""
+        if config.events:
+            self.events = self.ctx.socket(zmq.PUB)
+            self.events.setsockopt(zmq.LINGER, 0)
+            self.events.setsockopt(zmq.SNDHWM, 10_000)  # a slow subscriber loses events, never slows the broker
+            self.events_address = _bind(self.events, config.events)
+        log.info("broker frontend %s backend %s events %s", self.frontend_address, self.backend_address,
+                 self.events_address or "(none)")
 
     # -- public ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -177,14 +189,15 @@ class Broker:
         producers to resend it) and close the sockets."""
         for unit_id in list(self.deferred):
             self._persist(unit_id)
-        for sock in (self.frontend, self.backend):
-            if not sock.closed:
+        for sock in (self.frontend, self.backend, self.events):
+            if sock is not None and not sock.closed:
                 sock.close(0)
 
     def status(self) -> dict[str, Any]:
         """Counts and per-worker state (JSON-able)."""
         now = time.monotonic()
         return {
+            "events_address": self.events_address,
             "pending": len(self.pending),
             "inflight": len(self.inflight),
             "stored": len(self.store),
@@ -338,6 +351,9 @@ class Broker:
         if command == P.DONE:
             self._on_done(worker, body)
             return
+        if command == P.STORED:
+            self._on_stored(identity, body)
+            return
         if command == P.BYE:
             self._remove_worker(identity, reason="said goodbye")
             return
@@ -370,6 +386,23 @@ class Broker:
             self._send(self.frontend, deferred[0], P.ACK, unit_id.encode())
         if known:
             self.stats["done"] += 1
+
+    def _on_stored(self, identity: bytes, body: list) -> None:
+        """Republish a worker's result event to the events subscribers (checked first: subscribers trust it)."""
+        if self.events is None:
+            return
+        try:
+            info = P.decode_stored(body)
+        except P.ProtocolError as exc:
+            self.stats["rejected"] += 1
+            log.warning("bad STORED from worker %r: %s", identity, exc)
+            return
+        try:
+            self.events.send_multipart([P.stored_topic(info["run_uid"], info["analysis"]), P.PROTOCOL, P.STORED,
+                                        _bytes(body[0])], zmq.NOBLOCK)
+            self.stats["events"] += 1
+        except zmq.ZMQError as exc:
+            log.debug("result event not published: %s", exc)
 
     # -- dispatch and reliability -------------------------------------------------------------
     def _choose_worker(self, item: _Pending) -> _Worker | None:
@@ -510,6 +543,6 @@ def run_broker(config: BrokerConfig, *, ready_file: str | None = None) -> None:
         tmp = ready_file + ".tmp"
         with open(tmp, "wb") as fh:
             fh.write(P.dumps({"frontend": broker.frontend_address, "backend": broker.backend_address,
-                              "pid": os.getpid(), "host": socket.gethostname()}))
+                              "events": broker.events_address, "pid": os.getpid(), "host": socket.gethostname()}))
         os.replace(tmp, ready_file)
     broker.run()

@@ -2,7 +2,7 @@
 
 Defaults run everything on this machine (embedded SQLite Tiled under ``data_dir``, broker on loopback).
 A larger deployment only changes configuration: ``[tiled] uri`` points at a ``tiled serve`` (e.g.
-PostgreSQL-backed) server, ``[broker]`` binds on ``tcp://*:5560``/``5561`` and workers on other hosts run
+PostgreSQL-backed) server, ``[broker]`` binds on ``tcp://*:5560``/``5561``/``5562`` and workers on other hosts run
 ``xafs-stream worker --connect tcp://broker-host:5561``.
 
 Example ``xafs-stream.toml``::
@@ -18,6 +18,7 @@ Example ``xafs-stream.toml``::
     [broker]
     frontend = "tcp://127.0.0.1:5560"
     backend = "tcp://127.0.0.1:5561"
+    events = "tcp://127.0.0.1:5562"               # "result stored" events for live readers
 
     [analysis."xafs.normalize"]
     kweight = 2
@@ -61,6 +62,7 @@ class TiledSection:
 class BrokerSection:
     frontend: str = "tcp://127.0.0.1:5560"
     backend: str = "tcp://127.0.0.1:5561"
+    events: str = "tcp://127.0.0.1:5562"  # result events for live readers (PUB); "" for none
     heartbeat_s: float = 1.0
     worker_timeout_s: float = 5.0
     unit_timeout_s: float = 300.0

@@ -10,6 +10,10 @@ identity). Units travel as ``[PROTOCOL, UNIT|SUBMIT, header, *buffers]`` where `
 and each array's raw bytes follow as its own frame (zero-copy on send). Decoding checks every field and
 raises :class:`ProtocolError` with the reason; receivers log it, count it and carry on.
 
+Result events leave the broker on a PUB socket as ``[topic, PROTOCOL, STORED, body]`` (topic
+:func:`stored_topic`, body :func:`encode_stored`): best effort, like any PUB/SUB (a subscriber that is
+slow or not yet connected misses events; Tiled holds every result regardless).
+
 The protocol version (``PROTOCOL``) is independent of the package version.
 """
 
@@ -41,8 +45,10 @@ UNIT = b"UNIT"  # broker -> worker: a unit to process
 DONE = b"DONE"  # worker -> broker: JSON {"unit_id", "status"}; returns one credit
 HEARTBEAT = b"HEARTBEAT"  # both directions
 BYE = b"BYE"  # worker -> broker: leaving, requeue what I hold
+STORED = b"STORED"  # worker -> broker -> events subscribers: a result is readable in Tiled (see encode_stored)
 
-COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, HEARTBEAT, BYE}
+COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, HEARTBEAT, BYE, STORED}
+STORED_STATUSES = ("ok", "error", "skipped")
 
 ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "<i2", "<u2", "<u1", "|u1", "|b1", "<u4", "<u8", "|i1"}
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
@@ -247,6 +253,45 @@ def decode_open(body: list) -> dict[str, Any]:
         raise ProtocolError("OPEN affinity must be null or a string")
     if not isinstance(info.get("metadata", {}), dict):
         raise ProtocolError("OPEN metadata must be a JSON object")
+    return info
+
+
+def stored_topic(run_uid: str, analysis: str = "") -> bytes:
+    """Topic of a ``STORED`` event on the broker's events socket: ``stored/<run uid>/<analysis>/``.
+    A subscriber filters by prefix (``stored/`` everything, ``stored/<uid>/`` one run)."""
+    return f"stored/{run_uid}/{analysis}/".encode() if analysis else f"stored/{run_uid}/".encode()
+
+
+def encode_stored(event: dict[str, Any]) -> bytes:
+    """Body of a ``STORED`` message: a result node written and readable. Fields (JSON)::
+
+        {"schema": 1, "run_uid": "...", "analysis": "xafs.normalize", "unit": "repeat_0", "unit_id": "...",
+         "path": "xafs_results/<uid>/xafs_normalize/repeat_0", "status": "ok"|"error"|"skipped",
+         "family": "table"|"container", "error": "", "summary": {...nested...},
+         "table": null | {"columns": [...], "lengths": {...}, "dtypes": {...}}, "worker": "...", "written": s}
+    """
+    return dumps({"schema": SCHEMA_VERSION, **event})
+
+
+def decode_stored(body: list) -> dict[str, Any]:
+    """Checked ``STORED`` body (see :func:`encode_stored`)."""
+    if len(body) != 1:
+        raise ProtocolError(f"STORED has {len(body)} body frames; expected 1")
+    info = peek_header(body)
+    if info.get("schema") != SCHEMA_VERSION:
+        raise ProtocolError(f"STORED: unsupported schema version {info.get('schema')!r} (this is {SCHEMA_VERSION})")
+    for key in ("run_uid", "analysis", "unit", "path"):
+        _field(info, key, str)
+    if info.get("status") not in STORED_STATUSES:
+        raise ProtocolError(f"STORED status must be one of {STORED_STATUSES}, got {info.get('status')!r}")
+    if info.get("family") not in ("table", "container"):
+        raise ProtocolError(f"STORED family must be 'table' or 'container', got {info.get('family')!r}")
+    table = info.get("table")
+    if table is not None and not (isinstance(table, dict) and isinstance(table.get("columns"), list)
+                                  and isinstance(table.get("lengths", {}), dict)):
+        raise ProtocolError("STORED table must be null or an object with a 'columns' list and 'lengths' object")
+    if not isinstance(info.get("summary", {}), dict):
+        raise ProtocolError("STORED summary must be a JSON object")
     return info
 
 

@@ -55,6 +55,7 @@ class Service:
     worker_procs: list[subprocess.Popen] = field(default_factory=list)
     frontend: str = ""
     backend: str = ""
+    events: str = ""  # the broker's result-events address (subscribe with xafs_stream.events.ResultEvents)
     _config_file: str = ""
     log_dir: Path | None = None
     dashboard: Any = None
@@ -114,10 +115,11 @@ class Service:
 
         info = json.loads(ready.read_text())
         self.frontend, self.backend = info["frontend"], info["backend"]
+        self.events = info.get("events", "")
         # later restarts must come back on the same ports
-        b.frontend, b.backend = self.frontend, self.backend
+        b.frontend, b.backend, b.events = self.frontend, self.backend, self.events
         self._config_file = ""
-        log.info("broker up: frontend %s backend %s", self.frontend, self.backend)
+        log.info("broker up: frontend %s backend %s events %s", self.frontend, self.backend, self.events or "(none)")
 
     def start_worker(self, name: str) -> subprocess.Popen:
         env = dict(os.environ)

@@ -3,8 +3,8 @@
 The socket thread (main loop) only talks ZeroMQ: it announces a credit, heartbeats, and hands units to a
 compute thread through a queue, so heartbeats continue during a long analysis or while Tiled is
 unreachable. The compute thread runs :func:`~xafs_stream.processing.process_unit` and stores every
-record, retrying the store with back-off until it succeeds; only then is the unit acknowledged
-(``DONE``). If the broker goes silent (restart), the worker reconnects with a doubling delay (capped)
+record, retrying the store with back-off until it succeeds; each stored record is announced (``STORED``,
+which the broker publishes to live readers) and, once all are stored, the unit is acknowledged (``DONE``). If the broker goes silent (restart), the worker reconnects with a doubling delay (capped)
 and introduces itself again.
 
 Stateful map analyses (one owner per map) are kept per run in ``self.map_state`` by
@@ -91,6 +91,7 @@ class Worker:
         self.stats = {"units": 0, "records": 0, "errors": 0, "bad_messages": 0, "store_retries": 0, "reconnects": 0}
         self._todo: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
+        self._stored: queue.Queue = queue.Queue()  # result events for the broker to publish
         self._waker = Waker()
         self._stop = threading.Event()
         self._compute = threading.Thread(target=self._compute_loop, name=f"{self.name}-compute", daemon=True)
@@ -134,6 +135,12 @@ class Worker:
                             break
                         last_heard = time.monotonic()
                         self._on_message(sock, frames)
+                while True:
+                    try:
+                        event = self._stored.get_nowait()
+                    except queue.Empty:
+                        break
+                    sock.send_multipart([P.PROTOCOL, P.STORED, event])
                 while True:
                     try:
                         unit_id, status = self._done.get_nowait()
@@ -283,7 +290,14 @@ class Worker:
         refused = 0
         while True:
             try:
-                self.store.write(record)
+                event = self.store.write(record)
+                if isinstance(event, dict):  # tell live readers at once (the socket thread sends it)
+                    try:
+                        self._stored.put(P.encode_stored(event))
+                        self._waker.wake()
+                    except (TypeError, ValueError) as exc:  # an event is a courtesy: never fail the result
+                        log.warning("%s: result event of %s/%s not sent: %s", self.name, record.unit_id,
+                                    record.analysis, exc)
                 return
             except Exception as exc:
                 if _is_connection_error(exc):

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     b = cfg.broker
     bc = BrokerConfig(
-        frontend=b.frontend, backend=b.backend, store_dir=args.store or str(cfg.data_dir / "broker"),
+        frontend=b.frontend, backend=b.backend, events=b.events, store_dir=args.store or str(cfg.data_dir / "broker"),
         heartbeat_s=b.heartbeat_s, worker_timeout_s=b.worker_timeout_s, unit_timeout_s=b.unit_timeout_s,
         max_attempts=b.max_attempts, max_pending=b.max_pending, max_pending_bytes=b.max_pending_bytes,
         max_message_bytes=b.max_message_bytes, fsync=b.fsync,

@@ -17,13 +17,16 @@ def add_service_options(parser: argparse.ArgumentParser, *, broker: bool = True)
     if broker:
         parser.add_argument("--frontend", help="broker address for producers, e.g. tcp://127.0.0.1:5560")
         parser.add_argument("--backend", help="broker address for workers, e.g. tcp://127.0.0.1:5561")
+        parser.add_argument("--events", help="broker address for result events, e.g. tcp://127.0.0.1:5562 "
+                                             "('' for none)")
 
 
 def config_from_args(args: argparse.Namespace, **extra: dict[str, Any]) -> Config:
     overrides: dict[str, dict[str, Any]] = {
         "service": {"data_dir": getattr(args, "data_dir", None)},
         "tiled": {"uri": getattr(args, "tiled_uri", None), "api_key": getattr(args, "api_key", None)},
-        "broker": {"frontend": getattr(args, "frontend", None), "backend": getattr(args, "backend", None)},
+        "broker": {"frontend": getattr(args, "frontend", None), "backend": getattr(args, "backend", None),
+                   "events": getattr(args, "events", None)},
     }
     for section, values in extra.items():
         overrides.setdefault(section, {}).update(values)

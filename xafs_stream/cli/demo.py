@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.broker.frontend = "tcp://127.0.0.1:0"
     if not args.backend:
         cfg.broker.backend = "tcp://127.0.0.1:0"
+    if args.events is None:
+        cfg.broker.events = "tcp://127.0.0.1:0"
 
     def keep(service):
         if not args.keep_serving:

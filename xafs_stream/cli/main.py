@@ -18,7 +18,7 @@ from .errors import CliError
 SUBCOMMANDS = (
     "demo", "serve", "worker", "broker", "reprocess",
     "analyze", "spm", "einstein", "bayes", "map",
-    "query", "export", "report", "dashboard",
+    "query", "export", "report", "dashboard", "watch",
 )
 
 

@@ -158,8 +158,11 @@ class ResultStore:
             self.analysis_node(run_uid, analysis, run)
 
     # -- writing ----------------------------------------------------------------------------------
-    def write(self, record: ResultRecord) -> None:
-        """Create or replace the node of (run, analysis, unit) and update the run's summary."""
+    def write(self, record: ResultRecord) -> dict[str, Any]:
+        """Create or replace the node of (run, analysis, unit) and update the run's summary.
+
+        Returns the result's event (JSON-able, see :func:`xafs_stream.protocol.encode_stored`): where the
+        node is and what a reader needs to read its data in one request."""
         t0 = time.perf_counter()
         run = self.run_node(record.run_uid, record.unit_metadata)
         analysis_node = self.analysis_node(record.run_uid, record.analysis, run)
@@ -183,6 +186,7 @@ class ResultStore:
             "written": time.time(),
         })
         layout = _plan_arrays(result) if record.status == "ok" else _ArrayPlan()
+        table_md = None
         if layout.is_single_table:
             table_md = {**metadata, **layout.table_metadata()}
             _replace(analysis_node, key, lambda: analysis_node.write_table(
@@ -199,6 +203,15 @@ class ResultStore:
             if record.representative and summary:
                 update["summary"] = summary
             run.update_metadata(metadata=update, drop_revision=True)
+        return {
+            "run_uid": record.run_uid, "analysis": record.analysis, "unit": key, "unit_id": record.unit_id,
+            "path": "/".join((RESULTS_ROOT, record.run_uid, node_key(record.analysis), key)),
+            "status": record.status, "family": "table" if table_md else "container", "error": record.error,
+            "summary": summary, "worker": record.worker, "written": metadata["written"],
+            "table": None if table_md is None else {"columns": table_md["table_columns"],
+                                                    "lengths": table_md["table_lengths"],
+                                                    "dtypes": table_md["table_dtypes"]},
+        }
 
 
 TABLE_KEY = "arrays"  # the 1-D table's key inside a container result
@@ -300,21 +313,67 @@ def _read(node: Any, problem: str) -> Any:
     import httpx
 
     table = structure_family(node) == "table"
-    accept = "application/vnd.apache.arrow.file" if table else "application/octet-stream"
-    response = node.context.http_client.get(node.item["links"]["full"], headers={"Accept": accept})
-    if response.status_code == 404 or response.status_code >= 500:  # not written yet, or being replaced
-        raise ResultIncomplete(f"{problem} ({response.status_code})")
-    if response.status_code >= 400:  # e.g. too large for one response: tiled's client reads it in blocks
+    try:
+        content = _get_full(node.context.http_client, node.item["links"]["full"], table=table, problem=problem)
+    except _TooLarge:  # e.g. too large for one response: tiled's client reads it in blocks
         try:
             return node.read()
         except httpx.HTTPStatusError as exc:
             raise ResultIncomplete(f"{problem} ({exc.response.status_code})") from exc
     if table:
-        import pyarrow
-
-        return pyarrow.ipc.open_file(pyarrow.py_buffer(response.content)).read_pandas()
+        return _arrow_frame(content)
     structure = node.structure()
-    return np.frombuffer(response.content, dtype=structure.data_type.to_numpy_dtype()).reshape(structure.shape).copy()
+    return np.frombuffer(content, dtype=structure.data_type.to_numpy_dtype()).reshape(structure.shape).copy()
+
+
+class _TooLarge(Exception):
+    """The server refused a whole-node read with a 4xx other than 404."""
+
+
+def _get_full(http_client: Any, url: str, *, table: bool, problem: str) -> bytes:
+    """The body of one GET of a node's whole data (Arrow file for a table, raw bytes for an array)."""
+    accept = "application/vnd.apache.arrow.file" if table else "application/octet-stream"
+    response = http_client.get(url, headers={"Accept": accept})
+    if response.status_code == 404 or response.status_code >= 500:  # not written yet, or being replaced
+        raise ResultIncomplete(f"{problem} ({response.status_code})")
+    if response.status_code >= 400:
+        raise _TooLarge(response.status_code)
+    return response.content
+
+
+def _arrow_frame(content: bytes) -> Any:
+    import pyarrow
+
+    return pyarrow.ipc.open_file(pyarrow.py_buffer(content)).read_pandas()
+
+
+def read_stored(client: Any, path: str, table: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """All arrays of the result at ``path`` (under the catalog root ``client``).
+
+    With ``table`` (a result event's ``table``: its columns, lengths and dtypes) the result is one table
+    and is read in ONE request, without looking the node up first (a live reader told by an event that
+    the result is stored: ~45 ms less under scan load than ``read_arrays(client[path])``). Otherwise the
+    node is looked up and read with :func:`read_arrays`. :class:`ResultIncomplete` if it is being replaced.
+    """
+    if not table:
+        try:
+            node = client[path]
+        except KeyError as exc:
+            raise ResultIncomplete(f"result {path} is not there (being replaced?)") from exc
+        return read_arrays(node)
+    base = str(client.item["links"]["self"])
+    url = base.replace("/metadata/", "/table/full/", 1).rstrip("/") + "/" + path.strip("/")
+    try:
+        content = _get_full(client.context.http_client, url, table=True, problem=f"result table {path} not readable")
+    except _TooLarge:
+        return read_arrays(client[path])
+    md = {"table_columns": table["columns"], "table_lengths": table.get("lengths") or {},
+          "table_dtypes": table.get("dtypes") or {}}
+    frame = _arrow_frame(content)
+    lengths = md["table_lengths"]
+    if lengths and len(frame) < max(int(n) for n in lengths.values()):
+        raise ResultIncomplete(f"result table {path} is not stored yet ({len(frame)} rows)")
+    return _decode_table(frame, md)
 
 
 def _read_table(node: Any, where: str) -> Any:
