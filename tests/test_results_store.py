@@ -168,3 +168,70 @@ def test_a_read_the_server_refuses_in_one_response_falls_back_to_tiled_block_rea
     assert np.array_equal(_read(node("refused"), "x"), data)
     with pytest.raises(ResultIncomplete, match="500"):
         _read(node("half-written"), "x")
+
+
+def map_result(fill: float, png_size: int) -> AnalysisResult:
+    """A whole-map result like MapAccumulator's: N-D maps (stacked), integer labels and PNG bytes."""
+    rng = np.random.default_rng(int(fill * 100))
+    maps = {f"smoothed.{n}": np.full((8, 8), fill) + rng.normal(0, 0.01, (8, 8)) for n in ("a", "b")}
+    pngs = {"png.labels": np.frombuffer(b"\x89PNG" + bytes(range(256)) * (png_size // 256), dtype=np.uint8),
+            "quicklook_png": np.frombuffer(b"\x89PNG quicklook" * (1 + png_size // 64), dtype=np.uint8)}
+    arrays = {**maps, "labels": (rng.random((8, 8)) * 3).astype(np.int64), **pngs}
+    dims = {k: ("y", "x") for k in (*maps, "labels")} | {k: ("byte",) for k in pngs}
+    return AnalysisResult(arrays=arrays, dims=dims, summary={"imaging.coverage": fill})
+
+
+def map_record(run: str, result: AnalysisResult | None, status: str = "ok") -> ResultRecord:
+    return ResultRecord(run_uid=run, unit_id=f"{run}:map:map", kind="map", index="map", analysis="imaging.map",
+                        version="1", status=status, result=result, error="" if status == "ok" else "tile failed")
+
+
+def test_a_live_map_is_updated_in_place(tiled):
+    """Later writes of a map PUT new data into its nodes and its metadata (no delete, no moment without
+    a map); a changed layout, or a map deleted by someone else, is replaced."""
+    store = ResultStore(tiled.client)
+    store.write(map_record("run-m", map_result(0.25, 1000)))
+    path = f"{RESULTS_ROOT}/run-m/imaging_map/map"
+    log = RequestLog(tiled.client)
+    second = map_result(0.5, 1400)  # PNGs grew, within the packed node's padding
+    store.write(map_record("run-m", second))
+    methods = [m for m, _ in log.requests]
+    # 3 children's data and the container's metadata (PUT), the run's summary (PATCH: a map speaks for its run)
+    assert sorted(methods) == ["PATCH", "PUT", "PUT", "PUT", "PUT"], log.requests
+    node = tiled.client[path]
+    assert node.metadata["summary"]["imaging"]["coverage"] == 0.5
+    assert [spec.name for spec in node.specs] == ["xafs-result"]
+    back = read_arrays(node)
+    assert set(back) == set(second.arrays)
+    for name, arr in second.arrays.items():
+        np.testing.assert_array_equal(back[name], arr, err_msg=name)
+    assert tiled.client[f"{RESULTS_ROOT}/run-m"].metadata["summary"]["imaging"]["coverage"] == 0.5
+    # PNGs larger than the padding: the packed node changes shape, so the map is replaced
+    log.requests.clear()
+    big = map_result(0.75, 40_000)
+    store.write(map_record("run-m", big))
+    assert "DELETE" in [m for m, _ in log.requests]
+    np.testing.assert_array_equal(read_arrays(tiled.client[path])["png.labels"], big.arrays["png.labels"])
+    # deleted behind the store's back (reprocess --force): recreated, not an error
+    tiled.client[path].delete(recursive=True, external_only=False)
+    store.write(map_record("run-m", map_result(1.0, 1000)))
+    assert tiled.client[path].metadata["summary"]["imaging"]["coverage"] == 1.0
+    # an error record replaces the map, and the next map is created afresh
+    store.write(map_record("run-m", None, status="error"))
+    assert tiled.client[path].metadata["status"] == "error" and list(tiled.client[path]) == []
+    store.write(map_record("run-m", map_result(1.0, 1000)))
+    assert sorted(read_arrays(tiled.client[path])) == sorted(map_result(1.0, 1000).arrays)
+
+
+def test_packed_bytes_keep_their_shape_while_they_grow_and_read_the_older_layout():
+    from xafs_stream.storage.results import _pack_blobs, _unpack_blobs
+
+    blobs = {"a": np.arange(5, dtype=np.uint8), "b": np.arange(300, dtype=np.int64).astype(np.uint8)}
+    packed = _pack_blobs(blobs)
+    assert packed.size >= 2 * (8 + 305) and packed.size & (packed.size - 1) == 0  # power of two, headroom
+    assert _pack_blobs({"a": np.arange(9, dtype=np.uint8), "b": blobs["b"]}).shape == packed.shape
+    back = _unpack_blobs(packed, ["a", "b"], {"packed": "u32-sizes"})
+    assert all(np.array_equal(back[k], blobs[k]) for k in blobs)
+    old = np.concatenate(list(blobs.values()))  # before: end to end, sizes in the metadata
+    back = _unpack_blobs(old, ["a", "b"], {"packed_sizes": [5, 300]})
+    assert all(np.array_equal(back[k], blobs[k]) for k in blobs)

@@ -320,3 +320,39 @@ def test_watch_command_prints_results_as_they_are_stored(tmp_path, capsys):
     finally:
         worker.close(0)
         broker.stop()
+
+
+def test_a_result_the_server_keeps_failing_with_500_is_recorded_as_an_error_not_retried_forever():
+    """Tiled answering HTTP 500 to every write of a result (e.g. an array left unwritable) must not hold the
+    unit forever: after a few attempts the worker stores an error record saying why; while Tiled is down
+    (503, connection refused) it keeps retrying."""
+    import httpx
+
+    from xafs_stream.analyses.registry import AnalysisResult
+    from xafs_stream.storage.results import ResultRecord
+
+    class FailingStore:
+        def __init__(self, status: int, failures: int):
+            self.status, self.failures, self.calls, self.stored = status, failures, 0, []
+
+        def write(self, record):
+            self.calls += 1
+            if record.status == "ok" and self.calls <= self.failures:
+                request = httpx.Request("PUT", "http://tiled/api/v1/array/full/x")
+                raise httpx.HTTPStatusError("server error", request=request,
+                                            response=httpx.Response(self.status, request=request))
+            self.stored.append((record.status, record.error))
+
+    def record():
+        return ResultRecord(run_uid="r", unit_id="r:map:map", kind="map", index="map", analysis="imaging.map",
+                            version="1", status="ok", result=AnalysisResult(summary={"x": 1.0}))
+
+    broken = FailingStore(500, failures=100)
+    worker = Worker("tcp://127.0.0.1:9", broken, Registry(), name="w-500")
+    worker._store(record())
+    assert broken.calls == Worker.max_internal_errors + 1
+    assert len(broken.stored) == 1 and broken.stored[0][0] == "error" and "500" in broken.stored[0][1]
+    down = FailingStore(503, failures=4)  # unavailable (restarting): retried until it comes back
+    worker = Worker("tcp://127.0.0.1:9", down, Registry(), name="w-503")
+    worker._store(record())
+    assert down.calls == 5 and down.stored == [("ok", "")]

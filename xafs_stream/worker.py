@@ -285,9 +285,15 @@ class Worker:
         self.stats["errors"] += sum(r.status == "error" for r in records)
         return records
 
+    #: a store that fails with HTTP 500 this many times is not retried any more: the server answers but
+    #: cannot take this result (seen: a Tiled array left unwritable after a read raced its replacement).
+    #: Each attempt already includes the Tiled client's own retries (~25 s for a 500).
+    max_internal_errors = 3
+
     def _store(self, record: ResultRecord) -> None:
         delay = 0.5
         refused = 0
+        internal = 0
         while True:
             try:
                 event = self.store.write(record)
@@ -300,7 +306,11 @@ class Worker:
                                     record.analysis, exc)
                 return
             except Exception as exc:
-                if _is_connection_error(exc):
+                transient = _is_connection_error(exc)
+                if transient and _status_code(exc) == 500:
+                    internal += 1
+                    transient = internal < self.max_internal_errors
+                if transient:
                     self.stats["store_retries"] += 1
                     log.warning("%s: storing %s/%s failed (%s); retrying in %.1f s", self.name, record.unit_id,
                                 record.analysis, exc, delay)
@@ -308,7 +318,9 @@ class Worker:
                     # the result itself could not be stored (bad metadata, server refused): record that instead
                     log.error("%s: storing %s/%s refused: %s", self.name, record.unit_id, record.analysis, exc)
                     record.status = "error"
-                    record.error = f"result could not be stored: {type(exc).__name__}: {exc}"
+                    code = _status_code(exc)
+                    record.error = (f"result could not be stored: {type(exc).__name__}"
+                                    f"{f' (HTTP {code})' if code else ''}: {exc}")
                     record.result = None
                     continue
                 else:
@@ -322,6 +334,11 @@ class Worker:
                 if self._stop.wait(delay):
                     raise RuntimeError("worker stopped before the result was stored") from exc
                 delay = min(delay * 2, 10.0)
+
+
+def _status_code(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
 
 
 def _is_connection_error(exc: Exception) -> bool:
