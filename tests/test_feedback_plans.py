@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from xafs_stream.feedback import TiledFeedback
+from xafs_stream.feedback import EventFeedback, TiledFeedback
 from xafs_stream.plans import PlanArgumentError, xafs_scan_until
 from xafs_stream.plans.feedback import combined_uncertainty
 from xafs_stream.service import Service, subscribe
@@ -63,11 +65,16 @@ def test_stops_when_the_merged_noise_reaches_the_target(service, session, RE, co
 def test_beam_dump_repeat_is_flagged_rescanned_and_kept_in_the_catalog(service, session, RE, collect):
     bl = make_beamline(sample="Fe", seed=12, flux_cps=2e6)
     bl.set_faults(beam_dump_after_points=20, beam_dump_points=6)  # hits the first repeat only
-    feedback = TiledFeedback(service.tiled.client)
-    RE(xafs_scan_until([bl.scaler], bl.dcm, REGIONS, element="Fe", sample="Fe", feedback=feedback,
-                       target_noise=1e9, max_repeats=3, dwell_s=0.5))  # any good repeat meets this target
-    uid = collect[0][1]["uid"]
-    first, second = feedback.repeat_result(uid, 0), feedback.repeat_result(uid, 1)
+    # decided from the broker's result events (no Tiled polling), Tiled only as the fallback for missed events
+    tiled = TiledFeedback(service.tiled.client)
+    with EventFeedback(service.events, fallback=tiled, fallback_after_s=60) as feedback:
+        time.sleep(0.3)  # PUB/SUB: the subscription reaches the broker
+        RE(xafs_scan_until([bl.scaler], bl.dcm, REGIONS, element="Fe", sample="Fe", feedback=feedback,
+                           target_noise=1e9, max_repeats=3, dwell_s=0.5))  # any good repeat meets this target
+        uid = collect[0][1]["uid"]
+        first, second = feedback.repeat_result(uid, 0), feedback.repeat_result(uid, 1)
+        assert feedback.from_events >= 2 and feedback.from_fallback == 0
+    assert first == tiled.repeat_result(uid, 0) and second == tiled.repeat_result(uid, 1)  # the same numbers
     assert first["quality.bad"] is True and "beam dump" in first["quality.reasons"]
     assert second["quality.bad"] is False
     stop = [d for n, d in collect if n == "stop"][0]
@@ -89,3 +96,38 @@ def test_bad_feedback_arguments_fail_before_motion(RE, beamline):
         RE(xafs_scan_until([beamline.scaler], beamline.dcm, REGIONS, element="Cu", feedback=object(),
                            target_noise=0.1))
     assert beamline.dcm.moves == 0
+
+
+def test_event_feedback_asks_its_fallback_only_for_a_repeat_whose_events_it_missed():
+    import zmq
+
+    from xafs_stream import protocol as P
+
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+
+    class Fallback:
+        def repeat_result(self, run_uid, repeat):
+            return {"noise_chi": 0.5, "asked": (run_uid, repeat)}
+
+    def event(analysis, **summary):
+        body = P.encode_stored({"run_uid": "run-1", "analysis": analysis, "unit": "repeat_0", "path": "p",
+                                "status": "ok", "family": "table", "summary": summary})
+        pub.send_multipart([P.stored_topic("run-1", analysis), P.PROTOCOL, P.STORED, body])
+
+    with EventFeedback(f"tcp://127.0.0.1:{port}", fallback=Fallback(), fallback_after_s=0.3) as feedback:
+        time.sleep(0.3)  # PUB/SUB: the subscription reaches the publisher
+        event("xafs.normalize", noise_chi=2e-4, e0=8979.0)
+        assert feedback.repeat_result("run-1", 0) is None  # quality not stored yet
+        event("xafs.quality", quality={"bad": False})
+        deadline = time.monotonic() + 5
+        while (got := feedback.repeat_result("run-1", 0)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == {"status.xafs.normalize": "ok", "noise_chi": 2e-4, "e0": 8979.0,
+                       "status.xafs.quality": "ok", "quality.bad": False}
+        assert feedback.repeat_result("run-1", 1) is None  # missed (never published): not at once ...
+        time.sleep(0.35)
+        assert feedback.repeat_result("run-1", 1) == {"noise_chi": 0.5, "asked": ("run-1", 1)}  # ... then asked
+        assert (feedback.from_events, feedback.from_fallback) == (1, 1)
+    pub.close(0)

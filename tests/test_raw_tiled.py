@@ -104,3 +104,40 @@ def test_stop_is_written_a_moment_late_unless_flushed(tiled, RE, beamline):
     finally:
         RE.unsubscribe(token)
         writer.close()
+
+
+def test_raw_appends_wait_while_a_units_results_are_stored(tiled, RE):
+    """After ``hold()`` (a unit was just sent), no table append for ``hold_s`` (less one flush interval: a
+    flush already due is postponed by at most ``hold_s``); then the rows come, none lost."""
+    from xafs_stream.simulated_devices.beamline import make_beamline
+
+    beamline = make_beamline(sample="Cu", seed=1, time_scale=1.0)  # real dwell: 0.1 s per point
+    writer = LiveTiledWriter(tiled.client, flush_interval_s=0.1, hold_s=1.5, stop_delay_s=0)
+    appends: list[float] = []
+    hold_at: list[float] = []
+
+    def note(request):
+        if request.method == "PATCH" and "/table/partition/" in request.url.path:
+            appends.append(time.monotonic())
+
+    def hold_at_event_5(name, doc):
+        if name == "event" and doc["seq_num"] == 5:
+            writer.hold()
+            hold_at.append(time.monotonic())
+
+    tiled.client.context.http_client.event_hooks["request"].append(note)
+    tokens = [RE.subscribe(writer), RE.subscribe(hold_at_event_5)]
+    try:
+        t0 = time.monotonic()
+        (uid,) = RE(xafs_scan([beamline.scaler], beamline.dcm, [[-12, 12, 1, "E"]], element="Cu", sample="Cu",
+                              dwell_s=0.1))
+        assert time.monotonic() - t0 > 2.2  # the scan outlasts the hold, so appends were due during it
+        writer.flush(timeout_s=10)
+        held = [t for t in appends if hold_at[0] + 0.05 < t < hold_at[0] + 1.5 - 0.1 - 0.05]
+        assert held == [] and any(t < hold_at[0] for t in appends) and any(t > hold_at[0] + 1.4 for t in appends)
+        assert len(_table(tiled.client[uid])) == 25
+    finally:
+        tiled.client.context.http_client.event_hooks["request"].remove(note)
+        for token in tokens:
+            RE.unsubscribe(token)
+        writer.close()

@@ -266,8 +266,13 @@ def subscribe(
         tokens.append(RE.subscribe(writer))
     if live_processing:
         publisher = UnitPublisher(frontend or cfg.broker.frontend, cfg.data_dir / "outbox")
-        spectra = SpectrumUnitBuilder(publisher.submit, announce=publisher.announce)
-        tiles = MapTileBuilder(publisher.submit, announce=publisher.announce)
+        submit = publisher.submit
+        if writer is not None:
+            def submit(envelope: Any, _submit: Any = publisher.submit, _hold: Any = writer.hold) -> Any:
+                _hold()  # its results are stored within ~0.2 s: raw appends wait for them
+                return _submit(envelope)
+        spectra = SpectrumUnitBuilder(submit, announce=publisher.announce)
+        tiles = MapTileBuilder(submit, announce=publisher.announce)
         tokens.append(RE.subscribe(spectra))
         tokens.append(RE.subscribe(tiles))
     return Session(RE=RE, writer=writer, publisher=publisher, tokens=tokens, spectra=spectra, tiles=tiles)

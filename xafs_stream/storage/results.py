@@ -19,8 +19,8 @@ array node per other 1-D array and one stacked array per group of N-D arrays sha
 
 Writes are idempotent: the same (run, analysis, unit) always lands on the same node, which is replaced
 (never duplicated) when a unit is processed again. A live map, rewritten at every few tiles by its owner,
-is updated in place: new data into its existing nodes, then its metadata. Queries: ``Key("summary.spm.shell1.N") > 10`` or
-``Key("sample") == "Cu"`` on ``client["xafs_results"]``.
+is updated in place: new data into its existing nodes, then its metadata. Queries:
+``Key("summary.spm.shell1.N") > 10`` or ``Key("sample") == "Cu"`` on ``client["xafs_results"]``.
 
 Few nodes per result: each Tiled node costs two HTTP requests and the embedded server spends ~20-25 ms of
 CPU on each (measured with tiled 0.2.20 on the 2-core machine: ~37 metadata GETs/s at full load). A
@@ -223,7 +223,6 @@ class ResultStore:
                                                     "dtypes": table_md["table_dtypes"]},
         }
 
-
     def _update_in_place(self, cache_key: tuple[str, str, str], children: list["_Child"],
                          metadata: dict[str, Any]) -> bool:
         """Write a container result's new data into the nodes of our last write of it: one PUT per child and
@@ -244,6 +243,7 @@ class ResultStore:
                 written[child.key][0].write(child.data)
             node.replace_metadata(metadata=metadata, specs=["xafs-result"], drop_revision=True)
         except Exception as exc:
+            self._in_place.pop(cache_key, None)  # a retry replaces the node (which also repairs a broken child)
             if _is_gone(exc):
                 return False
             raise
