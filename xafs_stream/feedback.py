@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 from .storage.results import RESULTS_ROOT, node_key
 
@@ -121,7 +121,7 @@ class EventFeedback:
         self._thread.join(2)
         self._events.close()
 
-    def __enter__(self) -> "EventFeedback":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -223,7 +223,7 @@ class ResultStore:
                                                     "dtypes": table_md["table_dtypes"]},
         }
 
-    def _update_in_place(self, cache_key: tuple[str, str, str], children: list["_Child"],
+    def _update_in_place(self, cache_key: tuple[str, str, str], children: list[_Child],
                          metadata: dict[str, Any]) -> bool:
         """Write a container result's new data into the nodes of our last write of it: one PUT per child and
         one metadata PUT (a map update: 4 requests instead of 9 for delete and recreate), and readers never
