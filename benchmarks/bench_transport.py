@@ -395,6 +395,10 @@ def main() -> int:
     args = ap.parse_args()
     # a 150-tile run took ~0.3 s and gave 204-521 units/s for the same code: runs are longer and repeated
     n_tiles, n_spectra = (60, 300) if args.quick else (500, 2000)
+    # latency first, in a process that has not yet run the throughput part: run after it, the same code
+    # measured median 166-185 ms and p95 313-377 ms (2 runs), against 143-146 and 203-213 ms in latency-only
+    # runs (2 runs); the cause (the bench process's state after GBs of payloads) was not established
+    latency = bench_latency(3 if args.quick else 8, 3, reader_mode=args.reader)
     rows = []
     for kind, n in () if args.latency_only else (("tile", n_tiles), ("spectrum", n_spectra)):
         # bluesky's event-per-point spectra: 1,000 events per unit (500 units already take ~8 s per run)
@@ -402,7 +406,6 @@ def main() -> int:
         rows.append(_median_run([bench_bluesky(kind, n_docs, "documents") for _ in range(args.repeats)]))
         rows.append(_median_run([bench_bluesky(kind, n, "unit") for _ in range(args.repeats)]))
         rows.append(_median_run([bench_xafs_stream(kind, n) for _ in range(args.repeats)]))
-    latency = bench_latency(3 if args.quick else 8, 3, reader_mode=args.reader)
     print(f"\nTransport throughput ({platform.node()}, {os.cpu_count()} cores; same run)")
     print(f"{'units':9} {'path':72} {'sent':>6} {'lost':>6} {'units/s':>9} {'MB/s':>8}  runs (units/s)")
     for r in rows:

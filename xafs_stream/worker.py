@@ -4,7 +4,8 @@ The socket thread (main loop) only talks ZeroMQ: it announces a credit, heartbea
 compute thread through a queue, so heartbeats continue during a long analysis or while Tiled is
 unreachable. The compute thread runs :func:`~xafs_stream.processing.process_unit` and stores every
 record, retrying the store with back-off until it succeeds; each stored record is announced (``STORED``,
-which the broker publishes to live readers) and, once all are stored, the unit is acknowledged (``DONE``). If the broker goes silent (restart), the worker reconnects with a doubling delay (capped)
+which the broker publishes to live readers) and, once all are stored, the unit is acknowledged
+(``DONE``). If the broker goes silent (restart), the worker reconnects with a doubling delay (capped)
 and introduces itself again.
 
 Stateful map analyses (one owner per map) are kept per run in ``self.map_state`` by
