@@ -396,8 +396,8 @@ def main() -> int:
     # a 150-tile run took ~0.3 s and gave 204-521 units/s for the same code: runs are longer and repeated
     n_tiles, n_spectra = (60, 300) if args.quick else (500, 2000)
     # latency first, in a process that has not yet run the throughput part: run after it, the same code
-    # measured median 166-185 ms and p95 313-377 ms (2 runs), against 143-146 and 203-213 ms in latency-only
-    # runs (2 runs); the cause (the bench process's state after GBs of payloads) was not established
+    # measured median 185 ms, p95 313 ms (1 run), against 143-146 and 203-213 ms in 2 latency-only runs;
+    # the cause (the bench process's state after GBs of payloads?) was not established
     latency = bench_latency(3 if args.quick else 8, 3, reader_mode=args.reader)
     rows = []
     for kind, n in () if args.latency_only else (("tile", n_tiles), ("spectrum", n_spectra)):

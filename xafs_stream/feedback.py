@@ -29,6 +29,11 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def repeat_values(analysis: str, status: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """One analysis's part of a repeat result: ``status.<analysis>`` and its summary by dotted name."""
+    return {f"status.{analysis}": status, **flatten(summary)}
+
+
 class TiledFeedback:
     """Read a repeat's analysis summaries from the results in Tiled.
 
@@ -53,8 +58,7 @@ class TiledFeedback:
                 md = run[node_key(analysis)][f"repeat_{repeat}"].metadata
             except KeyError:
                 return None
-            out[f"status.{analysis}"] = md.get("status")
-            out.update(flatten(md.get("summary") or {}))
+            out.update(repeat_values(analysis, md.get("status"), md.get("summary") or {}))
         return out
 
 
@@ -104,8 +108,7 @@ class EventFeedback:
         if all(a in got for a in self.analyses):
             out: dict[str, Any] = {}
             for analysis in self.analyses:
-                out[f"status.{analysis}"] = got[analysis].status
-                out.update(got[analysis].flat_summary)
+                out.update(repeat_values(analysis, got[analysis].status, got[analysis].summary))
             self.from_events += 1
             return out
         first = self._first_asked.setdefault(key, time.monotonic())

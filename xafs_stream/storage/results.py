@@ -462,18 +462,18 @@ def read_stored(client: Any, path: str, table: dict[str, Any] | None = None) -> 
         return read_arrays(client[path])
     md = {"table_columns": table["columns"], "table_lengths": table.get("lengths") or {},
           "table_dtypes": table.get("dtypes") or {}}
-    frame = _arrow_frame(content)
-    lengths = md["table_lengths"]
-    if lengths and len(frame) < max(int(n) for n in lengths.values()):
-        raise ResultIncomplete(f"result table {path} is not stored yet ({len(frame)} rows)")
-    return _decode_table(frame, md)
+    return _decode_table(_complete(_arrow_frame(content), md["table_lengths"], path), md)
 
 
 def _read_table(node: Any, where: str) -> Any:
     """A stored table's frame; :class:`ResultIncomplete` while its data are not written yet (the node is
     created a request before its data: reading in between fails on the server, or comes back short)."""
     frame = _read(node, f"result table {where} is not stored yet")
-    lengths = node.metadata.get("table_lengths") or {}
+    return _complete(frame, node.metadata.get("table_lengths") or {}, where)
+
+
+def _complete(frame: Any, lengths: dict[str, Any], where: str) -> Any:
+    """``frame``, or :class:`ResultIncomplete` if it has fewer rows than its longest column (``lengths``)."""
     if lengths and len(frame) < max(int(n) for n in lengths.values()):
         raise ResultIncomplete(f"result table {where} is not stored yet ({len(frame)} rows)")
     return frame
