@@ -263,6 +263,16 @@ def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path):
         assert all(e.run_uid == runs[1] and e.ok for e in mine)
         st = broker_status(broker.frontend_address)
         assert st["stats"]["events"] == 6 and st["stats"]["rejected"] >= 1
+        # a worker the broker does not know (it stored while the broker was restarting): still published
+        stranger = zmq.Context.instance().socket(zmq.DEALER)
+        stranger.setsockopt(zmq.LINGER, 0)
+        stranger.connect(broker.backend_address)
+        stranger.send_multipart([P.PROTOCOL, P.STORED, P.encode_stored({
+            "run_uid": runs[1], "analysis": "toy.mean", "unit": "merge", "path": "p", "status": "error",
+            "family": "container", "error": "boom"})])
+        late = one_run.get(timeout_s=5)
+        assert late is not None and (late.unit, late.status, late.error) == ("merge", "error", "boom")
+        stranger.close(0)
         rogue.close(0)
     finally:
         everything.close()

@@ -344,6 +344,8 @@ class Broker:
             self._send(self.backend, identity, P.READY, b"{}")
             if command == P.DONE:
                 self._on_done(None, body)
+            elif command == P.STORED:  # stored while we were down: still news for readers
+                self._on_stored(identity, body)
             return
         worker.last_seen = time.monotonic()
         if command == P.HEARTBEAT:
