@@ -19,6 +19,7 @@ def test_quick_demo_runs_the_whole_service_path(tmp_path, capsys):
     assert "Cu foil" in out and "mu-XANES map" in out
     assert "E0 8979" in out  # the Cu foil's edge, from the live normalisation
     assert "xafs_normalize" in out and "p95" in out  # per-unit latency was reported
+    assert "xafs-stream watch --events tcp://127.0.0.1:" in out  # how to follow results live (own port)
     assert (tmp_path / "data" / "tiled" / "catalog.db").exists()
 
 

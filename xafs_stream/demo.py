@@ -93,6 +93,8 @@ def run_demo(config: Config, *, quick: bool = False, out: TextIO = sys.stdout, k
             print(f"  live dashboard: {report.dashboard_url}", file=out)
         print(f"  broker: {service.frontend} (producers), {service.backend} (workers); "
               f"{len(service.worker_procs)} workers", file=out, flush=True)
+        if service.events:
+            print(f"  follow the results live: xafs-stream watch --events {service.events}", file=out, flush=True)
         RE = RunEngine({})
         session = subscribe(RE, config, tiled_client=service.tiled.client, frontend=service.frontend)
         bl = make_beamline(sample="Cu", seed=7, map_flux_cps=2e7)
