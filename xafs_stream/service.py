@@ -268,9 +268,9 @@ def subscribe(
         publisher = UnitPublisher(frontend or cfg.broker.frontend, cfg.data_dir / "outbox")
         submit = publisher.submit
         if writer is not None:
-            def submit(envelope: Any, _submit: Any = publisher.submit, _hold: Any = writer.hold) -> Any:
-                _hold()  # its results are stored within ~0.2 s: raw appends wait for them
-                return _submit(envelope)
+            def submit(envelope: Any) -> Any:
+                writer.hold()  # its results are stored within ~0.2 s: raw appends wait for them
+                return publisher.submit(envelope)
         spectra = SpectrumUnitBuilder(submit, announce=publisher.announce)
         tiles = MapTileBuilder(submit, announce=publisher.announce)
         tokens.append(RE.subscribe(spectra))

@@ -13,6 +13,7 @@ come from the broker (best effort: results stored while nobody watched are in Ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             for event in events.iter(timeout_s=args.timeout):
                 if args.json:
-                    print(json.dumps({k: v for k, v in event.__dict__.items()}), flush=True)
+                    print(json.dumps(dataclasses.asdict(event)), flush=True)
                 else:
                     print(format_event(event, args.fields), flush=True)
                 shown += 1
