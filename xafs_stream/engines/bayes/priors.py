@@ -2,7 +2,7 @@
 
 The log densities are closed-form numpy expressions: the sampler evaluates one prior for all replicas
 once per parameter per sweep, and a frozen ``scipy.stats`` distribution costs ~30-60 µs per call in
-overhead alone (measured on this machine, 128 values), more than the numpy expression itself.
+overhead alone (see docs/measurements.md), more than the numpy expression itself.
 Quantiles (used to map the unit cube for nested-sampling cross-checks) go through scipy.special.
 """
 

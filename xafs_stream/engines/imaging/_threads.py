@@ -1,10 +1,9 @@
 """Run the map solvers and feature kernels on one thread (BLAS and OpenMP).
 
-Their BLAS calls are small (3 x 3 covariances, CG vectors of a window): on the 2-core machine, shared with other
-jobs, a 128 x 128 batch map solve took 3.9 s with two OpenBLAS threads and 0.39 s with one (measured
-2026-11-25), so multithreading only adds synchronisation cost here. The same holds for OpenMP, which
-scikit-learn's k-means (the Gaussian mixture's initialisation) uses: fitting the phase model of a 512 x 512 map
-took 31-78 ms with two OpenMP threads and 11-12 ms with one (measured 2026-11-25).
+Their BLAS calls are small (3 x 3 covariances, CG vectors of a window), so on the shared 2-core machine
+multithreading only adds synchronisation cost (one thread made a batch map solve ~10x faster). The same holds
+for OpenMP, which scikit-learn's k-means (the Gaussian mixture's initialisation) uses (see
+docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ gradients, warm-started, so that a tile and a halo can be re-solved alone. The p
 inverse of the uncut, fully observed problem on the same rectangle, applied with two DCTs (the free-boundary
 Laplacian is diagonal in the DCT-II basis; a window held by the field outside uses the DST-I, see
 :class:`_DctPreconditioner`; on rectangles up to ``MATRIX_TRANSFORM_MAX_SIDE`` px the same transforms are
-applied as products with their matrices, which is faster there): measured on a 128 x 128 map with cuts, 12-28 CG iterations instead of 45-184
-with a Jacobi preconditioner (lam 5-80). The CG is our own (:func:`_pcg`), vectorised over several maps on
-one rectangle (:func:`solve_maps`), with a stop rule in map units for window solves (:class:`StopRule`).
+applied as products with their matrices, which is faster there): on a 128 x 128 map with cuts it needs
+several times fewer CG iterations than a Jacobi preconditioner (see docs/measurements.md). The CG is our
+own (:func:`_pcg`), vectorised over several maps on one rectangle (:func:`solve_maps`), with a stop rule in
+map units for window solves (:class:`StopRule`).
 The mesostructure prior of METHODS §3 ("smooth within a domain, jump between domains") is obtained by
 dropping the edges of G between pixels of different phase labels (``labels=``); ``m`` is then the label mean.
 
@@ -199,7 +200,7 @@ def solve_maps(
         x = np.where(valid & np.isfinite(x0), x0, yv)
     flat = (k_maps, ny * nx)
     # Solves that stop at a field tolerance (far above float32 rounding of the deviations from the mean
-    # level) run in float32: half the memory traffic per CG step (measured 2026-11-25: see _DctPreconditioner)
+    # level) run in float32: half the memory traffic per CG step (see _DctPreconditioner)
     dtype = np.float32 if all(s.field_tol is not None for s in stop) else np.float64
     if preconditioner == "dct":
         precond = _DctPreconditioner(vf.reshape(flat).astype(dtype), lam, eta, (ny, nx), dtype,
@@ -233,7 +234,8 @@ class _Laplacian:
     """A v = diag v - sum over active edges of lam v_neighbour, for a stack of K maps flattened to (K, ny nx).
 
     In the flattened layout a pixel's right and lower neighbours are at +1 and +nx: each product is one
-    contiguous slice per map (4x faster than the strided 2-D slices for 128 x 128 px, measured 2026-11-25).
+    contiguous slice per map (4x faster than the strided 2-D slices for 128 x 128 px, see
+    docs/measurements.md).
     Weights are zero on the last column / row, so nothing wraps around.
     """
 
@@ -292,10 +294,9 @@ def _axis_inverse(c: np.ndarray, kind: str, axis: int) -> np.ndarray:
 
 
 # Windows with both sides up to this (px) apply the preconditioner's transforms as products with the dense
-# transform matrices (_axis_matrix) instead of scipy's fast transforms: for the window stacks of a tile update
-# (1-4 maps of 74-107 px, float32, one thread) a forward transform took 0.06-0.09 ms instead of 0.06-0.18 ms
-# (4 maps of 80 x 80: 0.09 instead of 0.18 ms), equal at 119 px; at the 512 px of whole-map solves the fast
-# transforms win (measured 2026-11-25).
+# transform matrices (_axis_matrix) instead of scipy's fast transforms: up to 2x faster for the small float32
+# window stacks of a tile update, equal at ~120 px, slower at the 512 px of whole-map solves (see
+# docs/measurements.md).
 MATRIX_TRANSFORM_MAX_SIDE = 128
 
 
@@ -330,18 +331,14 @@ class _DctPreconditioner:
     Whole-map solves have free edges (DCT-II on both axes). A window solve holds the field outside fixed,
     which adds lam per outside neighbour to the diagonal; along an axis where the window is held on a side
     the transform is the DST-I, the exact basis for both ends held (``kinds``, see :func:`side_kinds`). With
-    the free-edge DCT on such windows the strongly smoothed cut maps took 2-3x as many CG steps (phantom,
-    windows around a tile, error 1e-3 noise sd: lam 28 px^2: 28-38 steps instead of 15-18; measured
-    2026-11-25). A window held on one side only is treated as held on both: the exact mixed basis (a DST-I of
-    the mirrored signal) gave the same step counts at twice the transform length.
+    the free-edge DCT on such windows the strongly smoothed cut maps took 2-3x as many CG steps. A window
+    held on one side only is treated as held on both: the exact mixed basis (a DST-I of the mirrored signal)
+    gave the same step counts at twice the transform length.
 
     The residual is always 0 at invalid pixels (there A is the identity and the right-hand side 0, which
     :func:`solve_maps` ensures), so the input needs no mask and masking the output with the valid pixels is
-    "invalid pixels pass through". In float32 (the window
-    solves) the transforms take half the time: 0.6 ms instead of 1.5 ms for 8 maps of 104 x 104 px, and a
-    whole CG step of a 128 x 128 window 0.15 ms instead of 0.25 ms (measured 2026-11-25). (A block-diagonal
-    variant, one transform pair per label restricted to that label's pixels, halved the CG steps of the
-    strongly smoothed cut maps but cost three transform pairs per step: no faster, measured 2026-11-25.)
+    "invalid pixels pass through". In float32 (the window solves) the transforms take about half the time
+    (see docs/measurements.md for these measurements and the alternatives tried).
     """
 
     def __init__(self, vf: np.ndarray, lam: np.ndarray, eta: np.ndarray, shape: tuple[int, int], dtype,
@@ -391,8 +388,8 @@ class _DctPreconditioner:
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-map inner products of two (K, n) stacks, shape (K,). (``np.vecdot``: 2-5 us per call instead of
-    4-12 us with einsum for the window stacks; a tile update takes ~250 of them, measured 2026-11-25.)"""
+    """Per-map inner products of two (K, n) stacks, shape (K,). (``np.vecdot``: about half the time of
+    einsum for the window stacks, and a tile update takes ~250 of them; see docs/measurements.md.)"""
     return np.vecdot(a, b)
 
 
@@ -693,7 +690,7 @@ def _refine_min(f, lo: float, hi: float, best: tuple[float, float]) -> float:
     1/8 of a grid step apart around that vertex; the lowest point evaluated wins (``best`` = (x, f(x))
     included). On the 1.5-wide bracket of the log-lam search this lands within 1e-5 of the minimum (the
     bounded Brent search it replaces stopped at 1e-4) in four array expressions instead of ~25 scalar calls
-    (0.1 ms instead of 0.25 ms per map; the map model re-learns 11 maps per tile; measured 2026-11-25)."""
+    (2.5x faster per map, and the map model re-learns 11 maps per tile; see docs/measurements.md)."""
     x_best, f_best = best
     pts = np.linspace(lo, hi, 33)
     step = pts[1] - pts[0]
@@ -769,7 +766,7 @@ def _refine_min_many(f, lo: np.ndarray, hi: np.ndarray, x_best: np.ndarray, f_be
 def learn_params_many(stats: list[BlockStats]) -> list[GmrfParams | None]:
     """:func:`learn_params` (intrinsic) of several maps, the same results; maps whose statistics hold one
     block shape (the map model's) are searched together, one array expression per step for all of them
-    (the 12 maps of the 512 x 512 benchmark map: 0.9 ms instead of 1.9 ms, measured 2026-11-25)."""
+    (about half the time for the map model's 12 maps, see docs/measurements.md)."""
     out: list[GmrfParams | None] = [None] * len(stats)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, st in enumerate(stats):

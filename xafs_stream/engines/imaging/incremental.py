@@ -11,7 +11,7 @@ global; the map model (:mod:`.mapmodel`) re-solves the whole map when they drift
 
 Window sides are rounded up to lengths with small prime factors (``scipy.fft.next_fast_len``, see
 :func:`sized_window`): the preconditioner's transform of a 118 px side took 3x as long as that of a 120 px
-side (measured 2026-11-25), so the slightly larger window is the cheaper one. (Windows up to
+side (see docs/measurements.md), so the slightly larger window is the cheaper one. (Windows up to
 ``gmrf.MATRIX_TRANSFORM_MAX_SIDE`` px now apply the transforms as matrix products, whose cost does not depend
 on the factors; the rounding is kept so that the windows, and so the results, do not depend on the transform
 path.) Several maps whose windows coincide are solved together (:func:`.gmrf.solve_maps`).
@@ -148,11 +148,10 @@ def initial_halo(params: GmrfParams) -> int:
     smoothing lengths share a window and are solved together).
 
     The response to a change decays like exp(-r / sqrt(lam)) along a line, faster in 2-D and across cuts.
-    Measured on the 512 x 512 phantom (a 64 x 64 tile removed from a solved map and added back, data all
-    around it, fixed labels, 2026-11-25): the change of the solution fell below the 0.02 noise sd of the
-    ring check within 4-5 px for lam ~ 2, 6 px for lam 4.2, 9-10 px for lam 13.7 and 12-13 px for lam 27.7,
-    i.e. within 2.5 sqrt(lam) + 2 px; 4 sqrt(lam) + 4 (the previous start) solved windows up to 1.8x larger
-    than needed. Where the start is too small the ring check doubles the halo.
+    On the 512 x 512 phantom (a tile removed from a solved map and added back) the change of the solution
+    fell below the 0.02 noise sd of the ring check within 2.5 sqrt(lam) + 2 px for lam ~ 2-28; a larger
+    start only solves larger windows than needed (see docs/measurements.md). Where the start is too small
+    the ring check doubles the halo.
     """
     return 4 * int(np.ceil((2.5 * np.sqrt(params.lam) + 2) / 4))
 

@@ -36,8 +36,8 @@ Decision rules of a tile update (a whole-map re-solve when any is exceeded; ``So
   fraction of lattice pixels whose conditional best label moves when the class features are shifted by the
   estimated re-smoothing (:meth:`MapModel._class_shift`), ``label_drift_tol``; longer ones by the response
   change, ``drift_tol``. (Counting s2 and the response of lam ~ 0.01-0.3 px^2 smoothers, whose likelihood is
-  flat there, re-solved 37 of 64 tiles of the 512 x 512 benchmark map; now 13, 9 of them among the first
-  9 tiles, measured 2026-11-25; tests/test_imaging_fast_kernels.py checks the benchmark regime against batch.)
+  flat there, made over half of the tiles of the 512 x 512 benchmark map re-solve the whole map, see
+  docs/measurements.md; tests/test_imaging_fast_kernels.py checks the benchmark regime against batch.)
 * the phase model (re-fitted cold once the classified pixels grew by ``refit_growth``, or by
   ``stable_refit_growth`` after ``stable_refits`` re-fits in a row that changed no label) and the Potts
   coupling: the fraction of lattice pixels whose conditional best label changes, ``label_drift_tol``.
@@ -71,7 +71,7 @@ FULL = None  # "the whole map" as a region
 LABEL_DRIFTS = ("phase_model", "beta", "class_gmrf")
 # stage-1 smoothing lengths up to this (px^2) have their drift judged by its effect on the labels (see
 # MapModel._class_shift, whose one-step estimate was within 35 % of a re-solve up to here and 50 % off at
-# lam ~ 1-2, measured 2026-11-25); longer ones by the change of the smoother's response
+# lam ~ 1-2, see docs/measurements.md); longer ones by the change of the smoother's response
 FLIP_CHECK_MAX_LAM = 0.5
 # blocks per transform call when block statistics are updated (16 x 16 blocks: 8 MB of temporaries)
 _BLOCK_BATCH = 4096
@@ -111,8 +111,7 @@ class MapConfig:
         classified pixels has grown by this fraction since the last fit
     stable_refit_growth, stable_refits : ... or by ``stable_refit_growth`` once the last ``stable_refits``
         re-fits since the last whole-map solve changed no sample label (the model has shown itself stable
-        on these data; a re-fit costs ~11 ms of a 64 x 64 tile's budget, and on the 512 x 512 benchmark
-        phantom half of the window updates re-fitted, none of them changing a label, measured 2026-11-25)
+        on these data; a re-fit costs ~11 ms of a 64 x 64 tile's budget, see docs/measurements.md)
     seed : random seed (k-means initialisation)
     """
 
@@ -603,8 +602,8 @@ class MapModel:
         The posterior mean does not depend on s2, only the posterior sd does; stage 1 (the class features)
         keeps no sd, so its drift is the response alone (``with_s2=False``). Its s2 is poorly determined
         (the class features jump between phases, which the learned smoothing absorbs: lam ~ 0.01-0.3 px^2 on
-        the phantom, where s2 and lam trade off), and its moves alone made 37 of 64 tiles of a 512 x 512 map
-        re-solve the whole map without changing any result (measured 2026-11-25)."""
+        the phantom, where s2 and lam trade off), and its moves alone made over half of the tiles of a
+        512 x 512 map re-solve the whole map without changing any result (see docs/measurements.md)."""
         if (p is None) != (q is None):
             return np.inf
         if p is None:

@@ -23,7 +23,7 @@ CROSS_PAIRS = (("edge_position", "edge_step"), ("edge_position", "lcf_total"),
 THICKNESS_MAPS = ("edge_step", "lcf_total")
 # Pixels per feature block: one 64 x 64 tile. Its temporaries (3.3 MB each at 100 energies) stay a few
 # dozen MB; larger blocks gained nothing (the kernels are vectorised over pixels), and 2048-pixel blocks
-# were 2 ms slower per tile in the tile benchmark (measured 2026-11-25).
+# were slower per tile (see docs/measurements.md).
 CHUNK_PIXELS = 4096
 
 
@@ -168,7 +168,7 @@ def stack_features(energy: np.ndarray, stack: np.ndarray, settings: ImagingSetti
         # pixels as C-contiguous rows (the features work along each spectrum), converted in the same copy
         spectra = np.empty((h * nx, n_e))
         np.copyto(spectra.reshape(h, nx, n_e), block.transpose(1, 2, 0))
-        with single_blas_thread():  # 0.15 s instead of 0.46 s for 4096 pixels on the shared 2 cores
+        with single_blas_thread():  # ~3x faster on the shared 2 cores (see docs/measurements.md)
             f = pixel_features(
                 energy, spectra, refs=settings.refs, ref_names=settings.ref_names or None,
                 lcf_background=settings.lcf_background, sum_to_one=settings.sum_to_one,

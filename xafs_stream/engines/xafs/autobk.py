@@ -15,9 +15,8 @@ one QR factorisation g costs a few scalar operations, so all fixed points are br
 global minimum of Larch's objective is kept (:func:`_fit_clamped`). χ(k) equals Larch's to ~1e-8
 (relative) on the packaged spectra. The remaining cost for one spectrum is the fixed overhead of numpy /
 LAPACK calls on ~400-point arrays, which the code keeps few (e.g. LAPACK routines called directly, the
-DFT matrix, which depends only on the grid sizes, kept between calls). Measured with
-benchmarks/bench_preprocess.py (shared machine): ~0.4 ms per spectrum instead of ~1 ms before and ~8 ms
-for Larch's autobk.
+DFT matrix, which depends only on the grid sizes, kept between calls). In benchmarks/bench_preprocess.py
+it takes ~1/20 of the time of Larch's autobk per spectrum (see docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -229,9 +228,9 @@ def _not_a_knot(x: np.ndarray, y: np.ndarray, xo: np.ndarray) -> np.ndarray:
     shape (n,) or (n, m) for m curves. Outside [x[0], x[-1]] the end pieces are extended.
 
     This is the interpolant of Larch's ``UnivariateSpline(s=0)`` (FITPACK with interior knots x[2:-2], i.e.
-    not-a-knot), computed from the tridiagonal system for the slopes (as ``CubicSpline``): measured ~35 µs
-    instead of ~60 µs for splrep + splev, or ~120 µs for CubicSpline, on 300 points, and several curves in
-    one call; equal to FITPACK's to rounding (tests/test_xafs_fast_paths.py).
+    not-a-knot), computed from the tridiagonal system for the slopes (as ``CubicSpline``): about half the
+    time of splrep + splev on 300 points, CubicSpline being slower still (see docs/measurements.md), and
+    several curves in one call; equal to FITPACK's to rounding (tests/test_xafs_fast_paths.py).
     """
     n = x.size
     dx = x[1:] - x[:-1]
