@@ -1,4 +1,4 @@
-"""Package discovery for the design card's layout (the rest of the metadata is in pyproject.toml).
+"""Package discovery for the repository's layout (the rest of the metadata is in pyproject.toml).
 
 `plans/`, `callbacks/` and `simulated_devices/` sit at the top of the repository but are installed as
 `xafs_stream.plans`, `xafs_stream.callbacks` and `xafs_stream.simulated_devices`; no generic top-level

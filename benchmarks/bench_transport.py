@@ -167,9 +167,10 @@ class _NullStore:
 
 def _null_worker(backend: str, name: str) -> None:
     from xafs_stream.analyses.registry import Registry
-    from xafs_stream.worker import Worker
+    from xafs_stream.config import WorkerConfig
+    from xafs_stream.worker import UnitHandler, Worker
 
-    Worker(backend, _NullStore(), Registry(), name=name, credit=4).run()
+    Worker(backend, UnitHandler(_NullStore(), Registry()), WorkerConfig(credit=4), name=name).run()
 
 
 def _start_broker(store: str) -> tuple[object, str, str]:
@@ -186,9 +187,8 @@ def _start_broker(store: str) -> tuple[object, str, str]:
 
 
 def bench_xafs_stream(kind: str, n: int, n_workers: int = 2) -> dict:
-    from xafs_stream.protocol import UnitEnvelope
-    from xafs_stream.publisher import UnitPublisher, broker_status
-    from xafs_stream.units import WorkUnit
+    from xafs_stream.core import UnitEnvelope, WorkUnit
+    from xafs_stream.transport.publisher import UnitPublisher, broker_status
 
     tmp = tempfile.mkdtemp(prefix="bench-xs-")
     broker, frontend, backend = _start_broker(tmp)
@@ -238,8 +238,8 @@ def _result_reader(uri: str, events_address: str, mode: str, todo, poll_s: float
 
     from tiled.client import from_uri
 
-    from xafs_stream.events import ResultEvents
-    from xafs_stream.storage.results import RESULTS_ROOT, ResultIncomplete, read_arrays
+    from xafs_stream.transport.events import ResultEvents
+    from xafs_stream.storage.layout import RESULTS_ROOT, ResultIncomplete, read_arrays
 
     reader = from_uri(uri)
     # imported on the first table node otherwise (tiled's DataFrameClient pulls in dask.dataframe: 0.9 s here),
@@ -296,7 +296,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
     from xafs_stream.plans import xafs_scan
     from xafs_stream.service import Service, subscribe
     from xafs_stream.simulated_devices.beamline import make_beamline
-    from xafs_stream.storage.results import RESULTS_ROOT
+    from xafs_stream.storage.layout import RESULTS_ROOT
 
     tmp = tempfile.mkdtemp(prefix="bench-lat-")
     cfg = load_config(overrides={

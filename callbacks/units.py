@@ -6,7 +6,7 @@
   its full energy stack is in. In ``tile-outer`` order that is after the tile's last energy; in
   ``energy-outer`` order per-energy planes accumulate and every tile completes with the last energy.
 
-The sink is any callable taking a :class:`~xafs_stream.protocol.UnitEnvelope` (e.g.
+The sink is any callable taking a :class:`~xafs_stream.core.UnitEnvelope` (e.g.
 ``UnitPublisher.submit``); these callbacks know nothing of sockets or workers. Documents of other runs
 and other streams are ignored. A malformed run (missing metadata keys) is logged and skipped, never
 stopping the scan; errors of the sink propagate (a unit that cannot be queued must not vanish silently).
@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..protocol import UnitEnvelope
-from ..units import SPECTRUM, TILE, WorkUnit
+from ..core import SPECTRUM, TILE, UnitEnvelope, WorkUnit
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 After each repeat the plan asks a *feedback source* for that repeat's results as computed by the service
 (duck-typed: any object with ``repeat_result(run_uid, repeat) -> dict | None`` returning flat summary
 values such as ``noise_chi`` and ``quality.bad``, or None while not ready; the service side provides
-:class:`xafs_stream.feedback.TiledFeedback`). The plan itself never talks to workers.
+:class:`xafs_stream.client.feedback.TiledFeedback`). The plan itself never talks to workers.
 
 Stopping rules, checked after every repeat:
 

@@ -1,8 +1,34 @@
-"""Shared fixtures: a real embedded Tiled server, a simulated beamline, a RunEngine."""
+"""Shared fixtures: a real embedded Tiled server, a simulated beamline, a RunEngine, the one wait helper."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+
+
+def _wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, *, poll_s: float = 0.05,
+              what: str = "") -> Any:
+    """Call ``predicate`` every ``poll_s`` until it returns something truthy or ``timeout_s`` passes; returns
+    its last value (so ``assert wait_for(...)`` fails on a timeout). With ``what``, a timeout raises
+    AssertionError saying what was awaited instead."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    if not value and what:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    return value
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """The tests' one wait/poll helper: ``wait_for(predicate, timeout_s=20, *, poll_s=0.05, what="")``."""
+    return _wait_for
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from xafs_stream.data import XANES_REFS_DIR
 from xafs_stream.engines.bayes import RemcSettings, fit_preedge, fit_xanes
 from xafs_stream.engines.errors import InputError
 from xafs_stream.io import read_spectrum
-from xafs_stream.units import WorkUnit
+from xafs_stream.core import WorkUnit
 
 SETTINGS = RemcSettings(n_replicas=14, n_chains=4, n_burn=250, n_sweeps=500)
 

@@ -6,7 +6,7 @@ import pytest
 from xafs_stream.analyses import default_registry
 from xafs_stream.callbacks.units import MapTileBuilder, SpectrumUnitBuilder
 from xafs_stream.plans import mu_xafs_map, xafs_scan
-from xafs_stream.processing import process_unit
+from xafs_stream.worker.processing import process_unit
 from xafs_stream.simulated_devices.phantom import default_map_energies
 
 

@@ -32,7 +32,9 @@ import pytest
 from xafs_stream.analyses.registry import AnalysisResult
 from xafs_stream.cli.main import main
 from xafs_stream.io import read_spectrum
-from xafs_stream.storage.results import RESULTS_ROOT, ResultRecord, ResultStore, read_arrays
+from xafs_stream.core import ResultRecord
+from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays
+from xafs_stream.storage.results import ResultStore
 
 EXAFS = [[-150, -30, 10, "E"], [-30, 40, 1, "E"], [3, 13, 0.1, "k"]]
 XANES = [[-60, -15, 5, "E"], [-15, 45, 1, "E"]]
@@ -47,8 +49,8 @@ def _build(client) -> SimpleNamespace:
     from xafs_stream.simulated_devices.phantom import default_map_energies
 
     from xafs_stream.analyses import default_registry
-    from xafs_stream.processing import process_unit
-    from xafs_stream.reprocess import derive_units
+    from xafs_stream.worker.processing import process_unit
+    from xafs_stream.worker.reprocess import derive_units
     from xafs_stream.storage.raw_writer import LiveTiledWriter
 
     RE = RunEngine({}, call_returns_result=False)
@@ -123,7 +125,7 @@ def names(cat, runs) -> set[str]:
 
 
 def find(cat, **kwargs) -> set[str]:
-    from xafs_stream.catalog import find_runs
+    from xafs_stream.client.catalog import find_runs
 
     return names(cat, find_runs(cat.client, **kwargs))
 
@@ -171,7 +173,7 @@ def test_query_by_date(cat):
 
 
 def test_runs_come_newest_first_with_their_results(cat):
-    from xafs_stream.catalog import find_runs
+    from xafs_stream.client.catalog import find_runs
 
     runs = find_runs(cat.client)
     times = [r.time for r in runs]
@@ -278,7 +280,7 @@ def test_export_never_overwrites_and_reports_bad_requests(cat, tmp_path, capsys)
 
 
 def test_export_map_hdf5_reassembles_the_tiles(cat, tmp_path, capsys):
-    from xafs_stream.reprocess import derive_units
+    from xafs_stream.worker.reprocess import derive_units
 
     uid = cat.uids["map"]
     assert main(["export", uid, *cat.cli, "-o", str(tmp_path)]) == 0
@@ -323,7 +325,7 @@ def test_export_events_csv(cat, tmp_path, capsys):
 
 
 def test_report_of_a_spectrum_run(cat, tmp_path, capsys):
-    from xafs_stream.report import format_pm
+    from xafs_stream.client.report import format_pm
 
     uid = cat.uids["cu"]
     assert main(["report", uid[:10], *cat.cli, "-o", str(tmp_path)]) == 0

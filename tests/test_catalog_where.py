@@ -7,18 +7,17 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from tiled.queries import Comparison, Eq, Like, NotEq
 
-from xafs_stream.catalog import (
+from xafs_stream.client.catalog import (
     QueryError,
     describe_fields,
     find_runs,
-    flatten,
-    lookup,
     parse_condition,
     parse_time,
     parse_where,
 )
 from xafs_stream.cli.main import main
 from xafs_stream.engines.errors import InputError
+from xafs_stream.storage.layout import flatten_summary, lookup_summary
 
 
 @pytest.mark.parametrize(
@@ -120,9 +119,10 @@ def test_parse_where_accepts_one_or_many():
 
 def test_flatten_and_lookup_are_inverse_views_of_a_summary():
     nested = {"e0": 8979.0, "spm": {"n_shells": 1, "shell1": {"N": 11.5, "pair": "Cu-Cu"}}}
-    assert flatten(nested) == {"e0": 8979.0, "spm.n_shells": 1, "spm.shell1.N": 11.5, "spm.shell1.pair": "Cu-Cu"}
-    assert lookup(nested, "spm.shell1.N") == 11.5
-    assert lookup(nested, "spm.shell2.N", "missing") == "missing"
+    assert flatten_summary(nested) == {"e0": 8979.0, "spm.n_shells": 1, "spm.shell1.N": 11.5,
+                                       "spm.shell1.pair": "Cu-Cu"}
+    assert lookup_summary(nested, "spm.shell1.N") == 11.5
+    assert lookup_summary(nested, "spm.shell2.N", "missing") == "missing"
 
 
 def test_cli_lists_fields_and_rejects_bad_conditions_without_tiled(capsys):

@@ -21,7 +21,8 @@ from xafs_stream.plans import xafs_scan
 from xafs_stream.analyses.registry import AnalysisResult
 from xafs_stream.engines.xafs import find_e0
 from xafs_stream.storage.raw_writer import LiveTiledWriter
-from xafs_stream.storage.results import ResultRecord, ResultStore
+from xafs_stream.core import ResultRecord
+from xafs_stream.storage.results import ResultStore
 from xafs_stream.web import start_dashboard
 
 REGIONS = [[-60, -10, 5, "E"], [-10, 30, 1, "E"], [30, 60, 5, "E"]]
@@ -163,8 +164,8 @@ def test_unknown_things_are_404_with_a_reason(http, stored, path, words):
     assert r.status_code == 404 and words in r.json()["detail"]
 
 
-def test_new_result_reaches_the_long_poll_and_the_event_stream(http, dash, stored):
-    assert _wait_for(lambda: http.get("/api/status").json().get("active") is not None, 20)  # watcher ran
+def test_new_result_reaches_the_long_poll_and_the_event_stream(http, dash, stored, wait_for):
+    assert wait_for(lambda: http.get("/api/status").json().get("active") is not None, 20)  # watcher ran
     cursor = http.get("/api/health").json()["cursor"]
     with http.stream("GET", "/api/stream") as stream:
         lines = stream.iter_lines()
@@ -220,14 +221,14 @@ class _TiledDown:
     items = keys = search = __getitem__ = __contains__ = _refuse
 
 
-def test_tiled_down_gives_503_and_the_page_banner_says_why():
+def test_tiled_down_gives_503_and_the_page_banner_says_why(wait_for):
     with start_dashboard(_TiledDown(), None, interval_s=0.2) as dash, \
             httpx.Client(base_url=dash.url, trust_env=False, timeout=30) as http:
         for path in ("/api/runs", "/api/runs/some-uid", "/api/runs/some-uid/results/spm/merge"):
             r = http.get(path)
             assert r.status_code == 503, path
             assert r.json()["detail"] == "backend unavailable: ConnectError: [Errno 111] Connection refused"
-        assert _wait_for(lambda: "tiled" in http.get("/api/status").json().get("errors", {}), 20)
+        assert wait_for(lambda: "tiled" in http.get("/api/status").json().get("errors", {}), 20)
         assert http.get("/api/status").json()["errors"]["tiled"] == "Tiled: ConnectError: [Errno 111] Connection refused"
         assert http.get("/").status_code == 200  # the page itself still loads and shows the banner
 
@@ -284,15 +285,6 @@ def test_cli_rejects_bad_options(cli, capsys, args, words):
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def _wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _next_event(lines, wanted: str | None = None, timeout_s: float = 20.0) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xafs_stream.storage.results import RESULTS_ROOT, read_arrays
+from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays
 
 pytestmark = pytest.mark.browser
 
@@ -104,16 +104,6 @@ def js(drv, code: str):
     return drv.execute_script(code)
 
 
-def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def run_in_thread(RE, plan) -> tuple[threading.Thread, list]:
     uids: list = []
     thread = threading.Thread(target=lambda: uids.extend(RE(plan)), daemon=True)
@@ -167,26 +157,26 @@ def severe_console_errors(drv) -> list[str]:
     return [e["message"] for e in drv.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_page_follows_a_live_scan_and_plots_its_results(driver, dashboard, service, session):
+def test_page_follows_a_live_scan_and_plots_its_results(driver, dashboard, service, session, wait_for):
     from xafs_stream.plans import xafs_scan
     from xafs_stream.simulated_devices.beamline import make_beamline
 
     RE, sess = session
     driver.get(dashboard.url)
-    wait_until(lambda: js(driver, "return document.querySelector('#conn').textContent") == "live", 20,
-               "the event stream to connect")
+    wait_for(lambda: js(driver, "return document.querySelector('#conn').textContent") == "live", 20,
+             poll_s=0.1, what="the event stream to connect")
     assert js(driver, "return document.querySelector('#follow').checked")
     # the workers panel shows the broker's two workers
-    wait_until(lambda: js(driver, "return document.querySelectorAll('#workers tbody tr').length") == 2, 20,
-               "two workers in the workers panel")
+    wait_for(lambda: js(driver, "return document.querySelectorAll('#workers tbody tr').length") == 2, 20,
+             poll_s=0.1, what="two workers in the workers panel")
 
     # start a scan with the page open: it must appear, with progress, while it runs
     bl = make_beamline(sample="Cu", seed=11, time_scale=0.1)
     thread, uids = run_in_thread(RE, xafs_scan([bl.scaler], bl.dcm, REGIONS, element="Cu", sample="Cu foil",
                                                 repeats=2, dwell_s=0.1))
-    uid = wait_until(lambda: uids[0] if uids else js(driver, "return window.dashboard.detail && "
+    uid = wait_for(lambda: uids[0] if uids else js(driver, "return window.dashboard.detail && "
                                                      "window.dashboard.detail.running && window.dashboard.detail.uid"),
-                     60, "the running scan on the page")
+                   60, poll_s=0.1, what="the running scan on the page")
     clock = CompletionClock(service.tiled.client, uid)
     seen_done, raw_seen = set(), False
     while thread.is_alive():
@@ -211,7 +201,8 @@ def test_page_follows_a_live_scan_and_plots_its_results(driver, dashboard, servi
     keys = ("xafs_normalize/repeat_0", "xafs_normalize/repeat_1", "xafs_normalize/merge", "spm/merge",
             "bayes_xanes/merge")
     nodes = {key: run[key.split("/")[0]][key.split("/")[1]] for key in keys}
-    wait_until(lambda: all(shown_version(driver, k) == version(nodes[k]) for k in keys), 30, "all results")
+    wait_for(lambda: all(shown_version(driver, k) == version(nodes[k]) for k in keys), 30, poll_s=0.1,
+             what="all results")
     shown_at = js(driver, "return window.dashboard.shownAt")
     latencies, since_written = {}, {}
     for key in keys:
@@ -274,7 +265,7 @@ def test_page_follows_a_live_scan_and_plots_its_results(driver, dashboard, servi
 
 
 @pytest.mark.slow
-def test_map_grows_tile_by_tile_on_the_page(driver, dashboard, service, session):
+def test_map_grows_tile_by_tile_on_the_page(driver, dashboard, service, session, wait_for):
     from xafs_stream.plans import mu_xafs_map
     from xafs_stream.simulated_devices.beamline import make_beamline
     from xafs_stream.simulated_devices.phantom import default_map_energies
@@ -304,7 +295,8 @@ def test_map_grows_tile_by_tile_on_the_page(driver, dashboard, service, session)
     uid = uids[0]
     assert clock is not None and clock.uid == uid, "the page did not follow the map run"
     node = service.tiled.client[RESULTS_ROOT][uid]["imaging_map"]["map"]
-    wait_until(lambda: shown_version(driver, "imaging_map/map") == version(node), 30, "the final map on the page")
+    wait_for(lambda: shown_version(driver, "imaging_map/map") == version(node), 30, poll_s=0.1,
+             what="the final map on the page")
     shown_at = js(driver, "return window.dashboard.shownAt['imaging_map/map']")
     latency = shown_at - clock.completed_at("imaging_map/map", node)
     print(f"final map on the page {latency:.2f} s after it was completely stored "
@@ -312,9 +304,9 @@ def test_map_grows_tile_by_tile_on_the_page(driver, dashboard, service, session)
     assert latency < LIVE_LATENCY_S
     assert "okokokok" in tiles_seen
     # the stored PNGs are what the page shows
-    wait_until(lambda: js(driver, "const i = document.querySelector('#map-quicklook'); "
-                                  "return i.complete && i.naturalWidth > 0 && i.src.includes('quicklook_png')"),
-               10, "the quicklook PNG to load")
+    wait_for(lambda: js(driver, "const i = document.querySelector('#map-quicklook'); "
+                                "return i.complete && i.naturalWidth > 0 && i.src.includes('quicklook_png')"),
+             10, poll_s=0.1, what="the quicklook PNG to load")
     assert js(driver, "return document.querySelector('#map-select').value") == "png.labels"
     n_done = node.metadata["summary"]["imaging"]["n_tiles_done"]
     cell = js(driver, "return [...document.querySelectorAll('#map-stats tr')].find(r => "

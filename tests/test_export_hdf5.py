@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xafs_stream.catalog import RunData, StoredResult
+from xafs_stream.client.catalog import RunData, StoredResult
 from xafs_stream.engines.errors import InputError
-from xafs_stream.export import export_run, map_stack, write_events_csv
+from xafs_stream.client.export import export_run, map_stack, write_events_csv
 
 ENERGIES = [7100.0, 7110.0, 7115.0, 7120.0, 7140.0]
 TH, TW, ROWS, COLS = 4, 3, 2, 2

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 
 from xafs_stream.analyses.preprocess import normalize_spectrum
-from xafs_stream.catalog import RunData, StoredResult
+from xafs_stream.client.catalog import RunData, StoredResult
 from xafs_stream.data import SPECTRA_DIR
 from xafs_stream.engines.errors import InputError
-from xafs_stream.export import export_run, parse_repeat, xdi_spectra
+from xafs_stream.client.export import export_run, parse_repeat, xdi_spectra
 from xafs_stream.io import read_spectrum
-from xafs_stream.storage.results import nest_summary
-from xafs_stream.units import WorkUnit
+from xafs_stream.storage.layout import nest_summary
+from xafs_stream.core import WorkUnit
 
 CU = read_spectrum(SPECTRA_DIR / "cu_metal_rt.xdi")
 T0 = 1795600000.0

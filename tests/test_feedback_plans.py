@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from xafs_stream.feedback import EventFeedback, TiledFeedback
+from xafs_stream.client.feedback import EventFeedback, TiledFeedback
 from xafs_stream.plans import PlanArgumentError, xafs_scan_until
 from xafs_stream.plans.feedback import combined_uncertainty
 from xafs_stream.service import Service, subscribe
 from xafs_stream.simulated_devices.beamline import make_beamline
-from xafs_stream.storage.results import RESULTS_ROOT
+from xafs_stream.storage.layout import RESULTS_ROOT
 
 from .test_pipeline_e2e import make_config
 
@@ -101,7 +101,7 @@ def test_bad_feedback_arguments_fail_before_motion(RE, beamline):
 def test_event_feedback_asks_its_fallback_only_for_a_repeat_whose_events_it_missed():
     import zmq
 
-    from xafs_stream import protocol as P
+    from xafs_stream.transport import protocol as P
 
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)

@@ -7,7 +7,7 @@ from xafs_stream.simulated_devices.phantom import make_phantom
 from xafs_stream.analyses.imaging import MapAccumulator, settings_from_config, tile_features
 from xafs_stream.analyses.registry import AnalysisResult, default_registry
 from xafs_stream.engines.errors import InputError
-from xafs_stream.units import WorkUnit
+from xafs_stream.core import WorkUnit
 
 N, T = 64, 32
 CONFIG = {"refs": "phantom"}

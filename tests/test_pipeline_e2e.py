@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from xafs_stream.config import load_config
-from xafs_stream.events import ResultEvents
+from xafs_stream.transport.events import ResultEvents
 from xafs_stream.plans import mu_xafs_map, xafs_scan
 from xafs_stream.service import Service, subscribe
 from xafs_stream.simulated_devices.phantom import default_map_energies
-from xafs_stream.storage.results import RESULTS_ROOT, read_arrays
+from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays
 
 FAST_ANALYSES = "xafs.normalize,xafs.normalize_tile,imaging.features"
 
@@ -88,9 +88,9 @@ def test_run_start_hint_prepares_result_nodes_and_picks_the_owner(service, sessi
     import time
     import uuid
 
-    from xafs_stream.protocol import UnitEnvelope
-    from xafs_stream.publisher import broker_status
-    from xafs_stream.units import WorkUnit
+    from xafs_stream.core import UnitEnvelope
+    from xafs_stream.transport.publisher import broker_status
+    from xafs_stream.core import WorkUnit
 
     from xafs_stream.data import SPECTRA_DIR
     from xafs_stream.io import read_spectrum

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import zmq
 
-from xafs_stream import protocol as P
+from xafs_stream.transport import protocol as P
 from xafs_stream.config import load_config
-from xafs_stream.protocol import UnitEnvelope
-from xafs_stream.publisher import UnitPublisher
+from xafs_stream.core import UnitEnvelope
+from xafs_stream.transport.publisher import UnitPublisher
 from xafs_stream.service import Service
 from xafs_stream.simulated_devices.samples import load_sample
-from xafs_stream.storage.results import RESULTS_ROOT
+from xafs_stream.storage.layout import RESULTS_ROOT
 from xafs_stream.storage.tiled_server import start_tiled_process
-from xafs_stream.units import WorkUnit
+from xafs_stream.core import WorkUnit
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 ANALYSES = ["xafs.normalize", "test.slow", "test.raises"]

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from xafs_stream.analyses.preprocess import normalize_spectrum
-from xafs_stream.catalog import RunData, StoredResult
+from xafs_stream.client.catalog import RunData, StoredResult
 from xafs_stream.data import SPECTRA_DIR
 from xafs_stream.engines.errors import InputError
 from xafs_stream.io import read_spectrum
-from xafs_stream.report import format_pm, write_report
-from xafs_stream.storage.results import nest_summary
-from xafs_stream.units import WorkUnit
+from xafs_stream.client.report import format_pm, write_report
+from xafs_stream.storage.layout import nest_summary
+from xafs_stream.core import WorkUnit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

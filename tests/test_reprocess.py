@@ -4,10 +4,10 @@ import pytest
 
 from xafs_stream.cli.main import main
 from xafs_stream.plans import mu_xafs_map, xafs_scan
-from xafs_stream.reprocess import derive_units
+from xafs_stream.worker.reprocess import derive_units
 from xafs_stream.service import subscribe
 from xafs_stream.simulated_devices.phantom import default_map_energies
-from xafs_stream.storage.results import RESULTS_ROOT
+from xafs_stream.storage.layout import RESULTS_ROOT
 
 
 @pytest.fixture

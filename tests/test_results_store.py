@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from xafs_stream.analyses.registry import AnalysisResult
-from xafs_stream.storage.results import (
+from xafs_stream.core import ResultRecord
+from xafs_stream.storage.layout import (
     RESULTS_ROOT,
     ResultIncomplete,
-    ResultRecord,
-    ResultStore,
     read_arrays,
     result_layout,
     structure_family,
 )
+from xafs_stream.storage.results import ResultStore
 from xafs_stream.storage.tiled_server import start_embedded_tiled
 
 
@@ -129,9 +129,9 @@ def test_reading_a_table_before_its_data_arrive_says_incomplete(tiled):
     from tiled.structures.data_source import DataSource
     from tiled.structures.table import TableStructure
 
-    from xafs_stream.storage.results import _plan_arrays
+    from xafs_stream.storage.layout import plan_arrays
 
-    plan = _plan_arrays(spectrum_result(seed=4))
+    plan = plan_arrays(spectrum_result(seed=4))
     frame = plan.frame()
     parent = tiled.client.create_container(f"half-written-{time.time_ns()}")
     node = parent.new(StructureFamily.table,
@@ -154,7 +154,7 @@ def test_a_read_the_server_refuses_in_one_response_falls_back_to_tiled_block_rea
 
     import httpx
 
-    from xafs_stream.storage.results import _read
+    from xafs_stream.storage.layout import _read
 
     data = np.arange(6.0).reshape(2, 3)
     responses = {"refused": httpx.Response(413), "half-written": httpx.Response(500)}
@@ -224,14 +224,14 @@ def test_a_live_map_is_updated_in_place(tiled):
 
 
 def test_packed_bytes_keep_their_shape_while_they_grow_and_read_the_older_layout():
-    from xafs_stream.storage.results import _pack_blobs, _unpack_blobs
+    from xafs_stream.storage.layout import pack_blobs, unpack_blobs
 
     blobs = {"a": np.arange(5, dtype=np.uint8), "b": np.arange(300, dtype=np.int64).astype(np.uint8)}
-    packed = _pack_blobs(blobs)
+    packed = pack_blobs(blobs)
     assert packed.size >= 2 * (8 + 305) and packed.size & (packed.size - 1) == 0  # power of two, headroom
-    assert _pack_blobs({"a": np.arange(9, dtype=np.uint8), "b": blobs["b"]}).shape == packed.shape
-    back = _unpack_blobs(packed, ["a", "b"], {"packed": "u32-sizes"})
+    assert pack_blobs({"a": np.arange(9, dtype=np.uint8), "b": blobs["b"]}).shape == packed.shape
+    back = unpack_blobs(packed, ["a", "b"], {"packed": "u32-sizes"})
     assert all(np.array_equal(back[k], blobs[k]) for k in blobs)
     old = np.concatenate(list(blobs.values()))  # before: end to end, sizes in the metadata
-    back = _unpack_blobs(old, ["a", "b"], {"packed_sizes": [5, 300]})
+    back = unpack_blobs(old, ["a", "b"], {"packed_sizes": [5, 300]})
     assert all(np.array_equal(back[k], blobs[k]) for k in blobs)

@@ -15,7 +15,7 @@ import pytest
 from xafs_stream.config import load_config
 from xafs_stream.plans import xafs_scan
 from xafs_stream.service import Service, subscribe
-from xafs_stream.storage.results import RESULTS_ROOT
+from xafs_stream.storage.layout import RESULTS_ROOT
 
 REGIONS = [[-60, 60, 2, "E"]]
 
@@ -27,16 +27,7 @@ def service_config(data_dir, **tiled):
         "worker": {"analyses": "xafs.normalize"}, "tiled": tiled, "dashboard": {"enabled": False}})
 
 
-def wait_for(predicate, timeout_s=90.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def test_restart_reconciles_runs_recorded_without_live_processing(tmp_path, RE, beamline, collect):
+def test_restart_reconciles_runs_recorded_without_live_processing(tmp_path, RE, beamline, collect, wait_for):
     cfg = service_config(tmp_path)
     with Service(cfg) as svc:
         session = subscribe(RE, cfg, tiled_client=svc.tiled.client, live_processing=False)
@@ -51,7 +42,7 @@ def test_restart_reconciles_runs_recorded_without_live_processing(tmp_path, RE, 
             return (RESULTS_ROOT in client and uid in client[RESULTS_ROOT]
                     and sorted(client[RESULTS_ROOT][uid]["xafs_normalize"]) == ["merge", "repeat_0"])
 
-        assert wait_for(done), "the service did not fill the recorded run on start"
+        assert wait_for(done, 90, poll_s=0.5), "the service did not fill the recorded run on start"
 
 
 def _free_port() -> int:
@@ -60,7 +51,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiled_serve(catalog_uri: str, tmp_path, api_key: str) -> tuple[subprocess.Popen, str]:
+def _tiled_serve(catalog_uri: str, tmp_path, api_key: str, wait_for) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     tables = f"sqlite:///{tmp_path / 'tables.db'}" if catalog_uri.startswith("sqlite") else catalog_uri
     proc = subprocess.Popen(
@@ -68,7 +59,7 @@ def _tiled_serve(catalog_uri: str, tmp_path, api_key: str) -> tuple[subprocess.P
          "--port", str(port), "-w", str(tmp_path / "data"), "-w", tables, "--api-key", api_key],
         stdout=open(tmp_path / "tiled-serve.log", "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    ok = wait_for(lambda: _healthy(url) or proc.poll() is not None, 120) and proc.poll() is None
+    ok = wait_for(lambda: _healthy(url) or proc.poll() is not None, 120, poll_s=0.5) and proc.poll() is None
     assert ok, "tiled serve did not start:\n" + (tmp_path / "tiled-serve.log").read_text()[-2000:]
     return proc, f"{url}/api/v1"
 
@@ -96,8 +87,8 @@ def _run_against(uri: str, api_key: str, tmp_path, RE, beamline, collect):
         assert svc.tiled.client[uid].metadata["start"]["sample"] == "Cu"
 
 
-def test_external_tiled_server_by_configuration(tmp_path, RE, beamline, collect):
-    proc, uri = _tiled_serve(f"sqlite:///{tmp_path / 'catalog.db'}", tmp_path, "secretkey1")
+def test_external_tiled_server_by_configuration(tmp_path, RE, beamline, collect, wait_for):
+    proc, uri = _tiled_serve(f"sqlite:///{tmp_path / 'catalog.db'}", tmp_path, "secretkey1", wait_for)
     try:
         _run_against(uri, "secretkey1", tmp_path, RE, beamline, collect)
     finally:
@@ -107,7 +98,7 @@ def test_external_tiled_server_by_configuration(tmp_path, RE, beamline, collect)
 
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None and shutil.which("initdb") is None,
                     reason="no PostgreSQL server binaries on this machine")
-def test_postgresql_backed_tiled_by_configuration(tmp_path, RE, beamline, collect):
+def test_postgresql_backed_tiled_by_configuration(tmp_path, RE, beamline, collect, wait_for):
     import glob
     import os
 
@@ -130,10 +121,11 @@ def test_postgresql_backed_tiled_by_configuration(tmp_path, RE, beamline, collec
                            "-h", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: subprocess.run([os.path.join(bindir, "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                                               capture_output=True).returncode == 0, 30)
+                                               capture_output=True).returncode == 0, 30, poll_s=0.5)
         subprocess.run([os.path.join(bindir, "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tiled", "catalog"],
                        check=True)
-        proc, uri = _tiled_serve(f"postgresql://tiled@127.0.0.1:{port}/catalog", tmp_path, "secretkey2")
+        proc, uri = _tiled_serve(f"postgresql://tiled@127.0.0.1:{port}/catalog", tmp_path, "secretkey2",
+                                 wait_for)
         try:
             _run_against(uri, "secretkey2", tmp_path, RE, beamline, collect)
         finally:

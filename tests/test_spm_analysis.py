@@ -11,7 +11,7 @@ import pytest
 from xafs_stream.analyses.registry import AnalysisResult, SkipAnalysis, default_registry
 from xafs_stream.analyses.spm import find_path_set, spm_analysis
 from xafs_stream.engines.errors import InputError
-from xafs_stream.units import WorkUnit
+from xafs_stream.core import WorkUnit
 
 FIX = Path(__file__).parent / "fixtures" / "feffit"
 

@@ -15,11 +15,11 @@ import numpy as np
 import zmq
 
 from xafs_stream.analyses.registry import Registry
-from xafs_stream.broker import Broker, BrokerConfig
-from xafs_stream.protocol import UnitEnvelope
-from xafs_stream.publisher import UnitPublisher, broker_status
-from xafs_stream.units import WorkUnit
-from xafs_stream.worker import Worker
+from xafs_stream.config import BrokerConfig, WorkerConfig
+from xafs_stream.core import UnitEnvelope, WorkUnit
+from xafs_stream.transport.broker import Broker
+from xafs_stream.transport.publisher import UnitPublisher, broker_status
+from xafs_stream.worker import UnitHandler, Worker
 
 
 class CountingStore:
@@ -28,7 +28,7 @@ class CountingStore:
 
 
 def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path):
-    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0", events="",
                                  store_dir=str(tmp_path / "store"), max_pending=5, heartbeat_s=0.2))
     thread = threading.Thread(target=broker.run, daemon=True)
     thread.start()
@@ -41,8 +41,10 @@ def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path):
     assert st["stored"] == 5 and st["stats"]["busy"] > 0
     assert len(pub) == 25  # the rest waits, durably, in the producer's outbox: nothing dropped
     seen: list[str] = []
-    worker = Worker(broker.backend_address, CountingStore(), Registry(), name="w-flow", credit=2, heartbeat_s=0.2,
-                    post_process=lambda env, records: seen.append(env.unit_id) or [])
+    handler = UnitHandler(CountingStore(), Registry(),
+                          post_process=lambda env, records: seen.append(env.unit_id) or [])
+    worker = Worker(broker.backend_address, handler, WorkerConfig(credit=2), BrokerConfig(heartbeat_s=0.2),
+                    name="w-flow")
     wthread = threading.Thread(target=worker.run, daemon=True)
     wthread.start()
     assert pub.flush(60)
@@ -58,10 +60,11 @@ def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path):
 
 
 def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline, collect):
-    from xafs_stream.config import load_config
     from xafs_stream.plans import xafs_scan
+
+    from xafs_stream.config import load_config
     from xafs_stream.service import subscribe
-    from xafs_stream.storage.results import RESULTS_ROOT
+    from xafs_stream.storage.layout import RESULTS_ROOT
     from xafs_stream.storage.tiled_server import connect_tiled
 
     env = {**os.environ, "XAFS_STREAM_WORKER_ANALYSES": "xafs.normalize", "XAFS_STREAM_DASHBOARD_PORT": "0"}
@@ -118,29 +121,24 @@ def _holding(gate: threading.Event, seen: list[str]):
     return hook
 
 
-def _wait(predicate, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
-
-
-def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_by_the_broker(tmp_path):
-    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
+def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_by_the_broker(
+        tmp_path, wait_for):
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0", events="",
                                  store_dir=str(tmp_path / "store"), heartbeat_s=0.2, ack_after_done_s=1.0))
     _start(broker)
     release = threading.Event()
     seen: list[str] = []
-    worker = Worker(broker.backend_address, CountingStore(), Registry(), name="w-defer", credit=2, heartbeat_s=0.2,
-                    post_process=_holding(release, seen))
+    handler = UnitHandler(CountingStore(), Registry(), post_process=_holding(release, seen))
+    worker = Worker(broker.backend_address, handler, WorkerConfig(credit=2), BrokerConfig(heartbeat_s=0.2),
+                    name="w-defer")
     threading.Thread(target=worker.run, daemon=True).start()
-    assert _wait(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
+    assert wait_for(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
     pub = UnitPublisher(broker.frontend_address, tmp_path / "outbox", window=4)
     run = str(uuid.uuid4())
     try:
         # fast: done within ack_after_done_s -> the ACK comes with DONE, the broker's disk never sees it
         pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 0, {"mu": np.arange(100.0)})))
-        assert _wait(lambda: broker_status(broker.frontend_address)["deferred"] == 1)
+        assert wait_for(lambda: broker_status(broker.frontend_address)["deferred"] == 1)
         time.sleep(0.3)
         assert len(pub) == 1  # not acknowledged yet: the producer's outbox is what holds it
         release.set()
@@ -151,16 +149,16 @@ def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_b
         # slow: not done within ack_after_done_s -> stored, then acknowledged, while the worker still has it
         release.clear()
         pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 1, {"mu": np.arange(100.0)})))
-        assert _wait(lambda: broker_status(broker.frontend_address)["stats"]["stored_late"] == 1)
+        assert wait_for(lambda: broker_status(broker.frontend_address)["stats"]["stored_late"] == 1)
         assert pub.flush(5) and broker_status(broker.frontend_address)["stored"] == 1
         release.set()
-        assert _wait(lambda: broker_status(broker.frontend_address)["stats"]["done"] == 2)
+        assert wait_for(lambda: broker_status(broker.frontend_address)["stats"]["done"] == 2)
         assert broker_status(broker.frontend_address)["stored"] == 0
         assert seen == [f"{run}:spectrum:0", f"{run}:spectrum:1"]
         # an orderly stop stores what is deferred, so nothing waits on the producer's resend
         release.clear()
         pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 2, {"mu": np.arange(100.0)})))
-        assert _wait(lambda: broker_status(broker.frontend_address)["deferred"] == 1)
+        assert wait_for(lambda: broker_status(broker.frontend_address)["deferred"] == 1)
         broker.stop()
         assert pub.flush(10) and broker.store.keys() == [f"{run}:spectrum:2"]
     finally:
@@ -170,22 +168,23 @@ def test_unit_a_worker_takes_at_once_is_acknowledged_on_done_and_never_written_b
         pub.close(1)
 
 
-def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
-    cfg = {"store_dir": str(tmp_path / "store"), "heartbeat_s": 0.2, "worker_timeout_s": 1.0, "ack_after_done_s": 30.0}
+def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path, wait_for):
+    cfg = {"store_dir": str(tmp_path / "store"), "events": "", "heartbeat_s": 0.2, "worker_timeout_s": 1.0,
+           "ack_after_done_s": 30.0}
     broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0", **cfg))
     thread = _start(broker)
     frontend, backend = broker.frontend_address, broker.backend_address
     hold = threading.Event()
     seen: list[str] = []
-    worker = Worker(backend, CountingStore(), Registry(), name="w-crash", credit=2, heartbeat_s=0.2,
-                    post_process=_holding(hold, seen))
+    worker = Worker(backend, UnitHandler(CountingStore(), Registry(), post_process=_holding(hold, seen)),
+                    WorkerConfig(credit=2), BrokerConfig(heartbeat_s=0.2), name="w-crash")
     threading.Thread(target=worker.run, daemon=True).start()
-    assert _wait(lambda: len(broker_status(frontend)["workers"]) == 1)
+    assert wait_for(lambda: len(broker_status(frontend)["workers"]) == 1)
     pub = UnitPublisher(frontend, tmp_path / "outbox", window=4, ack_timeout_s=1.0)
     run = str(uuid.uuid4())
     try:
         pub.submit(UnitEnvelope(WorkUnit(run, "spectrum", 0, {"mu": np.arange(100.0)})))
-        assert _wait(lambda: broker_status(frontend)["deferred"] == 1)
+        assert wait_for(lambda: broker_status(frontend)["deferred"] == 1)
         # the broker dies (no orderly close, which would store the unit) with the unit only in its memory
         # and in the worker's hands
         broker.close = lambda: [sock.close(0) for sock in (broker.frontend, broker.backend)]
@@ -201,8 +200,8 @@ def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
         thread = _start(broker)
         hold.set()  # the first delivery finishes too (its DONE reaches the new broker as a late one)
         assert pub.flush(30)  # the producer resent it after its ACK timeout
-        assert _wait(lambda: broker_status(frontend)["stats"]["done"] >= 1)
-        assert _wait(lambda: broker_status(frontend)["stored"] == 0)
+        assert wait_for(lambda: broker_status(frontend)["stats"]["done"] >= 1)
+        assert wait_for(lambda: broker_status(frontend)["stored"] == 0)
         assert set(seen) == {f"{run}:spectrum:0"} and 1 <= len(seen) <= 2  # at least once; results are idempotent
     finally:
         hold.set()
@@ -211,11 +210,11 @@ def test_broker_crash_while_a_unit_is_deferred_loses_nothing(tmp_path):
         pub.close(1)
 
 
-def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path):
+def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path, wait_for):
     """A worker's STORED goes worker → broker → SUB subscribers, filtered by run; a malformed one is dropped."""
-    from xafs_stream import protocol as P
     from xafs_stream.analyses.registry import Analysis, AnalysisResult
-    from xafs_stream.events import ResultEvents
+    from xafs_stream.transport import protocol as P
+    from xafs_stream.transport.events import ResultEvents
 
     broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
                                  events="tcp://127.0.0.1:0", store_dir=str(tmp_path / "store"), heartbeat_s=0.2))
@@ -231,14 +230,15 @@ def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path):
     registry = Registry()
     registry.add(Analysis("toy.mean", "spectrum", "1",
                           lambda unit, up, cfg: AnalysisResult(summary={"mean": float(unit.arrays["mu"].mean())})))
-    worker = Worker(broker.backend_address, EventStore(), registry, name="w-events", credit=2, heartbeat_s=0.2)
+    worker = Worker(broker.backend_address, UnitHandler(EventStore(), registry), WorkerConfig(credit=2),
+                    BrokerConfig(heartbeat_s=0.2), name="w-events")
     threading.Thread(target=worker.run, daemon=True).start()
     runs = [str(uuid.uuid4()), str(uuid.uuid4())]
     everything = ResultEvents(broker.events_address)
     one_run = ResultEvents(broker.events_address, run_uid=runs[1], analysis="toy.mean")
     pub = UnitPublisher(broker.frontend_address, tmp_path / "outbox", window=4)
     try:
-        assert _wait(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
+        assert wait_for(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
         time.sleep(0.3)  # PUB/SUB: subscriptions reach the broker a moment after connecting
         # a malformed event from a "worker" is counted and not published
         rogue = zmq.Context.instance().socket(zmq.DEALER)
@@ -286,9 +286,9 @@ def test_watch_command_prints_results_as_they_are_stored(tmp_path, capsys):
     """``xafs-stream watch`` against a real broker: a worker's STORED event becomes one line (or JSON)."""
     import json
 
-    from xafs_stream import protocol as P
     from xafs_stream.cli.main import main
-    from xafs_stream.events import connectable
+    from xafs_stream.transport import protocol as P
+    from xafs_stream.transport.events import connectable
 
     broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
                                  events="tcp://127.0.0.1:0", store_dir=str(tmp_path / "store"), heartbeat_s=0.2))
@@ -339,7 +339,7 @@ def test_a_result_the_server_keeps_failing_with_500_is_recorded_as_an_error_not_
     import httpx
 
     from xafs_stream.analyses.registry import AnalysisResult
-    from xafs_stream.storage.results import ResultRecord
+    from xafs_stream.core import ResultRecord
 
     class FailingStore:
         def __init__(self, status: int, failures: int):
@@ -358,11 +358,9 @@ def test_a_result_the_server_keeps_failing_with_500_is_recorded_as_an_error_not_
                             version="1", status="ok", result=AnalysisResult(summary={"x": 1.0}))
 
     broken = FailingStore(500, failures=100)
-    worker = Worker("tcp://127.0.0.1:9", broken, Registry(), name="w-500")
-    worker._store(record())
-    assert broken.calls == Worker.max_internal_errors + 1
+    UnitHandler(broken, Registry(), name="w-500").store_record(record())
+    assert broken.calls == UnitHandler.max_internal_errors + 1
     assert len(broken.stored) == 1 and broken.stored[0][0] == "error" and "500" in broken.stored[0][1]
     down = FailingStore(503, failures=4)  # unavailable (restarting): retried until it comes back
-    worker = Worker("tcp://127.0.0.1:9", down, Registry(), name="w-503")
-    worker._store(record())
+    UnitHandler(down, Registry(), name="w-503").store_record(record())
     assert down.calls == 5 and down.stored == [("ok", "")]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from xafs_stream import protocol as P
+from xafs_stream.transport import protocol as P
 from xafs_stream.config import ConfigError, load_config
-from xafs_stream.spool import DiskSpool
-from xafs_stream.units import WorkUnit
+from xafs_stream.transport.spool import DiskSpool
+from xafs_stream.core import WorkUnit
 
 
 def test_spool_survives_restart_in_order_and_forgets_removed(tmp_path):

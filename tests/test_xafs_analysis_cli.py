@@ -15,7 +15,7 @@ from xafs_stream.data import SPECTRA_DIR
 from xafs_stream.engines.errors import InputError
 from xafs_stream.engines.xafs import pre_edge
 from xafs_stream.io import read_spectrum
-from xafs_stream.units import WorkUnit
+from xafs_stream.core import WorkUnit
 
 CU = SPECTRA_DIR / "cu_metal_rt.xdi"
 

@@ -45,45 +45,51 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class ServiceSection:
+class ServiceConfig:
     data_dir: str = "xafs-data"
     workers: int = 2
     reconcile_recent: int = 20  # on start, fill missing results of this many recent runs
 
 
 @dataclass
-class TiledSection:
+class TiledConfig:
     uri: str = ""  # empty: start the embedded server
     api_key: str = ""
     port: int = 0  # embedded server port (0: any free port)
 
 
 @dataclass
-class BrokerSection:
-    frontend: str = "tcp://127.0.0.1:5560"
-    backend: str = "tcp://127.0.0.1:5561"
+class BrokerConfig:
+    """The broker's settings (``[broker]``; times in s, sizes in bytes). The worker shares the liveness
+    settings (``heartbeat_s``, ``worker_timeout_s``) and ``max_message_bytes``."""
+
+    frontend: str = "tcp://127.0.0.1:5560"  # producers (SUBMIT)
+    backend: str = "tcp://127.0.0.1:5561"  # workers
     events: str = "tcp://127.0.0.1:5562"  # result events for live readers (PUB); "" for none
+    store_dir: str = ""  # durable unit store; "": <data_dir>/broker
     heartbeat_s: float = 1.0
-    worker_timeout_s: float = 5.0
-    unit_timeout_s: float = 300.0
-    max_attempts: int = 3
-    max_pending: int = 100_000
+    worker_timeout_s: float = 5.0  # a worker silent this long is expired; its units are redelivered
+    unit_timeout_s: float = 300.0  # a unit in flight this long is redelivered to another worker
+    max_attempts: int = 3  # deliveries before a unit is sent once more marked poisoned
+    max_pending: int = 100_000  # stored units before the broker answers BUSY
     max_pending_bytes: int = 8 << 30
     max_message_bytes: int = 1 << 30
     fsync: bool = False
-    memory_cache_bytes: int = 512 << 20  # unit payloads also kept in memory up to this size
-    ack_after_done_s: float = 0.5  # a unit likely done soon is stored only if not done by then (0: always store)
+    memory_cache_bytes: int = 512 << 20  # unit payloads also kept in memory up to this size (disk: crashes)
+    # a unit likely done soon is acknowledged on DONE, or stored and acknowledged after this long; 0 stores
+    # every unit on arrival
+    ack_after_done_s: float = 0.5
 
 
 @dataclass
-class WorkerSection:
+class WorkerConfig:
     credit: int = 2
     analyses: list = field(default_factory=list)  # run only these (and what they need); empty: all
     plugins: list = field(default_factory=list)  # extra modules that register analyses (importable names)
 
 
 @dataclass
-class DashboardSection:
+class DashboardConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080  # 0: any free port
@@ -94,16 +100,23 @@ class DashboardSection:
 class Config:
     """The whole configuration. ``analysis`` maps analysis name → settings (plain dict)."""
 
-    service: ServiceSection = field(default_factory=ServiceSection)
-    tiled: TiledSection = field(default_factory=TiledSection)
-    broker: BrokerSection = field(default_factory=BrokerSection)
-    worker: WorkerSection = field(default_factory=WorkerSection)
-    dashboard: DashboardSection = field(default_factory=DashboardSection)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    tiled: TiledConfig = field(default_factory=TiledConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     analysis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
         return Path(self.service.data_dir).expanduser().resolve()
+
+    @property
+    def broker_store_dir(self) -> Path:
+        """``[broker] store_dir``, or ``<data_dir>/broker`` when it is empty."""
+        if not self.broker.store_dir:
+            return self.data_dir / "broker"
+        return Path(self.broker.store_dir).expanduser().resolve()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,8 +134,8 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-_SECTIONS = {"service": ServiceSection, "tiled": TiledSection, "broker": BrokerSection, "worker": WorkerSection,
-             "dashboard": DashboardSection}
+_SECTIONS = {"service": ServiceConfig, "tiled": TiledConfig, "broker": BrokerConfig, "worker": WorkerConfig,
+             "dashboard": DashboardConfig}
 
 
 def _toml_value(value: Any) -> str:

@@ -158,9 +158,8 @@ def _expected_points(*, plan_label: str, bl: Any, regions: Any, scans: list, ene
 
 
 def _collect(client: Any, report: DemoReport) -> None:
-    from .storage.results import RESULTS_ROOT
+    from .storage.layout import run_results, stored_results
 
-    results = client[RESULTS_ROOT] if RESULTS_ROOT in client else {}
     for run in report.runs:
         uid = run["uid"]
         raw = client[uid].metadata
@@ -168,14 +167,14 @@ def _collect(client: Any, report: DemoReport) -> None:
         run["sample"] = raw["start"].get("sample")
         run["exit_status"] = (raw.get("stop") or {}).get("exit_status", "running")
         run["results"] = {}
-        if uid not in results:
+        node = run_results(client, uid)
+        if node is None:
             continue
-        node = results[uid]
         run["summary"] = dict(node.metadata.get("summary", {}))
         run["status"] = dict(node.metadata.get("status", {}))
-        for analysis in node:
-            for unit in node[analysis]:
-                md = node[analysis][unit].metadata
+        for analysis, units in stored_results(client, uid).items():
+            for unit, result in units.items():
+                md = result.metadata
                 run["results"][f"{analysis}/{unit}"] = md.get("status")
                 t_complete = (md.get("timings") or {}).get("t_complete")
                 if md.get("written") and t_complete:

@@ -55,7 +55,7 @@ class Service:
     worker_procs: list[subprocess.Popen] = field(default_factory=list)
     frontend: str = ""
     backend: str = ""
-    events: str = ""  # the broker's result-events address (subscribe with xafs_stream.events.ResultEvents)
+    events: str = ""  # the broker's result-events address (subscribe with xafs_stream.ResultEvents)
     _config_file: str = ""
     log_dir: Path | None = None
     dashboard: Any = None
@@ -65,6 +65,12 @@ class Service:
         return cls(load_config(path, overrides=overrides))
 
     def start(self, *, reconcile: bool = True) -> "Service":
+        """Check the configuration (ConfigError naming a misspelt setting or analysis, before anything
+        starts), then start Tiled, the broker, the workers and the dashboard."""
+        from .analyses.registry import load_registry
+
+        cfg = self.config
+        load_registry(cfg.worker.plugins).check_config(cfg.analysis, cfg.worker.analyses)
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.log_dir = data / "logs"
@@ -146,7 +152,7 @@ class Service:
             self.broker_proc.wait(10)
 
     def status(self, timeout_s: float = 2.0) -> dict:
-        from .publisher import broker_status
+        from .transport.publisher import broker_status
 
         return broker_status(self.frontend, timeout_s=timeout_s)
 
@@ -186,7 +192,7 @@ class Service:
             Path(self._config_file).unlink(missing_ok=True)
 
     def _reconcile(self) -> None:
-        from .reprocess import reconcile_recent
+        from .worker.reprocess import reconcile_recent
 
         try:
             n = reconcile_recent(self.tiled.client, self.frontend, self.config,
@@ -251,7 +257,7 @@ def subscribe(
     live_processing : subscribe the unit builders (off: runs can be processed later by ``reprocess``)
     """
     from .callbacks.units import MapTileBuilder, SpectrumUnitBuilder
-    from .publisher import UnitPublisher
+    from .transport.publisher import UnitPublisher
     from .storage.raw_writer import LiveTiledWriter
 
     cfg = config if isinstance(config, Config) else load_config(config)

@@ -12,7 +12,7 @@ import numpy as np
 from xafs_stream.analyses.registry import AnalysisResult, register
 
 
-@register("test.slow", "spectrum", "1")
+@register("test.slow", "spectrum", "1", settings=("sleep_s", "slow_sleep_s"))
 def slow(unit, upstream, config):
     delay = float(config.get("sleep_s", 0.3))
     if os.environ.get("XAFS_TEST_SLOW_WORKER") and os.environ.get("XAFS_TEST_SLOW_WORKER") == os.environ.get(

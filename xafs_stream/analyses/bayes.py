@@ -22,7 +22,7 @@ import numpy as np
 
 from ..engines.bayes import RemcSettings, fit_preedge, fit_xanes, report
 from ..engines.errors import InputError
-from ..units import WorkUnit
+from ..core import WorkUnit
 from .registry import AnalysisResult, SkipAnalysis, register
 
 DEFAULTS: dict[str, Any] = {
@@ -102,7 +102,8 @@ def _settings(cfg: Mapping[str, Any]) -> RemcSettings:
     )
 
 
-@register("bayes.xanes", "spectrum", "1.0", requires=("xafs.normalize",))
+@register("bayes.xanes", "spectrum", "1.0", requires=("xafs.normalize",), settings=tuple(DEFAULTS),
+          check=_config)
 def bayes_xanes(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:

@@ -32,7 +32,7 @@ from ..engines.imaging.pipeline import (
     refs_from_spectra,
     stack_features,
 )
-from ..units import TILE, WorkUnit
+from ..core import TILE, WorkUnit
 from .registry import AnalysisResult, register
 
 VERSION = "1"
@@ -104,7 +104,8 @@ def _tile_stack(unit: WorkUnit) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------- per tile
 
 
-@register("imaging.features", TILE, VERSION, description="Per-pixel XANES features and LCF of one map tile")
+@register("imaging.features", TILE, VERSION, description="Per-pixel XANES features and LCF of one map tile",
+          settings=_CONFIG_KEYS)
 def tile_features(unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]) -> AnalysisResult:
     """Per-pixel features of one tile: arrays ``feature.<name>`` (dims y, x) and a flat summary.
 

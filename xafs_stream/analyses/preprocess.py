@@ -41,7 +41,7 @@ from ..engines.errors import InputError
 from ..engines.xafs import autobk, calibrate_energy, deglitch, estimate_chi_noise, merge_spectra, pre_edge, xftf
 from ..engines.xafs.kspace import ETOK
 from ..engines.xafs.process import default_ft_kmax
-from ..units import WorkUnit
+from ..core import WorkUnit
 from .registry import AnalysisResult, register
 
 _PRE_KEYS = ("pre1", "pre2", "norm1", "norm2", "nnorm")
@@ -147,7 +147,7 @@ def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any]) -> tuple[np.ndarra
     return np.asarray(merged.energy), np.asarray(merged.mu), {"mu_noise": np.asarray(merged.noise)}, summary, diagnostics
 
 
-@register("xafs.normalize", "spectrum", "1.0")
+@register("xafs.normalize", "spectrum", "1.0", settings=_KNOWN)
 def normalize_spectrum(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:
@@ -277,7 +277,7 @@ def normalize_spectrum(
     )
 
 
-@register("xafs.normalize_tile", "tile", "1.0")
+@register("xafs.normalize_tile", "tile", "1.0", settings=_KNOWN)
 def normalize_tile(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:

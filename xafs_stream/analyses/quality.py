@@ -18,7 +18,7 @@ import numpy as np
 
 from ..engines.errors import InputError
 from ..engines.quality import QualityReport, assess_spectrum
-from ..units import WorkUnit
+from ..core import WorkUnit
 from .registry import AnalysisResult, register
 
 CHANNELS = ("i0", "it", "iref", "ifluor", "clock")
@@ -52,7 +52,7 @@ def _summary(report: QualityReport) -> dict[str, Any]:
             "quality.glitch_points": report.glitch_points}
 
 
-@register("xafs.quality", "spectrum", "1.0")
+@register("xafs.quality", "spectrum", "1.0", settings=SETTINGS)
 def quality(unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]) -> AnalysisResult:
     """Rescan verdict for a repeat, or for each repeat of a merge unit."""
     if "mu_repeats" in unit.arrays:

@@ -1,23 +1,27 @@
-"""The analysis registry: name, unit kind, version, dependencies and a function from unit to result.
+"""The analysis registry: name, unit kind, version, dependencies, settings and a function from unit to result.
 
 An analysis function has the signature ``func(unit, upstream, config) -> AnalysisResult`` where
 ``upstream`` maps the names in ``requires`` to their (already computed) results for the same unit and
-``config`` is the analysis' section of the service configuration (a plain dict, may be empty).
-Functions raise on failure; the worker records the error as a result with status "error".
+``config`` is the analysis' section of the service configuration (``[analysis."<name>"]``, a plain dict,
+may be empty). Functions raise on failure; the worker records the error as a result with status "error".
+
+An analysis declares the setting names it accepts (``settings``) and may give a ``check`` of their values;
+:meth:`Registry.check_config` applies both to a whole configuration when ``serve`` and ``worker`` start, so
+a misspelt setting or analysis name stops startup instead of failing every result later.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import numpy as np
 
-from ..units import UNIT_KINDS, WorkUnit
+from ..config import ConfigError
+from ..core import UNIT_KINDS, AnalysisResult, WorkUnit
+from ..engines.errors import InputError
 
-# Modules that register the built-in analyses. Missing modules are skipped so that an engine that has
-# not landed yet does not stop the service.
+# Modules that register the built-in analyses.
 BUILTIN_MODULES = (
     "xafs_stream.analyses.preprocess",
     "xafs_stream.analyses.quality",
@@ -34,26 +38,6 @@ class SkipAnalysis(Exception):
     """
 
 
-@dataclass
-class AnalysisResult:
-    """What an analysis returns.
-
-    Attributes
-    ----------
-    arrays : name -> ndarray, written as Tiled arrays beside the run
-    dims : name -> dimension names for ``arrays`` (e.g. ``("energy",)``)
-    summary : flat name -> number/str/bool, written as queryable Tiled metadata
-    params : parameters actually used (JSON-able)
-    diagnostics : extra JSON-able detail (not for queries)
-    """
-
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    summary: dict[str, float | int | str | bool | None] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-
-
 AnalysisFunc = Callable[[WorkUnit, Mapping[str, AnalysisResult], Mapping[str, Any]], AnalysisResult]
 
 
@@ -67,10 +51,26 @@ class Analysis:
     func: AnalysisFunc
     requires: tuple[str, ...] = ()
     description: str = ""
+    settings: tuple[str, ...] = ()  # the setting names its ``[analysis."<name>"]`` table may hold
+    check: Callable[[Mapping[str, Any]], Any] | None = None  # raises InputError for a bad value
 
     def __post_init__(self) -> None:
         if self.unit_kind not in UNIT_KINDS:
             raise ValueError(f"analysis {self.name!r}: unit_kind must be one of {UNIT_KINDS}")
+
+    def check_settings(self, settings: Mapping[str, Any]) -> None:
+        """ConfigError (one line, naming the setting and the valid ones) for an unknown setting or a bad
+        value."""
+        where = f'[analysis."{self.name}"]'
+        for key in settings:
+            if key not in self.settings:
+                valid = ", ".join(sorted(self.settings)) or "none (it takes no settings)"
+                raise ConfigError(f"{where} {key}: unknown setting; valid: {valid}")
+        if self.check is not None:
+            try:
+                self.check(settings)
+            except (InputError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {exc}") from None
 
 
 class Registry:
@@ -96,6 +96,19 @@ class Registry:
 
     def names(self) -> list[str]:
         return list(self._analyses)
+
+    def check_config(self, analysis_settings: Mapping[str, Mapping[str, Any]],
+                     enabled: list[str] | None = None) -> None:
+        """Check ``[analysis."<name>"]`` tables and ``[worker] analyses`` against the registered analyses:
+        ConfigError naming the first unknown analysis or setting, or bad value, with the valid choices."""
+        valid = ", ".join(sorted(self._analyses))
+        for name in enabled or ():
+            if name not in self._analyses:
+                raise ConfigError(f"[worker] analyses: unknown analysis {name!r}; valid: {valid}")
+        for name, settings in analysis_settings.items():
+            if name not in self._analyses:
+                raise ConfigError(f'[analysis."{name}"]: unknown analysis {name!r}; valid: {valid}')
+            self._analyses[name].check_settings(settings)
 
     def for_kind(self, unit_kind: str, only: set[str] | None = None) -> list[Analysis]:
         """Analyses for a unit kind in dependency order (``only`` restricts to names and their needs)."""
@@ -131,12 +144,16 @@ _DEFAULT = Registry()
 
 
 def register(
-    name: str, unit_kind: str, version: str, *, requires: tuple[str, ...] = (), description: str = ""
+    name: str, unit_kind: str, version: str, *, requires: tuple[str, ...] = (), description: str = "",
+    settings: tuple[str, ...] | list[str] | set[str] = (),
+    check: Callable[[Mapping[str, Any]], Any] | None = None,
 ) -> Callable[[AnalysisFunc], AnalysisFunc]:
-    """Decorator: register ``func`` in the default registry under ``name``."""
+    """Decorator: register ``func`` in the default registry under ``name`` (``settings``: the setting names
+    it accepts; ``check``: a check of their values, raising InputError)."""
 
     def wrap(func: AnalysisFunc) -> AnalysisFunc:
-        _DEFAULT.add(Analysis(name, unit_kind, version, func, tuple(requires), description or (func.__doc__ or "")))
+        _DEFAULT.add(Analysis(name, unit_kind, version, func, tuple(requires),
+                              description or (func.__doc__ or ""), tuple(sorted(settings)), check))
         return func
 
     return wrap
@@ -145,9 +162,18 @@ def register(
 def default_registry() -> Registry:
     """The registry with every built-in analysis module imported."""
     for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    return _DEFAULT
+
+
+def load_registry(plugins: list[str] | tuple[str, ...] = ()) -> Registry:
+    """The default registry with the ``[worker] plugins`` modules imported (each registers its analyses);
+    ConfigError naming a plugin that cannot be imported."""
+    registry = default_registry()
+    for module in plugins:
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    return _DEFAULT
+        except ImportError as exc:
+            raise ConfigError(f"[worker] plugins: analysis plugin {module!r} cannot be imported: {exc}"
+                              ) from None
+    return registry

@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..engines.errors import InputError
-from ..units import WorkUnit
+from ..core import WorkUnit
 from .registry import AnalysisResult, SkipAnalysis, register
 
 DEFAULT_PATHS = {
@@ -94,6 +94,13 @@ def find_path_set(config: Mapping[str, Any], sample: str | None, element: str | 
     if sample and sample.strip().lower() in DEFAULT_PATHS:
         return DEFAULT_PATHS[sample.strip().lower()]
     return None
+
+
+def _check_paths_table(config: Mapping[str, Any]) -> None:
+    """``paths`` must be a table of sample or element name → path-set spec (strings)."""
+    table = config.get("paths", {})
+    if not isinstance(table, Mapping) or not all(isinstance(v, str) for v in table.values()):
+        raise InputError(f"paths must be a table of name = \"path set\" strings, got {table!r}")
 
 
 @lru_cache(maxsize=16)
@@ -163,6 +170,8 @@ def summary_from_result(res, path_spec: str) -> dict:
     requires=("xafs.normalize",),
     description="EXAFS sparse modeling: N(R, σ²) by cross-validated non-negative LASSO over FEFF paths, "
     "refined shells with errors",
+    settings=(*SETTING_KEYS, "paths"),
+    check=_check_paths_table,
 )
 def spm_analysis(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]

@@ -16,16 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..broker import BrokerConfig, run_broker
+    from ..transport.broker import run_broker
 
-    cfg = config_from_args(args)
-    b = cfg.broker
-    bc = BrokerConfig(
-        frontend=b.frontend, backend=b.backend, events=b.events, store_dir=args.store or str(cfg.data_dir / "broker"),
-        heartbeat_s=b.heartbeat_s, worker_timeout_s=b.worker_timeout_s, unit_timeout_s=b.unit_timeout_s,
-        max_attempts=b.max_attempts, max_pending=b.max_pending, max_pending_bytes=b.max_pending_bytes,
-        max_message_bytes=b.max_message_bytes, fsync=b.fsync,
-        memory_cache_bytes=b.memory_cache_bytes, ack_after_done_s=b.ack_after_done_s,
-    )
-    run_broker(bc, ready_file=args.ready_file)
+    cfg = config_from_args(args, broker={"store_dir": args.store})
+    cfg.broker.store_dir = str(cfg.broker_store_dir)
+    run_broker(cfg.broker, ready_file=args.ready_file)
     return 0

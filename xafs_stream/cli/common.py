@@ -34,3 +34,16 @@ def config_from_args(args: argparse.Namespace, **extra: dict[str, Any]) -> Confi
         return load_config(getattr(args, "config", None), overrides=overrides)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+def analysis_registry(cfg: Config) -> Any:
+    """The analyses a worker runs (built-ins and ``[worker] plugins``), with every ``[analysis."<name>"]``
+    setting and ``[worker] analyses`` name checked against them: CliError naming the first bad one."""
+    from ..analyses.registry import load_registry
+
+    try:
+        registry = load_registry(cfg.worker.plugins)
+        registry.check_config(cfg.analysis, cfg.worker.analyses)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return registry

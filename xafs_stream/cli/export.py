@@ -2,7 +2,7 @@
 
 RUN is a uid, a unique uid prefix or -1 for the latest run. XDI writes one file per repeat plus the merged
 spectrum when it has been analysed (``--repeat N`` or ``--repeat merge`` for just one); see
-:mod:`xafs_stream.export` for the file layouts.
+:mod:`xafs_stream.client.export` for the file layouts.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalog import fetch_run
-    from ..export import export_run, parse_repeat
+    from ..client.catalog import fetch_run
+    from ..client.export import export_run, parse_repeat
     from .query import open_catalog
 
     repeat = parse_repeat(args.repeat)

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 
+from ..config import ConfigError
 from ..engines.errors import InputError
 from .errors import CliError
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (CliError, InputError, FileNotFoundError, ConnectionError) as exc:
+    except (CliError, ConfigError, InputError, FileNotFoundError, ConnectionError) as exc:
         print(f"xafs-stream {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -69,7 +69,7 @@ def _cell(value: object) -> str:
 
 
 def format_table(runs: list, extra: list[str]) -> str:
-    """A plain-text table of :class:`~xafs_stream.catalog.RunSummary` rows."""
+    """A plain-text table of :class:`~xafs_stream.client.catalog.RunSummary` rows."""
     header = list(DEFAULT_COLUMNS) + extra
     rows = []
     for r in runs:
@@ -85,8 +85,8 @@ def format_table(runs: list, extra: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalog import describe_fields, find_runs, lookup_field, parse_where
-    from ..protocol import to_json_safe
+    from ..client.catalog import describe_fields, find_runs, lookup_field, parse_where
+    from ..core import to_json_safe
 
     if args.fields:
         print(describe_fields())

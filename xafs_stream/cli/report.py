@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..catalog import fetch_run
-    from ..report import write_report
+    from ..client.catalog import fetch_run
+    from ..client.report import write_report
     from .query import open_catalog
 
     tiled = open_catalog(args)

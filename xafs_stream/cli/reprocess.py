@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_service_options, config_from_args
+from .common import add_service_options, analysis_registry, config_from_args
 from .errors import CliError
 
 
@@ -20,14 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyses import default_registry
-    from ..mapowner import MapOwner
-    from ..reprocess import ReprocessError, reprocess_run
     from ..service import open_tiled
     from ..storage.results import ResultStore
-    from ..worker import Worker
+    from ..worker import MapOwner, UnitHandler
+    from ..worker.reprocess import ReprocessError, reprocess_run
 
     cfg = config_from_args(args)
+    registry = analysis_registry(cfg)
     tiled = open_tiled(cfg)
     try:
         client = tiled.client
@@ -37,20 +36,19 @@ def run(args: argparse.Namespace) -> int:
             if len(matches) != 1:
                 raise CliError(f"no unique run matches {uid!r} ({len(matches)} found)")
             uid = matches[0]
-        registry = default_registry()
-        publisher = worker = None
+        publisher = handler = None
         if args.via_broker:
-            from ..publisher import UnitPublisher
+            from ..transport.publisher import UnitPublisher
 
             publisher = UnitPublisher(cfg.broker.frontend, cfg.data_dir / "outbox-reprocess")
         else:
             store = ResultStore(client)
             owner = MapOwner(store, cfg.analysis, min_write_interval_s=0.0)
-            worker = Worker("inproc://unused", store, registry, cfg.analysis, name="reprocess",
-                            post_process=owner.post_process)
+            handler = UnitHandler(store, registry, cfg.analysis, name="reprocess",
+                                  post_process=owner.post_process)
         try:
             report = reprocess_run(client, uid, registry, analysis=args.analysis, force=args.force,
-                                   publisher=publisher, worker=worker)
+                                   publisher=publisher, handler=handler)
         except ReprocessError as exc:
             raise CliError(str(exc)) from None
         finally:

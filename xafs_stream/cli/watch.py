@@ -49,7 +49,7 @@ def format_event(event: Any, n_fields: int = 4) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..events import ResultEvents
+    from ..transport.events import ResultEvents
 
     cfg = config_from_args(args)
     if not cfg.broker.events:

@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 
-from .common import add_service_options, config_from_args
+from .common import add_service_options, analysis_registry, config_from_args
 from .errors import CliError
 
 
@@ -20,14 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analyses import default_registry
-    from ..mapowner import MapOwner
     from ..service import API_KEY_ENV
     from ..storage.results import ResultStore
     from ..storage.tiled_server import connect_tiled
-    from ..worker import Worker
+    from ..worker import MapOwner, UnitHandler, Worker
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, worker={"credit": args.credit})
+    registry = analysis_registry(cfg)
     if not cfg.tiled.uri:
         raise CliError("worker needs --tiled-uri (or [tiled] uri): workers write results to an existing Tiled")
     api_key = cfg.tiled.api_key or os.environ.get(API_KEY_ENV) or None
@@ -36,21 +35,10 @@ def run(args: argparse.Namespace) -> int:
     except ConnectionError as exc:
         raise CliError(str(exc)) from None
     store = ResultStore(tiled.client)
-    import importlib
-
-    registry = default_registry()
-    for module in cfg.worker.plugins:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise CliError(f"analysis plugin {module!r} cannot be imported: {exc}") from None
     owner = MapOwner(store, cfg.analysis)
-    worker = Worker(
-        args.connect or cfg.broker.backend, store, registry, cfg.analysis, name=args.name,
-        credit=args.credit or cfg.worker.credit, heartbeat_s=cfg.broker.heartbeat_s,
-        broker_timeout_s=cfg.broker.worker_timeout_s, max_message_bytes=cfg.broker.max_message_bytes,
-        post_process=owner.post_process, enabled=cfg.worker.analyses or None,
-    )
+    handler = UnitHandler(store, registry, cfg.analysis, name=args.name or "",
+                          enabled=cfg.worker.analyses or None, post_process=owner.post_process)
+    worker = Worker(args.connect or cfg.broker.backend, handler, cfg.worker, cfg.broker)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

@@ -31,7 +31,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..storage.results import ResultIncomplete
+from ..storage.layout import ResultIncomplete
 from .catalog import Catalog, NotFound
 from .feed import ChangeFeed
 

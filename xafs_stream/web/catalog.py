@@ -2,7 +2,7 @@
 
 Raw runs live at the catalog root under their uid (start/stop documents in the metadata, the event table in
 ``run["primary"].base["internal"]``); results at ``/xafs_results/<uid>/<analysis>/<unit>`` (see
-:mod:`xafs_stream.storage.results`). Every function returns plain JSON-able data (NaN → None).
+:mod:`xafs_stream.storage.layout`). Every function returns plain JSON-able data (NaN → None).
 
 Reading a result node's arrays costs 0.3-0.9 s here (one HTTP request per table/array child, measured on the
 shared 2-core machine), so arrays are cached by (node path, ``written`` time): a result is read once per
@@ -22,8 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from ..protocol import to_json_safe
-from ..storage.results import RESULTS_ROOT, ResultIncomplete, read_arrays, read_named, result_layout
+from ..core import to_json_safe
+from ..storage import layout
+from ..storage.layout import (
+    ResultIncomplete,
+    expected_units,
+    is_raw_run_key,
+    read_arrays,
+    read_named,
+    result_layout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +64,6 @@ def thin(a: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
         return a
     idx = np.unique(np.r_[np.arange(0, a.size, math.ceil(a.size / max_points)), a.size - 1])
     return a[idx]
-
-
-def expected_units(start: Mapping[str, Any]) -> list[str]:
-    """Unit keys a run will produce: ``repeat_0`` ... and ``merge`` for spectra, ``tile_0`` ... for maps."""
-    kind = start.get("xafs_kind")
-    if kind == "spectrum":
-        n = int(start.get("repeats") or 1)
-        return [f"repeat_{i}" for i in range(n)] + ["merge"]
-    if kind == "map":
-        return [f"tile_{i}" for i in range(int(start.get("n_tiles") or 0))]
-    return []
 
 
 def total_events(start: Mapping[str, Any]) -> int | None:
@@ -163,26 +160,26 @@ class Catalog:
             return None
 
     def results_root(self) -> Any | None:
-        return self._get(RESULTS_ROOT)
+        return layout.results_root(self.client)
 
     def _raw(self, uid: str) -> Any:
-        node = self._get(uid) if uid != RESULTS_ROOT and "/" not in uid else None
+        node = self._get(uid) if is_raw_run_key(uid) and "/" not in uid else None
         if node is None:
             raise NotFound(f"no run {uid!r} in Tiled")
         return node
 
     def _result_run(self, uid: str) -> Any | None:
-        return self._get(RESULTS_ROOT, uid)
+        return layout.run_results(self.client, uid)
 
     # -- runs ---------------------------------------------------------------------------------------
     def recent_uids(self, limit: int = 50) -> list[str]:
         """Uids of the ``limit`` most recent raw runs, newest first."""
         keys = list(self.client.keys()[-1:-(limit + 2):-1])
-        return [k for k in keys if k != RESULTS_ROOT][:limit]
+        return [k for k in keys if is_raw_run_key(k)][:limit]
 
     def runs(self, limit: int = 50, *, text: str = "") -> list[dict[str, Any]]:
         """Newest runs first: identity, state, progress counts, analysis status and flags."""
-        items = [(k, v) for k, v in self.client.items()[-1:-(limit + 2):-1] if k != RESULTS_ROOT][:limit]
+        items = [(k, v) for k, v in self.client.items()[-1:-(limit + 2):-1] if is_raw_run_key(k)][:limit]
         results: dict[str, Mapping[str, Any]] = {}
         root = self.results_root()
         if root is not None and items:
@@ -313,7 +310,8 @@ class Catalog:
 
     # -- result arrays --------------------------------------------------------------------------------
     def result_node(self, uid: str, analysis: str, unit: str) -> Any:
-        node = self._get(RESULTS_ROOT, uid, analysis, unit) if "/" not in uid + analysis + unit else None
+        safe = "/" not in uid + analysis + unit
+        node = layout.result_node(self.client, uid, analysis, unit) if safe else None
         if node is None:
             raise NotFound(f"no result {analysis}/{unit} for run {uid!r}")
         return node

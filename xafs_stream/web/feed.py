@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..storage.results import RESULTS_ROOT
-from .catalog import Catalog, expected_units, plain, progress
+from ..storage.layout import expected_units, is_raw_run_key
+from .catalog import Catalog, plain, progress
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,7 @@ class Watcher:
         newest results, and the full result trees of the ``recent`` newest runs, s
     results_s : with a broker, the result trees of watched runs are read when its count of finished units
         moved, and at least this often otherwise (results of a unit still in progress), s. The watcher is a
-        large Tiled client: the quick demo took 76 s with the dashboard and 40 s without (normalisation
-        results 10 s vs 4 s behind their unit); reading the trees only when due gave 72 s and 7 s (one run
-        each, 2026-11-26). The rest is the per-second run list and event-time reads.
+        large Tiled client, and reading the trees every poll held results back (see docs/measurements.md).
     """
 
     def __init__(self, catalog: Catalog, feed: ChangeFeed, *, broker_status: Callable[[], dict] | None = None,
@@ -184,7 +182,7 @@ class Watcher:
     def _poll_runs(self, status: dict[str, Any], initial: bool, busy: bool, units_done: int | None = None) -> None:
         client = self.catalog.client
         now = time.monotonic()
-        newest = [(k, v) for k, v in client.items()[-1:-(self.recent + 2):-1] if k != RESULTS_ROOT]
+        newest = [(k, v) for k, v in client.items()[-1:-(self.recent + 2):-1] if is_raw_run_key(k)]
         for uid, node in newest[: self.recent]:
             md = node.metadata
             stopped = bool(md.get("stop"))

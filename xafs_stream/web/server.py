@@ -67,7 +67,7 @@ def start_dashboard(tiled_client: Any, frontend: str | None, *, host: str = "127
     """
     import uvicorn
 
-    from ..publisher import broker_status
+    from ..transport.publisher import broker_status
     from .app import build_app
 
     catalog = Catalog(tiled_client)

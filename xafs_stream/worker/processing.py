@@ -1,8 +1,9 @@
 """Run the registered analyses of one unit, in dependency order, catching every failure as a result.
 
-No transport and no storage here: a unit goes in, one :class:`ResultRecord` per analysis comes out.
-An analysis that raises becomes a record with status "error" and the reason; analyses that need a failed
-one become "skipped" records naming it; the others run normally.
+No transport and no storage here (only the core types and the analysis registry): a unit goes in, one
+:class:`~xafs_stream.core.ResultRecord` per analysis comes out. An analysis that raises becomes a record with
+status "error" and the reason; analyses that need a failed one become "skipped" records naming it; the
+others run normally.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .analyses.registry import AnalysisResult, Registry, SkipAnalysis
-from .protocol import UnitEnvelope
-from .storage.results import ResultRecord
+from ..analyses.registry import Registry, SkipAnalysis
+from ..core import AnalysisResult, ResultRecord, UnitEnvelope
 
 log = logging.getLogger(__name__)
 

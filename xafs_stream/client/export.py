@@ -1,6 +1,7 @@
 """Export one run (raw data and results) to files: XDI for spectra, HDF5 for maps (and spectra), CSV events.
 
-Input is a :class:`~xafs_stream.catalog.RunData` (``fetch_run(client, uid)``); nothing here talks to Tiled.
+Input is a :class:`~xafs_stream.client.catalog.RunData` (``fetch_run(client, uid)``); nothing here talks to
+Tiled.
 
 XDI (spectra only; one spectrum per file, as the format intends)
     ``repeat="all"`` (default) writes one file per repeat, ``<stem>_repeat<N>.xdi``, plus
@@ -44,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from ..engines.errors import InputError
+from ..io.spectrum_file import write_xdi
 from .catalog import RunData, iso_time
-from .engines.errors import InputError
-from .io.spectrum_file import write_xdi
 
 FORMATS = ("xdi", "hdf5", "csv")
 _SUFFIX = {"xdi": ".xdi", "hdf5": ".h5", "csv": ".csv"}
@@ -146,7 +147,7 @@ def _base_metadata(run: RunData) -> dict[str, Any]:
 
 
 def _comments(run: RunData, what: str) -> str:
-    from . import __version__
+    from .. import __version__
 
     lines = [f"{what} of run {run.uid}, exported by xafs-stream {__version__}"]
     if run.start.get("regions"):
@@ -364,7 +365,7 @@ def tile_result_maps(run: RunData, units: dict) -> tuple[dict[str, np.ndarray], 
 
 
 def _attrs_json(obj: Any) -> str:
-    from .protocol import to_json_safe
+    from ..core import to_json_safe
 
     return json.dumps(to_json_safe(obj))
 
@@ -407,7 +408,7 @@ def write_hdf5(run: RunData, path: str | Path) -> Path:
     """Write the run (and its results) as NeXus-like HDF5; see the module docstring for the layout."""
     import h5py
 
-    from . import __version__
+    from .. import __version__
 
     path = Path(path)
     stack = map_stack(run) if run.kind == "map" else None

@@ -38,8 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from .engines.errors import InputError
-from .storage.results import RESULTS_ROOT, node_key, read_arrays
+from ..engines.errors import InputError
+from ..storage.layout import (
+    flatten_summary,
+    is_raw_run_key,
+    lookup_summary,
+    node_key,
+    read_arrays,
+    results_root,
+    run_results,
+    status_query_key,
+    summary_query_key,
+)
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 STATUS_VALUES = ("ok", "error", "skipped")
@@ -291,8 +301,8 @@ class Condition:
         if self.field.scope == "run":
             return self.field.tiled_key
         if self.field.scope == "status":
-            return "status." + node_key(self.key[len("status."):])
-        return "summary." + self.key
+            return status_query_key(self.key[len("status."):])
+        return summary_query_key(self.key)
 
     def tiled_query(self) -> Any:
         """The equivalent Tiled query object."""
@@ -394,28 +404,6 @@ def parse_where(where: str | Condition | Iterable[str | Condition] | None) -> li
 # ------------------------------------------------------------------------------------------ run summary
 
 
-def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"spm": {"shell1": {"N": 12}}}`` → ``{"spm.shell1.N": 12}``."""
-    out: dict[str, Any] = {}
-    for key, value in nested.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def lookup(nested: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    """Value at a dotted path in nested dicts (``lookup(summary, "spm.shell1.N")``)."""
-    node: Any = nested
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 @dataclass
 class RunSummary:
     """One run found by :func:`find_runs`: its metadata and the results summary of its representative unit.
@@ -467,10 +455,10 @@ class RunSummary:
             return getattr(self, name)
         if name.startswith("status."):
             return self.status.get(node_key(name[len("status."):]), default)
-        return lookup(self.summary, name, default)
+        return lookup_summary(self.summary, name, default)
 
     def flat_summary(self) -> dict[str, Any]:
-        return flatten(self.summary)
+        return flatten_summary(self.summary)
 
     def to_dict(self) -> dict[str, Any]:
         return {"uid": self.uid, "start_time": self.start_iso, "time": self.time, "scan_id": self.scan_id,
@@ -530,8 +518,8 @@ def find_runs(
     result_conditions = [c for c in conditions if c.field.scope != "run"]
 
     results: dict[str, dict] = {}
-    if RESULTS_ROOT in client:
-        node = client[RESULTS_ROOT]
+    node = results_root(client)
+    if node is not None:
         for c in result_conditions:
             node = node.search(c.tiled_query())
         results = {uid: dict(child.metadata) for uid, child in node.items()}
@@ -568,11 +556,11 @@ def resolve_run(client: Any, ref: str) -> str:
         if n < 1 or n > len(runs):
             raise InputError(f"run {ref}: the catalog has {len(runs)} runs")
         return runs[n - 1].uid
-    if ref and ref != RESULTS_ROOT and ref in client:
+    if ref and is_raw_run_key(ref) and ref in client:
         return ref
     if len(ref) < 4:
         raise InputError(f"run {ref!r}: give a uid, a uid prefix of at least 4 characters or -1 for the latest run")
-    matches = [k for k in client if k.startswith(ref) and k != RESULTS_ROOT]
+    matches = [k for k in client if k.startswith(ref) and is_raw_run_key(k)]
     if not matches:
         raise InputError(f"no run {ref!r} in the catalog")
     if len(matches) > 1:
@@ -727,8 +715,8 @@ def fetch_run(client: Any, uid: str, *, results: bool = True) -> RunData:
         events = pd.DataFrame()
     run = RunData(uid=uid, start=start, stop=stop, events=events, configuration=configuration,
                   image_loader=image_loader)
-    if results and RESULTS_ROOT in client and uid in client[RESULTS_ROOT]:
-        rnode = client[RESULTS_ROOT][uid]
+    rnode = run_results(client, uid) if results else None
+    if rnode is not None:
         rmd = dict(rnode.metadata)
         run.summary, run.status = dict(rmd.get("summary") or {}), dict(rmd.get("status") or {})
         for akey, anode in rnode.items():

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .analyses.registry import Registry
-from .callbacks.units import MapTileBuilder, SpectrumUnitBuilder
-from .protocol import UnitEnvelope
-from .storage.results import RESULTS_ROOT, node_key, unit_key
+from ..analyses.registry import Registry
+from ..callbacks.units import MapTileBuilder, SpectrumUnitBuilder
+from ..core import UnitEnvelope
+from ..storage.layout import is_raw_run_key, node_key, stored_results, unit_key
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,7 @@ def derive_units(client: Any, run_uid: str) -> list[UnitEnvelope]:
 
 def existing_results(client: Any, run_uid: str) -> set[tuple[str, str]]:
     """(analysis node key, unit key) pairs already stored for a run."""
-    if RESULTS_ROOT not in client or run_uid not in client[RESULTS_ROOT]:
-        return set()
-    run = client[RESULTS_ROOT][run_uid]
-    return {(a, u) for a in run for u in run[a]}
+    return {(a, u) for a, units in stored_results(client, run_uid).items() for u in units}
 
 
 @dataclass
@@ -112,25 +109,25 @@ def plan_missing(client: Any, run_uid: str, registry: Registry, *, analysis: str
 
 
 def reprocess_run(client: Any, run_uid: str, registry: Registry, *, analysis: str | None = None,
-                  force: bool = False, publisher: Any = None, worker: Any = None) -> ReprocessReport:
+                  force: bool = False, publisher: Any = None, handler: Any = None) -> ReprocessReport:
     """Fill the missing results of one run: submit the units to the broker through ``publisher``, or
-    process them here with ``worker`` (an object with ``handle(envelope)``, e.g. a local Worker)."""
+    process them here with ``handler`` (a :class:`~xafs_stream.worker.handler.UnitHandler`)."""
     todo, report = plan_missing(client, run_uid, registry, analysis=analysis, force=force)
     for env in todo:
         if publisher is not None:
             publisher.submit(env)
         else:
-            report.records += len(worker.handle(env))
+            report.records += len(handler.handle(env))
     return report
 
 
 def reconcile_recent(client: Any, frontend: str, config: Any, *, limit: int = 20) -> int:
     """Submit the missing units of the ``limit`` most recent finished runs; returns how many."""
-    from .analyses import default_registry
-    from .publisher import UnitPublisher
+    from ..analyses import default_registry
+    from ..transport.publisher import UnitPublisher
 
     registry = default_registry()
-    uids = [k for k in list(client.keys())[-(limit + 1):] if k != RESULTS_ROOT]
+    uids = [k for k in list(client.keys())[-(limit + 1):] if is_raw_run_key(k)]
     publisher = UnitPublisher(frontend, config.data_dir / "outbox-reconcile")
     total = 0
     try:

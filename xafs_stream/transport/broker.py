@@ -4,7 +4,7 @@ Pattern: two ROUTER sockets (ZeroMQ guide, "reliable request-reply": the Paranoi
 heartbeats, plus a Titanic-style disk store):
 
 - **frontend** (producers, DEALER): ``SUBMIT`` → the unit is validated, written to the durable store
-  (:class:`~xafs_stream.spool.DiskSpool`) and only then acknowledged (``ACK``). A unit the workers will
+  (:class:`~.spool.DiskSpool`) and only then acknowledged (``ACK``). A unit the workers will
   likely finish soon is not written: it is acknowledged when its worker says ``DONE`` (until then the
   producer's outbox keeps it), or stored and acknowledged after ``ack_after_done_s`` if it is not done by
   then (or when the broker stops). At every moment the producer's outbox or this store holds the unit.
@@ -44,33 +44,12 @@ from typing import Any
 
 import zmq
 
+from ..config import BrokerConfig
 from . import protocol as P
 from .spool import DiskSpool
 
 log = logging.getLogger(__name__)
 MAX_AFFINITY_KEYS = 10_000
-
-
-@dataclass
-class BrokerConfig:
-    """Broker settings (times in s, sizes in bytes)."""
-
-    frontend: str = "tcp://127.0.0.1:5560"
-    backend: str = "tcp://127.0.0.1:5561"
-    events: str = ""  # PUB socket for result events, e.g. "tcp://127.0.0.1:5562"; "" for none
-    store_dir: str = "xafs-data/broker"
-    heartbeat_s: float = 1.0
-    worker_timeout_s: float = 5.0
-    unit_timeout_s: float = 300.0
-    max_attempts: int = 3
-    max_pending: int = 100_000
-    max_pending_bytes: int = 8 << 30
-    max_message_bytes: int = P.DEFAULT_MAX_MESSAGE_BYTES
-    fsync: bool = False
-    memory_cache_bytes: int = 512 << 20  # payloads also kept in memory up to this size (disk is for crashes)
-    # a unit likely done soon is acknowledged on DONE, or stored and acknowledged after this long; 0 stores
-    # every unit on arrival (one disk write per unit fewer on the fast path: 1.6 MB tiles ~1 ms each here)
-    ack_after_done_s: float = 0.5
 
 
 @dataclass
@@ -98,6 +77,8 @@ class Broker:
     def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None):
         self.config = config
         self.ctx = context or zmq.Context.instance()
+        if not config.store_dir:
+            raise ValueError("the broker needs a store directory ([broker] store_dir)")
         self.store = DiskSpool(Path(config.store_dir), fsync=config.fsync)
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
         self.inflight: dict[str, tuple[bytes, float]] = {}  # unit id -> (worker identity, sent time)

@@ -14,24 +14,12 @@ import threading
 import time
 from typing import Any, Self
 
-from .storage.results import RESULTS_ROOT, node_key
-
-
-def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"spm": {"shell1": {"N": 12}}}`` → ``{"spm.shell1.N": 12}`` (the inverse of ``nest_summary``)."""
-    out: dict[str, Any] = {}
-    for key, value in nested.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
+from ..storage.layout import flatten_summary, repeat_key, result_node
 
 
 def repeat_values(analysis: str, status: Any, summary: dict[str, Any]) -> dict[str, Any]:
     """One analysis's part of a repeat result: ``status.<analysis>`` and its summary by dotted name."""
-    return {f"status.{analysis}": status, **flatten(summary)}
+    return {f"status.{analysis}": status, **flatten_summary(summary)}
 
 
 class TiledFeedback:
@@ -48,22 +36,18 @@ class TiledFeedback:
         self.analyses = tuple(analyses)
 
     def repeat_result(self, run_uid: str, repeat: int) -> dict[str, Any] | None:
-        try:
-            run = self.client[RESULTS_ROOT][run_uid]
-        except KeyError:
-            return None
         out: dict[str, Any] = {}
         for analysis in self.analyses:
-            try:
-                md = run[node_key(analysis)][f"repeat_{repeat}"].metadata
-            except KeyError:
+            node = result_node(self.client, run_uid, analysis, repeat_key(repeat))
+            if node is None:
                 return None
+            md = node.metadata
             out.update(repeat_values(analysis, md.get("status"), md.get("summary") or {}))
         return out
 
 
 class EventFeedback:
-    """A repeat's analysis summaries from the broker's result events (see :mod:`xafs_stream.events`).
+    """A repeat's analysis summaries from the broker's result events (:mod:`xafs_stream.transport.events`).
 
     Parameters
     ----------
@@ -79,7 +63,7 @@ class EventFeedback:
 
     def __init__(self, events_address: str, analyses: tuple[str, ...] = ("xafs.normalize", "xafs.quality"), *,
                  fallback: Any = None, fallback_after_s: float = 5.0):
-        from .events import ResultEvents
+        from ..transport.events import ResultEvents
 
         self.analyses = tuple(analyses)
         self.fallback = fallback
@@ -102,7 +86,7 @@ class EventFeedback:
                     self._seen.setdefault((event.run_uid, event.unit), {})[event.analysis] = event
 
     def repeat_result(self, run_uid: str, repeat: int) -> dict[str, Any] | None:
-        key = (run_uid, f"repeat_{repeat}")
+        key = (run_uid, repeat_key(repeat))
         with self._lock:
             got = dict(self._seen.get(key, {}))
         if all(a in got for a in self.analyses):

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import RunData, StoredResult, flatten, iso_time
-from .engines.errors import InputError
+from ..engines.errors import InputError
+from ..storage.layout import flatten_summary
+from .catalog import RunData, StoredResult, iso_time
 from .export import file_stem, map_stack, tile_result_maps
 
 # --------------------------------------------------------------------------------------------- numbers
@@ -392,7 +393,7 @@ def _generic_section(title: str, res: StoredResult | None, prefix: str) -> str:
         return ""
     if not res.ok:
         return f"<h3>{_e(title)}</h3><p>{_status(res.status)}: {_e(res.error)}</p>"
-    flat = flatten(res.summary)
+    flat = flatten_summary(res.summary)
     rows = [[k, format_pm(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v]
             for k, v in sorted(flat.items()) if k.startswith(prefix)]
     return f"<h3>{_e(title)}</h3>\n" + _table(["quantity", "value"], rows)
@@ -410,7 +411,7 @@ def _params_section(run: RunData) -> str:
         res = res or next((r for r in units.values() if r.ok), None)
         if res is None:
             continue
-        flat = flatten(res.params)
+        flat = flatten_summary(res.params)
         rows = [[k, _short(json.dumps(v) if isinstance(v, (list, dict)) else v)] for k, v in sorted(flat.items())]
         if len(rows) > 60:
             rows = rows[:60] + [["…", f"{len(flat) - 60} more in the result metadata"]]
@@ -438,7 +439,7 @@ def _status_section(run: RunData) -> str:
 
 def render_html(run: RunData, figures: list[tuple[Figure, str]]) -> str:
     """The report page; ``figures`` pairs each figure with its ``src`` (file name or data URI)."""
-    from . import __version__
+    from .. import __version__
 
     s = run.start
     title = f"{s.get('sample') or 'run'} — {s.get('element', '')} {s.get('edge', '')} {run.kind} — {run.uid[:8]}"

@@ -4,7 +4,7 @@ Each worker tells the broker when it has stored a result; the broker publishes t
 (``[broker] events``, default ``tcp://127.0.0.1:5562``). A live reader subscribes and reads each result
 as it comes::
 
-    from xafs_stream.events import ResultEvents
+    from xafs_stream import ResultEvents
 
     with ResultEvents(service.events, run_uid=uid) as events:  # open it before the scan starts
         for event in events.iter(timeout_s=30):
@@ -29,7 +29,6 @@ import numpy as np
 import zmq
 
 from . import protocol as P
-from .feedback import flatten
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +62,14 @@ class ResultEvent:
     @property
     def flat_summary(self) -> dict[str, Any]:
         """``{"e0": ..., "spm.shell1.N": ...}``"""
-        return flatten(self.summary)
+        from ..storage.layout import flatten_summary  # the results layout owns summary nesting
+
+        return flatten_summary(self.summary)
 
     def read(self, client: Any) -> dict[str, np.ndarray]:
         """The result's arrays from Tiled (``client``: the catalog root the service writes to); ``{}`` for an
         error or skip record, which has none."""
-        from .storage.results import read_stored
+        from ..storage.layout import read_stored
 
         if not self.ok:
             return {}
@@ -76,7 +77,7 @@ class ResultEvent:
 
     @classmethod
     def from_message(cls, body: list) -> "ResultEvent":
-        """From a ``STORED`` body (checked: :class:`~xafs_stream.protocol.ProtocolError` if malformed)."""
+        """From a ``STORED`` body (checked: :class:`~.protocol.ProtocolError` if malformed)."""
         info = P.decode_stored(body)
         return cls(run_uid=info["run_uid"], analysis=info["analysis"], unit=info["unit"],
                    unit_id=str(info.get("unit_id", "")), path=info["path"], status=info["status"],

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .units import UNIT_KINDS, WorkUnit, make_unit_id
+from ..config import BrokerConfig
+from ..core import UNIT_KINDS, UnitEnvelope, WorkUnit, make_unit_id, to_json_safe
 
 PROTOCOL = b"XSP1"
 SCHEMA_VERSION = 1
@@ -52,57 +52,13 @@ STORED_STATUSES = ("ok", "error", "skipped")
 
 ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "<i2", "<u2", "<u1", "|u1", "|b1", "<u4", "<u8", "|i1"}
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
-DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB of array data
+DEFAULT_MAX_MESSAGE_BYTES = BrokerConfig.max_message_bytes  # 1 GiB of array data
 MAX_ARRAYS = 64
 MAX_NDIM = 4
 
 
 class ProtocolError(ValueError):
     """A message that does not follow the protocol; the text says what was wrong."""
-
-
-@dataclass
-class UnitEnvelope:
-    """A work unit with its delivery fields.
-
-    Attributes
-    ----------
-    unit : the work unit
-    analyses : restrict processing to these analyses (and what they require); None: all for the kind
-    affinity : units with the same affinity key go to the same worker while it lives (one map, one owner)
-    attempt : delivery attempt number (0 first); the broker increments it on redelivery
-    poisoned : set by the broker after too many failed attempts: the worker records an error result
-        with ``poison_reason`` instead of running the analyses
-    """
-
-    unit: WorkUnit
-    analyses: list[str] | None = None
-    affinity: str | None = None
-    attempt: int = 0
-    poisoned: bool = False
-    poison_reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def unit_id(self) -> str:
-        return self.unit.unit_id
-
-
-def to_json_safe(obj: Any) -> Any:
-    """Plain JSON types only: numpy scalars/arrays converted, tuples to lists, NaN/inf to None."""
-    if isinstance(obj, np.ndarray):
-        obj = obj.tolist()
-    elif isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): to_json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json_safe(v) for v in obj]
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
 def dumps(obj: Any) -> bytes:

@@ -3,7 +3,7 @@
 The broker routes every tile of a map run to one worker (affinity ``map:<run uid>``). That worker's
 :class:`MapOwner` adds each tile's ``imaging.features`` result to the run's
 :class:`~xafs_stream.analyses.imaging.MapAccumulator` and writes the whole-map result
-(``/xafs_results/<run>/imaging_map/map``) in place. If the owner dies, the broker picks a new owner, which
+(``imaging.map``, unit ``map``) in place. If the owner dies, the broker picks a new owner, which
 rebuilds the accumulator from the per-tile feature results already in Tiled (every finished tile stored its
 features before it was acknowledged), so no tile is lost and two workers never write one map at once.
 
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .protocol import UnitEnvelope
-from .storage.results import RESULTS_ROOT, ResultRecord, node_key, read_arrays
+from ..core import AnalysisResult, ResultRecord, UnitEnvelope, make_unit_id
+from ..storage.layout import analysis_results, lookup_summary, read_arrays
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class MapOwner:
         self._last_write: dict[str, float] = {}
 
     def _accumulator(self, envelope: UnitEnvelope) -> Any:
-        from .analyses.imaging import MapAccumulator
+        from ..analyses.imaging import MapAccumulator
 
         unit = envelope.unit
         acc = self.maps.get(unit.run_uid)
@@ -56,23 +56,15 @@ class MapOwner:
     def _rebuild(self, acc: Any, run_uid: str, *, skip_index: Any) -> None:
         """Add the tiles whose features are already in Tiled (another owner processed them)."""
         client = getattr(self.store, "client", None)
-        if client is None or RESULTS_ROOT not in client or run_uid not in client[RESULTS_ROOT]:
-            return
-        run = client[RESULTS_ROOT][run_uid]
-        key = node_key(FEATURES)
-        if key not in run:
+        if client is None:
             return
         added = 0
-        for tile_key in run[key]:
-            node = run[key][tile_key]
+        for node in analysis_results(client, run_uid, FEATURES).values():
             md = node.metadata
             if md.get("status") != "ok" or md.get("unit_index") == skip_index:
                 continue
-            from .analyses.registry import AnalysisResult
-
-            summary = md.get("summary", {}).get("imaging", {}).get("tile", {})
-            arrays = read_arrays(node)
-            acc.add_tile(int(summary["y0"]), int(summary["x0"]), AnalysisResult(arrays=arrays))
+            y0, x0 = (int(lookup_summary(md.get("summary") or {}, f"imaging.tile.{k}")) for k in ("y0", "x0"))
+            acc.add_tile(y0, x0, AnalysisResult(arrays=read_arrays(node)))
             added += 1
         if added:
             log.info("map %s: took over ownership, rebuilt %d tile(s) from Tiled", run_uid, added)
@@ -84,9 +76,9 @@ class MapOwner:
         features = next((r for r in records if r.analysis == FEATURES), None)
         if features is None or features.status != "ok":
             return []
-        base = dict(run_uid=unit.run_uid, unit_id=f"{unit.run_uid}:map:map", kind="map", index="map",
-                    analysis=MAP_ANALYSIS, version="1", unit_metadata=unit.metadata, attempt=envelope.attempt,
-                    worker=features.worker)
+        base = dict(run_uid=unit.run_uid, unit_id=make_unit_id(unit.run_uid, "map", "map"), kind="map",
+                    index="map", analysis=MAP_ANALYSIS, version="1", unit_metadata=unit.metadata,
+                    attempt=envelope.attempt, worker=features.worker)
         t0 = time.perf_counter()
         try:
             acc = self._accumulator(envelope)

@@ -1,0 +1,154 @@
+"""The core types every layer shares; this module imports nothing from the project.
+
+- :class:`WorkUnit`: the self-contained piece of data the analyses run on. A unit is either a complete
+  spectrum (kind ``"spectrum"``: one repeat of an XAFS scan, or the merge of all repeats) or a complete map
+  tile (kind ``"tile"``: the full energy stack of one tile of a μ-XAFS map).
+- :class:`UnitEnvelope`: a unit with its delivery fields (which analyses, affinity, attempt).
+- :class:`AnalysisResult`: what one analysis returns for one unit (arrays, summary, params, diagnostics).
+- :class:`ResultRecord`: one analysis outcome of one unit (ok, error or skipped), ready to store.
+- :func:`to_json_safe`: plain JSON types for metadata and messages.
+
+Flow: device → document → work unit → engine → result → Tiled (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SPECTRUM = "spectrum"
+TILE = "tile"
+UNIT_KINDS = (SPECTRUM, TILE)
+
+
+def make_unit_id(run_uid: str, kind: str, index: int | str) -> str:
+    """Deterministic unit id: the same run, kind and index always give the same id.
+
+    Results are keyed by ``(unit_id, analysis)``, so a redelivered unit overwrites, never duplicates.
+    """
+    return f"{run_uid}:{kind}:{index}"
+
+
+@dataclass
+class WorkUnit:
+    """One spectrum or one map tile with its run context.
+
+    Attributes
+    ----------
+    run_uid : uid of the bluesky run it came from
+    kind : "spectrum" or "tile"
+    index : position within the run: repeat number (int) or "merge" for spectra; tile number for tiles
+    arrays : named arrays. Spectrum: ``energy`` (n,) eV, ``mu`` (n,), optionally ``i0``, ``it``, ``iref``,
+        ``ifluor`` (n,). Tile: ``energy`` (n_e,) eV, ``stack`` (n_e, ny, nx) absorption (optical density
+        for transmission, If/I0 for fluorescence), optionally ``i0`` (n_e,).
+    metadata : flat JSON-able context: sample, element, edge, e0 (eV), mode; for tiles also ``tile_row``,
+        ``tile_col``, ``y0``, ``x0`` (pixel offset in the map), ``map_ny``, ``map_nx``, ``n_tiles``.
+    """
+
+    run_uid: str
+    kind: str
+    index: int | str
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNIT_KINDS:
+            raise ValueError(f"unit kind must be one of {UNIT_KINDS}, got {self.kind!r}")
+
+    @property
+    def unit_id(self) -> str:
+        return make_unit_id(self.run_uid, self.kind, self.index)
+
+
+@dataclass
+class UnitEnvelope:
+    """A work unit with its delivery fields.
+
+    Attributes
+    ----------
+    unit : the work unit
+    analyses : restrict processing to these analyses (and what they require); None: all for the kind
+    affinity : units with the same affinity key go to the same worker while it lives (one map, one owner)
+    attempt : delivery attempt number (0 first); the broker increments it on redelivery
+    poisoned : set by the broker after too many failed attempts: the worker records an error result
+        with ``poison_reason`` instead of running the analyses
+    """
+
+    unit: WorkUnit
+    analyses: list[str] | None = None
+    affinity: str | None = None
+    attempt: int = 0
+    poisoned: bool = False
+    poison_reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unit_id(self) -> str:
+        return self.unit.unit_id
+
+
+@dataclass
+class AnalysisResult:
+    """What an analysis returns.
+
+    Attributes
+    ----------
+    arrays : name -> ndarray, written as Tiled arrays beside the run
+    dims : name -> dimension names for ``arrays`` (e.g. ``("energy",)``)
+    summary : flat name -> number/str/bool, written as queryable Tiled metadata
+    params : parameters actually used (JSON-able)
+    diagnostics : extra JSON-able detail (not for queries)
+    """
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    summary: dict[str, float | int | str | bool | None] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+RESULT_STATUSES = ("ok", "error", "skipped")
+
+
+@dataclass
+class ResultRecord:
+    """One analysis outcome for one unit, ready to store."""
+
+    run_uid: str
+    unit_id: str
+    kind: str
+    index: int | str
+    analysis: str
+    version: str
+    status: str  # "ok", "error" or "skipped"
+    result: AnalysisResult | None = None
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    unit_metadata: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    worker: str = ""
+
+    @property
+    def representative(self) -> bool:
+        """Does this unit speak for the whole run (merged spectrum or whole map)?"""
+        return self.index == "merge" or self.kind == "map"
+
+
+def to_json_safe(obj: Any) -> Any:
+    """Plain JSON types only: numpy scalars/arrays converted, tuples to lists, NaN/inf to None."""
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

@@ -1,0 +1,169 @@
+"""The unit handler: run a unit's analyses and store every record, retrying while Tiled is unreachable.
+
+One handler serves the worker process (:class:`~xafs_stream.worker.loop.Worker` hands it the units it
+receives) and ``xafs-stream reprocess`` (which hands it the units it re-derives from a raw run), so a unit
+is analysed and stored the same way whichever path it took.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..analyses.registry import Registry
+from ..core import ResultRecord, UnitEnvelope
+from .processing import process_unit
+
+log = logging.getLogger(__name__)
+
+#: ``post_process(envelope, records) -> extra records`` (the map owner adds whole-map results)
+PostProcess = Callable[[UnitEnvelope, list[ResultRecord]], list[ResultRecord]]
+
+
+class UnitHandler:
+    """Analyse units and store their records.
+
+    Parameters
+    ----------
+    store : object with ``write(record) -> event dict | None`` (a
+        :class:`~xafs_stream.storage.results.ResultStore`) and optionally ``prepare(run_uid, metadata,
+        analyses)`` and ``warm_up()``
+    registry : the analyses
+    settings : analysis name → its settings (the ``[analysis."<name>"]`` tables)
+    name : recorded as the ``worker`` of each record
+    enabled : run only these analyses (and what they require); None: every registered analysis
+    post_process : optional hook adding records after a unit's analyses (the map owner)
+    on_stored : called with the event of each stored record (the worker publishes it); None: not announced
+    """
+
+    #: a store that fails with HTTP 500 this many times is not retried any more: the server answers but
+    #: cannot take this result (seen: a Tiled array left unwritable after a read raced its replacement).
+    #: Each attempt already includes the Tiled client's own retries (~25 s for a 500).
+    max_internal_errors = 3
+
+    def __init__(self, store: Any, registry: Registry, settings: Mapping[str, Any] | None = None, *,
+                 name: str = "", enabled: list[str] | None = None, post_process: PostProcess | None = None,
+                 on_stored: Callable[[dict[str, Any]], Any] | None = None):
+        self.store = store
+        self.registry = registry
+        self.settings = dict(settings or {})
+        self.name = name
+        self.enabled = list(enabled) if enabled else None
+        self.post_process = post_process
+        self.on_stored = on_stored
+        self.stats = {"units": 0, "records": 0, "errors": 0, "store_retries": 0}
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Give up retrying a store (the worker is stopping)."""
+        self._stop.set()
+
+    def warm_up(self) -> None:
+        """Open the store's connection and import what its first write needs (best effort)."""
+        warm_up = getattr(self.store, "warm_up", None)
+        if warm_up is not None:
+            try:
+                warm_up()
+            except Exception as exc:  # Tiled not up yet: the first store retries anyway
+                log.info("%s: warm-up of the result store failed: %s", self.name, exc)
+
+    def prepare(self, info: dict[str, Any]) -> None:
+        """Create a new run's result nodes ahead of its units (a run-start hint; a failure is only logged)."""
+        prepare = getattr(self.store, "prepare", None)
+        if prepare is None:
+            return
+        only = set(self.enabled) if self.enabled is not None else None
+        try:
+            names = [a.name for a in self.registry.for_kind(info["kind"], only)]
+            prepare(info["run_uid"], info.get("metadata") or {}, names)
+            self.stats["runs_prepared"] = self.stats.get("runs_prepared", 0) + 1
+        except Exception as exc:  # a hint: the first unit creates what is missing
+            log.warning("%s: preparing result nodes of run %s failed: %s", self.name, info.get("run_uid"), exc)
+
+    def handle(self, envelope: UnitEnvelope) -> list[ResultRecord]:
+        """Analyse one unit and store its records (each as soon as its analysis is done). Returns the records."""
+        if self.enabled is not None:
+            wanted = set(self.enabled) if envelope.analyses is None else set(envelope.analyses) & set(self.enabled)
+            envelope.analyses = sorted(wanted) or ["__none__"]
+        sent = envelope.unit.metadata.get("t_complete")
+
+        def store(record: ResultRecord) -> None:
+            if isinstance(sent, (int, float)):
+                record.timings["t_complete"] = float(sent)
+                record.timings["since_unit_complete_s"] = time.time() - sent
+            self.store_record(record)
+
+        records = process_unit(envelope, self.registry, self.settings, worker=self.name, on_record=store)
+        if self.post_process is not None:
+            extra = self.post_process(envelope, records)
+            for record in extra:
+                store(record)
+            records = records + extra
+        self.stats["units"] += 1
+        self.stats["records"] += len(records)
+        self.stats["errors"] += sum(r.status == "error" for r in records)
+        return records
+
+    def store_record(self, record: ResultRecord) -> None:
+        """Store one record: retried with back-off while Tiled is unreachable or restarting; a result Tiled
+        refuses becomes an error record naming why; an error record refused 3 times is given up (logged)."""
+        delay = 0.5
+        refused = 0
+        internal = 0
+        while True:
+            try:
+                event = self.store.write(record)
+                if isinstance(event, dict) and self.on_stored is not None:
+                    try:
+                        self.on_stored(event)
+                    except (TypeError, ValueError) as exc:  # an event is a courtesy: never fail the result
+                        log.warning("%s: result event of %s/%s not sent: %s", self.name, record.unit_id,
+                                    record.analysis, exc)
+                return
+            except Exception as exc:
+                transient = _is_connection_error(exc)
+                if transient and _status_code(exc) == 500:
+                    internal += 1
+                    transient = internal < self.max_internal_errors
+                if transient:
+                    self.stats["store_retries"] += 1
+                    log.warning("%s: storing %s/%s failed (%s); retrying in %.1f s", self.name, record.unit_id,
+                                record.analysis, exc, delay)
+                elif record.status == "ok":
+                    # the result itself could not be stored (bad metadata, server refused): record that instead
+                    log.error("%s: storing %s/%s refused: %s", self.name, record.unit_id, record.analysis, exc)
+                    record.status = "error"
+                    code = _status_code(exc)
+                    record.error = (f"result could not be stored: {type(exc).__name__}"
+                                    f"{f' (HTTP {code})' if code else ''}: {exc}")
+                    record.result = None
+                    continue
+                else:
+                    refused += 1
+                    log.error("%s: storing error record %s/%s failed: %s", self.name, record.unit_id,
+                              record.analysis, exc)
+                    if refused >= 3:  # Tiled answers but refuses: do not block the worker forever
+                        self.stats["store_failed"] = self.stats.get("store_failed", 0) + 1
+                        log.critical("%s: giving up on storing %s/%s", self.name, record.unit_id, record.analysis)
+                        return
+                if self._stop.wait(delay):
+                    raise RuntimeError("worker stopped before the result was stored") from exc
+                delay = min(delay * 2, 10.0)
+
+
+def _status_code(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    import httpx
+
+    if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response is not None and exc.response.status_code >= 500:
+        return True
+    return False

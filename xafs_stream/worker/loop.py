@@ -1,0 +1,246 @@
+"""The worker process's socket loop: takes units from the broker, hands them to a unit handler, says DONE.
+
+The socket thread (main loop) only talks ZeroMQ: it announces a credit, heartbeats, and hands units to a
+compute thread through a queue, so heartbeats continue during a long analysis or while Tiled is
+unreachable. The compute thread runs the :class:`~xafs_stream.worker.handler.UnitHandler` (analyses, then
+each record stored); each stored record is announced (``STORED``, which the broker publishes to live
+readers) and, once all are stored, the unit is acknowledged (``DONE``). If the broker goes silent
+(restart), the worker reconnects with a doubling delay (capped) and introduces itself again.
+
+Stateful map analyses (one owner per map) are kept by the handler's post-processing hook
+(:class:`~xafs_stream.worker.mapowner.MapOwner`); the broker's affinity routing sends all tiles of a map to
+one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from ..config import BrokerConfig, WorkerConfig
+from ..transport import protocol as P
+from ..transport.wakeup import Waker
+from .handler import UnitHandler
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_name() -> str:
+    """``worker-<host>-<pid>-<random>``: unique across hosts and restarts."""
+    return f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Open:
+    """A run-start hint queued for the compute thread (see :data:`~xafs_stream.transport.protocol.OPEN`)."""
+
+    info: dict[str, Any]
+
+
+class Worker:
+    """One analysis worker process.
+
+    Parameters
+    ----------
+    address : the broker's backend, e.g. ``tcp://broker-host:5561``
+    handler : analyses and result storage of each unit
+    config : the ``[worker]`` settings (``credit``: units held at once, 1 processing + prefetch)
+    broker : the ``[broker]`` settings whose liveness and size limits the worker must share
+        (``heartbeat_s``, ``worker_timeout_s``, ``max_message_bytes``)
+    name : the worker's identity at the broker (default: the handler's name, else host-pid-random)
+    prepare_delay_s : act on a run-start hint (create the run's result nodes) this long after it arrives
+    """
+
+    def __init__(
+        self,
+        address: str,
+        handler: UnitHandler,
+        config: WorkerConfig | None = None,
+        broker: BrokerConfig | None = None,
+        *,
+        name: str | None = None,
+        context: zmq.Context | None = None,
+        prepare_delay_s: float = 0.5,
+    ):
+        config = config or WorkerConfig()
+        broker = broker or BrokerConfig()
+        self.address = address
+        self.handler = handler
+        self.name = name or handler.name or default_worker_name()
+        handler.name = handler.name or self.name
+        handler.on_stored = self._announce
+        self.credit = max(1, int(config.credit))
+        self.heartbeat_s = broker.heartbeat_s
+        self.broker_timeout_s = broker.worker_timeout_s
+        self.max_message_bytes = broker.max_message_bytes
+        self.prepare_delay_s = float(prepare_delay_s)
+        self.ctx = context or zmq.Context.instance()
+        self.stats = {"bad_messages": 0, "reconnects": 0}
+        self._todo: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._stored: queue.Queue = queue.Queue()  # result events for the broker to publish
+        self._waker = Waker()
+        self._stop = threading.Event()
+        self._compute = threading.Thread(target=self._compute_loop, name=f"{self.name}-compute", daemon=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.handler.stop()
+
+    def _announce(self, event: dict[str, Any]) -> None:
+        """A record is stored: the socket thread tells the broker (``STORED``)."""
+        self._stored.put(P.encode_stored(event))
+        self._waker.wake()
+
+    # -- socket thread ------------------------------------------------------------------------
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, self.name.encode())
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + P.MAX_HEADER_BYTES)
+        sock.connect(self.address)
+        held = self._todo.qsize()
+        sock.send_multipart([P.PROTOCOL, P.READY, P.dumps({
+            "credit": max(1, self.credit - held), "worker": self.name, "host": socket.gethostname(),
+            "pid": os.getpid()})])
+        return sock
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`."""
+        self._compute.start()
+        sock = self._connect()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._waker.fileno(), zmq.POLLIN)
+        last_heard = time.monotonic()
+        next_beat = time.monotonic() + self.heartbeat_s
+        reconnect_delay = 0.5
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(100))
+                if self._waker.fileno() in events:
+                    self._waker.drain()
+                if sock in events:
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        last_heard = time.monotonic()
+                        self._on_message(sock, frames)
+                while True:
+                    try:
+                        event = self._stored.get_nowait()
+                    except queue.Empty:
+                        break
+                    sock.send_multipart([P.PROTOCOL, P.STORED, event])
+                while True:
+                    try:
+                        unit_id, status = self._done.get_nowait()
+                    except queue.Empty:
+                        break
+                    sock.send_multipart([P.PROTOCOL, P.DONE, P.dumps({"unit_id": unit_id, "status": status})])
+                now = time.monotonic()
+                if now >= next_beat:
+                    sock.send_multipart([P.PROTOCOL, P.HEARTBEAT])
+                    next_beat = now + self.heartbeat_s
+                if now - last_heard > self.broker_timeout_s:
+                    log.warning("%s: broker silent for %.1f s; reconnecting in %.1f s", self.name,
+                                now - last_heard, reconnect_delay)
+                    poller.unregister(sock)
+                    sock.close(0)
+                    if self._stop.wait(reconnect_delay):
+                        break
+                    reconnect_delay = min(reconnect_delay * 2, 8.0)
+                    sock = self._connect()
+                    poller.register(sock, zmq.POLLIN)
+                    self.stats["reconnects"] += 1
+                    last_heard = time.monotonic()
+                elif now - last_heard < self.heartbeat_s:
+                    reconnect_delay = 0.5
+            try:
+                sock.send_multipart([P.PROTOCOL, P.BYE], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        finally:
+            sock.close(0)
+            self._stop.set()
+            self._todo.put(None)
+            self._waker.close()
+
+    def _on_message(self, sock: zmq.Socket, frames: list) -> None:
+        try:
+            command, body = P.split_envelope(frames)
+        except P.ProtocolError as exc:
+            self.stats["bad_messages"] += 1
+            log.warning("%s: bad message from broker: %s", self.name, exc)
+            return
+        if command == P.HEARTBEAT:
+            return
+        if command == P.READY:  # the broker does not know us (it restarted): introduce ourselves
+            sock.send_multipart([P.PROTOCOL, P.READY, P.dumps({
+                "credit": max(1, self.credit - self._todo.qsize()), "worker": self.name,
+                "host": socket.gethostname(), "pid": os.getpid()})])
+            return
+        if command == P.OPEN:  # a run of ours started: prepare its result nodes (in order, before its units)
+            try:
+                self._todo.put(_Open(P.decode_open(body)))
+            except P.ProtocolError as exc:
+                self.stats["bad_messages"] += 1
+                log.warning("%s: bad OPEN from broker: %s", self.name, exc)
+            return
+        if command != P.UNIT:
+            log.warning("%s: unexpected %s from broker", self.name, command.decode())
+            return
+        try:
+            envelope = P.decode_unit(body, max_bytes=self.max_message_bytes)
+        except P.ProtocolError as exc:
+            self.stats["bad_messages"] += 1
+            log.error("%s: undecodable unit from broker: %s", self.name, exc)
+            try:
+                unit_id = str(P.peek_header(body).get("unit_id", ""))
+            except P.ProtocolError:
+                return
+            self._done.put((unit_id, "undecodable"))  # return the credit; the broker keeps no copy
+            self._waker.wake()
+            return
+        envelope.extra["received"] = time.time()
+        self._todo.put(envelope)
+
+    # -- compute thread -----------------------------------------------------------------------
+    def _compute_loop(self) -> None:
+        self.handler.warm_up()
+        opens: list[tuple[float, dict[str, Any]]] = []  # (when, info) of run-start hints to act on
+        while not self._stop.is_set():
+            while opens and opens[0][0] <= time.monotonic():
+                self.handler.prepare(opens.pop(0)[1])
+            try:
+                envelope = self._todo.get(timeout=max(0.0, opens[0][0] - time.monotonic()) if opens else None)
+            except queue.Empty:
+                continue
+            if envelope is None:
+                return
+            if isinstance(envelope, _Open):
+                # a run starts, and usually the previous one just stopped: its last units are being stored
+                # while the raw writer flushes and creates the new run. Creating our nodes a moment later
+                # keeps these requests out of that crowd (the first unit comes seconds later; if sooner,
+                # its store creates the nodes itself)
+                opens.append((time.monotonic() + self.prepare_delay_s, envelope.info))
+                continue
+            try:
+                records = self.handler.handle(envelope)
+                status = "error" if any(r.status == "error" for r in records) else "ok"
+            except Exception:  # never let a unit kill the worker; the broker will redeliver it
+                log.exception("%s: unit %s crashed the compute thread", self.name, envelope.unit_id)
+                continue
+            self._done.put((envelope.unit_id, status))
+            self._waker.wake()
