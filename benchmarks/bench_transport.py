@@ -248,7 +248,8 @@ def _result_reader(uri: str, events_address: str, mode: str, todo, poll_s: float
     import tiled.client.dataframe  # noqa: F401
 
     events = ResultEvents(events_address, analysis="xafs.normalize") if mode == "events" else None
-    time.sleep(0.3)  # the subscription reaches the broker
+    if events is not None:
+        events.wait_ready()  # the broker has the subscription
     ready.set()
     waiting: dict[str, str] = {}  # tag -> result path
     told: dict[str, object] = {}  # tag -> its result event (events mode)

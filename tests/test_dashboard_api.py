@@ -19,9 +19,10 @@ import xraydb
 from xafs_stream.plans import xafs_scan
 
 from xafs_stream.analyses.registry import AnalysisResult
+from xafs_stream.config import DashboardConfig
+from xafs_stream.core import ResultRecord
 from xafs_stream.engines.xafs import find_e0
 from xafs_stream.storage.raw_writer import LiveTiledWriter
-from xafs_stream.core import ResultRecord
 from xafs_stream.storage.results import ResultStore
 from xafs_stream.web import start_dashboard
 
@@ -82,7 +83,7 @@ def stored(tiled, raw_run):
 
 @pytest.fixture(scope="module")
 def dash(tiled, stored):
-    handle = start_dashboard(tiled.client, None, interval_s=0.3)
+    handle = start_dashboard(tiled.client, None, DashboardConfig(port=0, interval_s=0.3))
     yield handle
     handle.close()
 
@@ -222,7 +223,7 @@ class _TiledDown:
 
 
 def test_tiled_down_gives_503_and_the_page_banner_says_why(wait_for):
-    with start_dashboard(_TiledDown(), None, interval_s=0.2) as dash, \
+    with start_dashboard(_TiledDown(), None, DashboardConfig(port=0, interval_s=0.2)) as dash, \
             httpx.Client(base_url=dash.url, trust_env=False, timeout=30) as http:
         for path in ("/api/runs", "/api/runs/some-uid", "/api/runs/some-uid/results/spm/merge"):
             r = http.get(path)

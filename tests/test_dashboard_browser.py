@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xafs_stream.config import DashboardConfig
 from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays
 
 pytestmark = pytest.mark.browser
@@ -83,7 +84,7 @@ def service(tmp_path_factory, tiled):
 def dashboard(service):
     from xafs_stream.web import start_dashboard
 
-    handle = start_dashboard(service.tiled.client, service.frontend, interval_s=0.5)
+    handle = start_dashboard(service.tiled.client, service.frontend, DashboardConfig(port=0, interval_s=0.5))
     yield handle
     handle.close()
 

@@ -6,12 +6,12 @@ import time
 
 import numpy as np
 import pytest
-
-from xafs_stream.client.feedback import EventFeedback, TiledFeedback
 from xafs_stream.plans import PlanArgumentError, xafs_scan_until
 from xafs_stream.plans.feedback import combined_uncertainty
-from xafs_stream.service import Service, subscribe
 from xafs_stream.simulated_devices.beamline import make_beamline
+
+from xafs_stream.client.feedback import EventFeedback, TiledFeedback
+from xafs_stream.service import Service, subscribe
 from xafs_stream.storage.layout import RESULTS_ROOT
 
 from .test_pipeline_e2e import make_config
@@ -68,7 +68,7 @@ def test_beam_dump_repeat_is_flagged_rescanned_and_kept_in_the_catalog(service, 
     # decided from the broker's result events (no Tiled polling), Tiled only as the fallback for missed events
     tiled = TiledFeedback(service.tiled.client)
     with EventFeedback(service.events, fallback=tiled, fallback_after_s=60) as feedback:
-        time.sleep(0.3)  # PUB/SUB: the subscription reaches the broker
+        assert feedback.wait_ready()  # the broker has the subscription
         RE(xafs_scan_until([bl.scaler], bl.dcm, REGIONS, element="Fe", sample="Fe", feedback=feedback,
                            target_noise=1e9, max_repeats=3, dwell_s=0.5))  # any good repeat meets this target
         uid = collect[0][1]["uid"]
@@ -98,7 +98,7 @@ def test_bad_feedback_arguments_fail_before_motion(RE, beamline):
     assert beamline.dcm.moves == 0
 
 
-def test_event_feedback_asks_its_fallback_only_for_a_repeat_whose_events_it_missed():
+def test_event_feedback_asks_its_fallback_only_for_a_repeat_whose_events_it_missed(wait_for):
     import zmq
 
     from xafs_stream.transport import protocol as P
@@ -117,13 +117,13 @@ def test_event_feedback_asks_its_fallback_only_for_a_repeat_whose_events_it_miss
         pub.send_multipart([P.stored_topic("run-1", analysis), P.PROTOCOL, P.STORED, body])
 
     with EventFeedback(f"tcp://127.0.0.1:{port}", fallback=Fallback(), fallback_after_s=0.3) as feedback:
-        time.sleep(0.3)  # PUB/SUB: the subscription reaches the publisher
+        # the handshake the broker gives (HELLO), given by this bare publisher until the subscriber has one
+        while not feedback.wait_ready(0.05):
+            pub.send_multipart([P.HELLO_TOPIC, P.PROTOCOL, P.HELLO])
         event("xafs.normalize", noise_chi=2e-4, e0=8979.0)
         assert feedback.repeat_result("run-1", 0) is None  # quality not stored yet
         event("xafs.quality", quality={"bad": False})
-        deadline = time.monotonic() + 5
-        while (got := feedback.repeat_result("run-1", 0)) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        got = wait_for(lambda: feedback.repeat_result("run-1", 0), 5, poll_s=0.02)
         assert got == {"status.xafs.normalize": "ok", "noise_chi": 2e-4, "e0": 8979.0,
                        "status.xafs.quality": "ok", "quality.bad": False}
         assert feedback.repeat_result("run-1", 1) is None  # missed (never published): not at once ...

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from xafs_stream.plans import mu_xafs_map, xafs_scan
+from xafs_stream.simulated_devices.phantom import default_map_energies
 
 from xafs_stream.config import load_config
-from xafs_stream.transport.events import ResultEvents
-from xafs_stream.plans import mu_xafs_map, xafs_scan
 from xafs_stream.service import Service, subscribe
-from xafs_stream.simulated_devices.phantom import default_map_energies
-from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays
+from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays, run_results
+from xafs_stream.transport.events import ResultEvents
 
 FAST_ANALYSES = "xafs.normalize,xafs.normalize_tile,imaging.features"
 
@@ -50,7 +48,7 @@ def results_of(client, uid):
 
 def test_spectra_end_to_end(service, session, RE, beamline, collect):
     events = ResultEvents(service.events, analysis="xafs.normalize")  # a live reader, subscribed before the scan
-    time.sleep(0.3)  # PUB/SUB: the subscription reaches the broker a moment after connecting
+    assert events.wait_ready()  # the broker has the subscription
     RE(xafs_scan([beamline.scaler], beamline.dcm, element="Cu", sample="Cu", repeats=2, dwell_s=0.5))
     session.flush()
     assert service.wait_idle(120, publisher=session.publisher)
@@ -82,35 +80,25 @@ def test_spectra_end_to_end(service, session, RE, beamline, collect):
     assert uid in list(found)
 
 
-def test_run_start_hint_prepares_result_nodes_and_picks_the_owner(service, session):
+def test_run_start_hint_prepares_result_nodes_and_picks_the_owner(service, session, wait_for):
     """The run-start hint (OPEN) reaches one worker, which creates the run's result and analysis nodes before
     any unit exists; the run's units then go to that worker (affinity chosen at the hint)."""
-    import time
     import uuid
 
-    from xafs_stream.core import UnitEnvelope
-    from xafs_stream.transport.publisher import broker_status
-    from xafs_stream.core import WorkUnit
-
+    from xafs_stream.core import UnitEnvelope, WorkUnit
     from xafs_stream.data import SPECTRA_DIR
     from xafs_stream.io import read_spectrum
+    from xafs_stream.transport.publisher import broker_status
 
     uid = str(uuid.uuid4())
-    deadline = time.monotonic() + 30  # the hint goes to a connected worker (run alone, this test can be first)
-    while len(broker_status(service.frontend)["workers"]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # the hint goes to a connected worker (run alone, this test can be first)
+    wait_for(lambda: len(broker_status(service.frontend)["workers"]) >= 2, 30, poll_s=0.1)
     opened = broker_status(service.frontend)["stats"]["opened"]
     session.publisher.announce(uid, "spectrum", f"run:{uid}", {"sample": "Cu", "element": "Cu", "edge": "K"})
     client = service.tiled.client
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            analysis = client[RESULTS_ROOT][uid]["xafs_normalize"]
-            break
-        except KeyError:
-            time.sleep(0.1)
-    else:
-        raise AssertionError("the run's result nodes were not prepared within 20 s")
+    wait_for(lambda: "xafs_normalize" in (run_results(client, uid) or ()), 20, poll_s=0.1,
+             what="the run's result nodes to be prepared")
+    analysis = client[RESULTS_ROOT][uid]["xafs_normalize"]
     assert list(analysis) == []  # prepared, no unit yet
     assert client[RESULTS_ROOT][uid].metadata["sample"] == "Cu"
     assert broker_status(service.frontend)["stats"]["opened"] == opened + 1

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-
-from xafs_stream.transport import protocol as P
-from xafs_stream.config import load_config
-from xafs_stream.core import UnitEnvelope
-from xafs_stream.transport.publisher import UnitPublisher
-from xafs_stream.service import Service
 from xafs_stream.simulated_devices.samples import load_sample
+
+from xafs_stream.config import load_config
+from xafs_stream.core import UnitEnvelope, WorkUnit
+from xafs_stream.service import Service
 from xafs_stream.storage.layout import RESULTS_ROOT
 from xafs_stream.storage.tiled_server import start_tiled_process
-from xafs_stream.core import WorkUnit
+from xafs_stream.transport import protocol as P
+from xafs_stream.transport.publisher import UnitPublisher
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 ANALYSES = ["xafs.normalize", "test.slow", "test.raises"]
@@ -93,18 +92,11 @@ def test_analysis_that_raises_is_recorded_and_others_continue(service, publisher
     assert_exactly_one_result_each(results, 3)
 
 
-def test_kill_9_of_a_worker_mid_unit(service, publisher):
+def test_kill_9_of_a_worker_mid_unit(service, publisher, wait_for):
     run_uid, units = spectrum_units(8, seed=1)
     for env in units:
         publisher.submit(env)
-    deadline = time.monotonic() + 30
-    victim = None
-    while time.monotonic() < deadline and victim is None:
-        for w in service.status()["workers"]:
-            if w["inflight"] > 0:
-                victim = w
-                break
-        time.sleep(0.05)
+    victim = wait_for(lambda: next((w for w in service.status()["workers"] if w["inflight"] > 0), None), 30)
     assert victim is not None, "no worker picked up a unit"
     os.kill(victim["pid"], signal.SIGKILL)
     results = wait_for_results(service, publisher, run_uid)

@@ -7,13 +7,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+from xafs_stream.plans import xafs_scan
 
 from xafs_stream.config import load_config
-from xafs_stream.plans import xafs_scan
 from xafs_stream.service import Service, subscribe
 from xafs_stream.storage.layout import RESULTS_ROOT
 
@@ -101,7 +100,6 @@ def test_external_tiled_server_by_configuration(tmp_path, RE, beamline, collect,
 def test_postgresql_backed_tiled_by_configuration(tmp_path, RE, beamline, collect, wait_for):
     import glob
     import os
-
     import tempfile
     from pathlib import Path
 

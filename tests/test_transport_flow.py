@@ -27,7 +27,7 @@ class CountingStore:
         raise AssertionError("no records expected")
 
 
-def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path):
+def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path, wait_for):
     broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0", events="",
                                  store_dir=str(tmp_path / "store"), max_pending=5, heartbeat_s=0.2))
     thread = threading.Thread(target=broker.run, daemon=True)
@@ -48,9 +48,7 @@ def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path):
     wthread = threading.Thread(target=worker.run, daemon=True)
     wthread.start()
     assert pub.flush(60)
-    deadline = time.monotonic() + 60
-    while broker_status(broker.frontend_address)["stats"]["done"] < 30 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: broker_status(broker.frontend_address)["stats"]["done"] >= 30, 60)
     st = broker_status(broker.frontend_address)
     worker.stop()
     broker.stop()
@@ -59,12 +57,12 @@ def test_burst_is_held_back_by_busy_then_drained_without_loss(tmp_path):
     assert st["stats"]["done"] == 30 and st["stored"] == 0
 
 
-def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline, collect):
+def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline, collect, wait_for):
     from xafs_stream.plans import xafs_scan
 
     from xafs_stream.config import load_config
     from xafs_stream.service import subscribe
-    from xafs_stream.storage.layout import RESULTS_ROOT
+    from xafs_stream.storage.layout import result_node
     from xafs_stream.storage.tiled_server import connect_tiled
 
     env = {**os.environ, "XAFS_STREAM_WORKER_ANALYSES": "xafs.normalize", "XAFS_STREAM_DASHBOARD_PORT": "0"}
@@ -93,12 +91,8 @@ def test_serve_command_runs_the_service_until_interrupted(tmp_path, RE, beamline
         RE(xafs_scan([beamline.scaler], beamline.dcm, [[-60, 60, 2, "E"]], element="Cu", sample="Cu", dwell_s=0.2))
         session.flush()
         uid = collect[0][1]["uid"]
-        deadline = time.monotonic() + 90
-        done = False
-        while not done and time.monotonic() < deadline:
-            results = handle.client[RESULTS_ROOT] if RESULTS_ROOT in handle.client else {}
-            done = uid in results and "merge" in results[uid].get("xafs_normalize", {})
-            time.sleep(0.5)
+        done = wait_for(lambda: result_node(handle.client, uid, "xafs.normalize", "merge") is not None, 90,
+                        poll_s=0.5)
         session.close()
         assert done, "no result from the served workers"
     finally:
@@ -239,7 +233,7 @@ def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path, wai
     pub = UnitPublisher(broker.frontend_address, tmp_path / "outbox", window=4)
     try:
         assert wait_for(lambda: len(broker_status(broker.frontend_address)["workers"]) == 1)
-        time.sleep(0.3)  # PUB/SUB: subscriptions reach the broker a moment after connecting
+        assert everything.wait_ready() and one_run.wait_ready()  # the broker has both subscriptions
         # a malformed event from a "worker" is counted and not published
         rogue = zmq.Context.instance().socket(zmq.DEALER)
         rogue.setsockopt(zmq.LINGER, 0)

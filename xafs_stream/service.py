@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,7 @@ class Service:
             d = self.config.dashboard
             for port in dict.fromkeys([d.port, 0]):  # the configured port, else any free one
                 try:
-                    self.dashboard = start_dashboard(self.tiled.client, self.frontend, host=d.host, port=port,
-                                                     interval_s=d.interval_s)
+                    self.dashboard = start_dashboard(self.tiled.client, self.frontend, replace(d, port=port))
                     break
                 except (RuntimeError, TimeoutError, OSError) as exc:  # e.g. the port is taken
                     log.warning("dashboard could not listen on %s:%s (%s)", d.host, port, exc)

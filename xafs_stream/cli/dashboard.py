@@ -21,10 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frontend", help="broker frontend to ask for worker health and queue "
                                       "(default: [broker] frontend), e.g. tcp://127.0.0.1:5560")
     p.add_argument("--no-broker", action="store_true", help="do not ask a broker for worker health and queue")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8080, help="listen port (default 8080; 0: any free port)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S",
-                   help="how often Tiled and the broker are polled for changes, s (default 1)")
+    p.add_argument("--host", help="listen address (default: [dashboard] host; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, help="listen port (default: [dashboard] port; 0: any free port)")
+    p.add_argument("--interval", type=float, metavar="S",
+                   help="how often Tiled and the broker are polled, s (default: [dashboard] interval_s)")
     p.add_argument("--run-for", type=float, default=None, metavar="S",
                    help="stop after S seconds instead of waiting for Ctrl-C (scripted checks)")
     p.set_defaults(func=run)
@@ -34,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     from ..service import open_tiled
     from ..web import start_dashboard
 
-    if not 0 <= args.port <= 65535:
-        raise CliError(f"--port must be 0..65535, got {args.port}")
-    if args.interval <= 0:
-        raise CliError(f"--interval must be > 0 s, got {args.interval}")
-    cfg = config_from_args(args)
+    overrides = {"host": args.host, "port": args.port, "interval_s": args.interval}
+    cfg = config_from_args(args, dashboard=overrides)
+    if not 0 <= cfg.dashboard.port <= 65535:
+        raise CliError(f"--port must be 0..65535, got {cfg.dashboard.port}")
+    if cfg.dashboard.interval_s <= 0:
+        raise CliError(f"--interval must be > 0 s, got {cfg.dashboard.interval_s}")
     try:
         tiled = open_tiled(cfg)
     except (ConnectionError, TimeoutError) as exc:
@@ -46,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     frontend = None if args.no_broker else cfg.broker.frontend
     try:
         try:
-            handle = start_dashboard(tiled.client, frontend, host=args.host, port=args.port,
-                                     interval_s=args.interval)
+            handle = start_dashboard(tiled.client, frontend, cfg.dashboard)
         except (RuntimeError, TimeoutError) as exc:
             raise CliError(str(exc)) from None
         stop = threading.Event()

@@ -57,8 +57,9 @@ class EventFeedback:
         ``fallback_after_s`` after it was first asked for (events are best effort: one may be missed)
     fallback_after_s : s
 
-    Create it before the scan (a subscriber only sees events published after it joined); ``close()`` it
-    after. ``from_events`` and ``from_fallback`` count the answers each way.
+    Create it before the scan (a subscriber only sees events published after it joined; :meth:`wait_ready`
+    says when it has joined); ``close()`` it after. ``from_events`` and ``from_fallback`` count the answers
+    each way.
     """
 
     def __init__(self, events_address: str, analyses: tuple[str, ...] = ("xafs.normalize", "xafs.quality"), *,
@@ -102,6 +103,11 @@ class EventFeedback:
                 self.from_fallback += 1
             return out
         return None
+
+    def wait_ready(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the broker has confirmed the subscription (see
+        :meth:`~xafs_stream.transport.events.ResultEvents.wait_ready`); False after ``timeout_s``."""
+        return self._events.ready.wait(timeout_s)
 
     def close(self) -> None:
         self._stop.set()

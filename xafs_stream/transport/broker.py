@@ -120,8 +120,11 @@ class Broker:
         self.events: zmq.Socket | None = None
         self.events_address = ""
         if config.events:
-            self.events = self.ctx.socket(zmq.PUB)
+            # XPUB: a PUB that also hands us each subscription (verbose: every one, not only a topic's first),
+            # so that a subscriber is told when its subscriptions are in place (HELLO)
+            self.events = self.ctx.socket(zmq.XPUB)
             self.events.setsockopt(zmq.LINGER, 0)
+            self.events.setsockopt(zmq.XPUB_VERBOSE, 1)
             self.events.setsockopt(zmq.SNDHWM, 10_000)  # a slow subscriber loses events, never slows the broker
             self.events_address = _bind(self.events, config.events)
         log.info("broker frontend %s backend %s events %s", self.frontend_address, self.backend_address,
@@ -134,6 +137,8 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
+        if self.events is not None:
+            poller.register(self.events, zmq.POLLIN)
         next_beat = time.monotonic()
         while self._running:
             timeout_ms = max(0, int(1000 * (next_beat - time.monotonic())))
@@ -152,6 +157,8 @@ class Broker:
                     except zmq.Again:
                         break
                     self._on_backend(frames)
+            if self.events is not None and self.events in events:
+                self._on_subscriptions()
             now = time.monotonic()
             if self.deferred:
                 self._store_overdue(now)
@@ -386,6 +393,19 @@ class Broker:
             self.stats["events"] += 1
         except zmq.ZMQError as exc:
             log.debug("result event not published: %s", exc)
+
+    def _on_subscriptions(self) -> None:
+        """Answer each new subscription to ``HELLO_TOPIC`` with a HELLO (the subscriber's handshake)."""
+        for _ in range(1000):
+            try:
+                message = self.events.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if message[:1] == b"\x01" and message[1:] == P.HELLO_TOPIC:
+                try:
+                    self.events.send_multipart([P.HELLO_TOPIC, P.PROTOCOL, P.HELLO], zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    log.debug("HELLO not published: %s", exc)
 
     # -- dispatch and reliability -------------------------------------------------------------
     def _choose_worker(self, item: _Pending) -> _Worker | None:

@@ -7,6 +7,7 @@ as it comes::
     from xafs_stream import ResultEvents
 
     with ResultEvents(service.events, run_uid=uid) as events:  # open it before the scan starts
+        events.wait_ready()  # the broker has the subscription: nothing published from now on is missed
         for event in events.iter(timeout_s=30):
             if event.analysis == "xafs.normalize" and event.ok:
                 arrays = event.read(client)  # one request for a one-table result
@@ -20,7 +21,9 @@ reads the run's results once more at the end (or after a gap in the units it exp
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +98,9 @@ class ResultEvents:
     run_uid : only this run's results (filtered by the socket); None for every run
     analysis : only this analysis (e.g. ``"xafs.normalize"``); None for all
     hwm : events queued for this subscriber before it starts missing them
+
+    A subscription takes a moment to reach the broker (events published meanwhile are not delivered):
+    :meth:`wait_ready` returns once the broker has confirmed it (its HELLO), e.g. before starting a scan.
     """
 
     def __init__(self, address: str, *, run_uid: str | None = None, analysis: str | None = None,
@@ -113,11 +119,32 @@ class ResultEvents:
         else:
             prefix = b"stored/"
         self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        self._sock.setsockopt(zmq.SUBSCRIBE, P.HELLO_TOPIC)  # last: its HELLO means all are in place
         self._sock.connect(self.address)
+        #: set when the broker confirmed the subscription (a HELLO arrived)
+        self.ready = threading.Event()
+        self._early: deque[ResultEvent] = deque()  # events received while waiting for the HELLO
+
+    def wait_ready(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the broker has this subscriber's subscriptions (True), or ``timeout_s`` passes (False).
+        Events that arrive meanwhile are kept for :meth:`get`."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready.is_set():
+            event = self._receive(deadline, until_ready=True)
+            if event is not None:
+                self._early.append(event)
+            elif time.monotonic() >= deadline:
+                break
+        return self.ready.is_set()
 
     def get(self, timeout_s: float | None = None) -> ResultEvent | None:
         """The next event, or None after ``timeout_s`` (None: wait forever) without one."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if self._early:
+            return self._early.popleft()
+        return self._receive(None if timeout_s is None else time.monotonic() + timeout_s)
+
+    def _receive(self, deadline: float | None, *, until_ready: bool = False) -> ResultEvent | None:
+        """The next wanted event from the socket; None at ``deadline`` (or at a HELLO if ``until_ready``)."""
         while True:
             wait_ms = -1 if deadline is None else max(0, int(1000 * (deadline - time.monotonic())))
             if not self._sock.poll(wait_ms):
@@ -127,6 +154,11 @@ class ResultEvents:
                 if len(frames) < 3:
                     raise P.ProtocolError(f"event has {len(frames)} frame(s)")
                 command, body = P.split_envelope(frames[1:])
+                if command == P.HELLO and frames[0] == P.HELLO_TOPIC:
+                    self.ready.set()
+                    if until_ready:
+                        return None
+                    continue
                 if command != P.STORED:
                     raise P.ProtocolError(f"unexpected event command {command!r}")
                 event = ResultEvent.from_message(body)

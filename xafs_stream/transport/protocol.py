@@ -12,7 +12,10 @@ raises :class:`ProtocolError` with the reason; receivers log it, count it and ca
 
 Result events leave the broker on a PUB socket as ``[topic, PROTOCOL, STORED, body]`` (topic
 :func:`stored_topic`, body :func:`encode_stored`): best effort, like any PUB/SUB (a subscriber that is
-slow or not yet connected misses events; Tiled holds every result regardless).
+slow or not yet connected misses events; Tiled holds every result regardless). Whenever a subscription to
+``HELLO_TOPIC`` reaches it, the broker publishes ``[HELLO_TOPIC, PROTOCOL, HELLO]``: a subscriber that
+subscribes to its topics and then to ``HELLO_TOPIC`` knows, once a HELLO arrives, that its subscriptions
+are in place (ZeroMQ delivers a peer's subscriptions in order).
 
 The protocol version (``PROTOCOL``) is independent of the package version.
 """
@@ -46,8 +49,10 @@ DONE = b"DONE"  # worker -> broker: JSON {"unit_id", "status"}; returns one cred
 HEARTBEAT = b"HEARTBEAT"  # both directions
 BYE = b"BYE"  # worker -> broker: leaving, requeue what I hold
 STORED = b"STORED"  # worker -> broker -> events subscribers: a result is readable in Tiled (see encode_stored)
+HELLO = b"HELLO"  # broker -> events subscribers (topic HELLO_TOPIC): a subscription to it reached the broker
+HELLO_TOPIC = b"hello"
 
-COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, HEARTBEAT, BYE, STORED}
+COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, HEARTBEAT, BYE, STORED, HELLO}
 STORED_STATUSES = ("ok", "error", "skipped")
 
 ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "<i2", "<u2", "<u1", "|u1", "|b1", "<u4", "<u8", "|i1"}

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from ..config import DashboardConfig
 from .catalog import Catalog
 from .feed import ChangeFeed, Watcher
 
@@ -49,16 +50,16 @@ class DashboardHandle:
         self.close()
 
 
-def start_dashboard(tiled_client: Any, frontend: str | None, *, host: str = "127.0.0.1", port: int = 0,
-                    interval_s: float = 1.0, startup_timeout_s: float = 30.0) -> DashboardHandle:
+def start_dashboard(tiled_client: Any, frontend: str | None, config: DashboardConfig | None = None, *,
+                    startup_timeout_s: float = 30.0) -> DashboardHandle:
     """Serve the live dashboard over ``tiled_client`` (the catalog root) in a background thread.
 
     Parameters
     ----------
     tiled_client : Tiled container client of the catalog root (raw runs and ``xafs_results``)
     frontend : the broker's frontend address (worker health and queue), or None/"" without a broker
-    host, port : where to listen (port 0: any free port; see ``handle.url``)
-    interval_s : how often the watcher polls Tiled and the broker, s (new results show within about this)
+    config : the ``[dashboard]`` settings: ``host``, ``port`` (0: any free port; see ``handle.url``) and
+        ``interval_s``, how often the watcher polls Tiled and the broker (new results show within about this)
     startup_timeout_s : give up if the server is not listening by then
 
     Returns
@@ -70,15 +71,17 @@ def start_dashboard(tiled_client: Any, frontend: str | None, *, host: str = "127
     from ..transport.publisher import broker_status
     from .app import build_app
 
+    config = config or DashboardConfig()
+    host, port, interval_s = config.host, config.port, config.interval_s
+
     catalog = Catalog(tiled_client)
     feed = ChangeFeed()
     closing = threading.Event()
     status_fn = (lambda: broker_status(frontend, timeout_s=min(2.0, max(0.5, interval_s)))) if frontend else None
     watcher = Watcher(catalog, feed, broker_status=status_fn, interval_s=interval_s)
     app = build_app(catalog, feed, closing=closing)
-    config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", loop="asyncio",
-                            lifespan="off", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
+                                          loop="asyncio", lifespan="off", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, name="dashboard-http", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s
