@@ -112,7 +112,8 @@ def test_event_feedback_asks_its_fallback_only_for_a_repeat_whose_events_it_miss
             return {"noise_chi": 0.5, "asked": (run_uid, repeat)}
 
     def event(analysis, **summary):
-        body = P.encode_stored({"run_uid": "run-1", "analysis": analysis, "unit": "repeat_0", "path": "p",
+        path = f"xafs_results/run-1/{analysis.replace('.', '_')}/repeat_0"
+        body = P.encode_stored({"run_uid": "run-1", "analysis": analysis, "unit": "repeat_0", "path": path,
                                 "status": "ok", "family": "table", "summary": summary})
         pub.send_multipart([P.stored_topic("run-1", analysis), P.PROTOCOL, P.STORED, body])
 

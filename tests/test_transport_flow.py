@@ -217,7 +217,8 @@ def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path, wai
     class EventStore:  # stands in for Tiled: "stores" and returns the event ResultStore.write returns
         def write(self, record):
             return {"run_uid": record.run_uid, "analysis": record.analysis, "unit": f"repeat_{record.index}",
-                    "unit_id": record.unit_id, "path": f"xafs_results/{record.run_uid}/x/repeat_{record.index}",
+                    "unit_id": record.unit_id,
+                    "path": f"xafs_results/{record.run_uid}/toy_mean/repeat_{record.index}",
                     "status": record.status, "family": "table", "summary": record.result.summary,
                     "table": None}
 
@@ -262,7 +263,8 @@ def test_stored_results_reach_event_subscribers_through_the_broker(tmp_path, wai
         stranger.setsockopt(zmq.LINGER, 0)
         stranger.connect(broker.backend_address)
         stranger.send_multipart([P.PROTOCOL, P.STORED, P.encode_stored({
-            "run_uid": runs[1], "analysis": "toy.mean", "unit": "merge", "path": "p", "status": "error",
+            "run_uid": runs[1], "analysis": "toy.mean", "unit": "merge",
+            "path": f"xafs_results/{runs[1]}/toy_mean/merge", "status": "error",
             "family": "container", "error": "boom"})])
         late = one_run.get(timeout_s=5)
         assert late is not None and (late.unit, late.status, late.error) == ("merge", "error", "boom")
@@ -291,9 +293,11 @@ def test_watch_command_prints_results_as_they_are_stored(tmp_path, capsys):
     worker.setsockopt(zmq.LINGER, 0)
     worker.connect(broker.backend_address)
     worker.send_multipart([P.PROTOCOL, P.READY, b'{"credit": 0}'])
-    events = [P.encode_stored({"run_uid": "run-a", "analysis": "xafs.normalize", "unit": "repeat_0", "path": "p/a",
+    events = [P.encode_stored({"run_uid": "run-a", "analysis": "xafs.normalize", "unit": "repeat_0",
+                               "path": "xafs_results/run-a/xafs_normalize/repeat_0",
                                "status": "ok", "family": "table", "summary": {"e0": 8979.25, "edge_step": 1.5}}),
-              P.encode_stored({"run_uid": "run-b", "analysis": "spm", "unit": "merge", "path": "p/b",
+              P.encode_stored({"run_uid": "run-b", "analysis": "spm", "unit": "merge",
+                               "path": "xafs_results/run-b/spm/merge",
                                "status": "error", "family": "container", "error": "no FEFF paths for Zn"})]
     try:
         for args, body, expected in [
@@ -317,7 +321,7 @@ def test_watch_command_prints_results_as_they_are_stored(tmp_path, capsys):
             worker.send_multipart([P.PROTOCOL, P.STORED, events[0]])
             thread.join(0.1)
         record = json.loads(capsys.readouterr().out.strip().splitlines()[0])
-        assert record["summary"] == {"e0": 8979.25, "edge_step": 1.5} and record["path"] == "p/a"
+        assert record["summary"] == {"e0": 8979.25, "edge_step": 1.5} and record["path"] == "xafs_results/run-a/xafs_normalize/repeat_0"
         assert main(["watch", "--events", "", "--count", "1"]) == 2  # no address: one-line error
         assert "no events address" in capsys.readouterr().err
         assert connectable("tcp://*:5562") == connectable("tcp://0.0.0.0:5562") == "tcp://127.0.0.1:5562"

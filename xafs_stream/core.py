@@ -7,6 +7,8 @@
 - :class:`AnalysisResult`: what one analysis returns for one unit (arrays, summary, params, diagnostics).
 - :class:`ResultRecord`: one analysis outcome of one unit (ok, error or skipped), ready to store.
 - :func:`to_json_safe`: plain JSON types for metadata and messages.
+- :func:`check_id`: ids are data, never paths: a run uid or unit index that becomes a Tiled key must be a
+  short string of letters, digits, ``_`` and ``-`` (checked where messages arrive and again before storage).
 
 Flow: device → document → work unit → engine → result → Tiled (see ``docs/architecture.md``).
 """
@@ -14,10 +16,50 @@ Flow: device → document → work unit → engine → result → Tiled (see ``d
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+#: a run uid, a string unit index, a Tiled key made from them: no separators, no dot-segments
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+#: an analysis name (dots separate its parts; each becomes ``_`` in a Tiled key)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}(\.[A-Za-z0-9][A-Za-z0-9_]{0,31}){0,3}")
+#: largest integer unit index
+MAX_INDEX = 10**9
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about untrusted input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_id(value: Any, what: str = "id") -> str:
+    """``value`` if it is a safe id (:data:`ID_PATTERN`: 1-128 letters, digits, ``_``, ``-``, not starting
+    with ``_`` or ``-``); ValueError naming ``what`` otherwise. Ids become Tiled keys and must never act as
+    paths."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ValueError(f"{what} must be 1-128 letters, digits, '_' or '-' (not starting with '_' or '-'), "
+                         f"got {brief(value)}")
+    return value
+
+
+def check_index(value: Any, what: str = "unit index") -> int | str:
+    """A unit index: an integer 0..MAX_INDEX or a safe id string (``"merge"``); ValueError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= MAX_INDEX:
+            raise ValueError(f"{what} must be 0..{MAX_INDEX}, got {brief(value)}")
+        return value
+    return check_id(value, what)
+
+
+def check_name(value: Any, what: str = "analysis name") -> str:
+    """An analysis name (:data:`NAME_PATTERN`, e.g. ``xafs.normalize``); ValueError otherwise."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"{what} must be dotted words of letters, digits and '_', got {brief(value)}")
+    return value
 
 SPECTRUM = "spectrum"
 TILE = "tile"
@@ -56,7 +98,9 @@ class WorkUnit:
 
     def __post_init__(self) -> None:
         if self.kind not in UNIT_KINDS:
-            raise ValueError(f"unit kind must be one of {UNIT_KINDS}, got {self.kind!r}")
+            raise ValueError(f"unit kind must be one of {UNIT_KINDS}, got {brief(self.kind)}")
+        check_id(self.run_uid, "run uid")
+        check_index(self.index)
 
     @property
     def unit_id(self) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import AnalysisResult, to_json_safe
+from ..core import AnalysisResult, check_id, to_json_safe
 
 RESULTS_ROOT = "xafs_results"
 RUN_FIELDS = ("sample", "element", "edge", "e0", "mode", "plan_name", "xafs_kind", "scan_id", "time",
@@ -145,9 +145,13 @@ def lookup_summary(nested: Mapping[str, Any], dotted: str, default: Any = None) 
 
 
 def _child(node: Any, *path: str) -> Any | None:
+    """The node at ``path`` under ``node`` (one request), or None; None without a request when a part is not
+    a safe id (:func:`~xafs_stream.core.check_id`), which no result node has."""
     try:
+        for part in path:
+            check_id(part)
         return node["/".join(path)]
-    except KeyError:
+    except (KeyError, ValueError):
         return None
 
 
@@ -163,7 +167,7 @@ def run_results(client: Any, run_uid: str) -> Any | None:
 
 def result_node(client: Any, run_uid: str, analysis: str, unit: str) -> Any | None:
     """The node of one result (``analysis`` by name or node key, ``unit`` a unit key), or None."""
-    return _child(client, result_path(run_uid, analysis, unit))
+    return _child(client, RESULTS_ROOT, run_uid, node_key(analysis), unit)
 
 
 def analysis_results(client: Any, run_uid: str, analysis: str) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Writes are idempotent: the same (run, analysis, unit) always lands on the same node, which is replaced
 (never duplicated) when a unit is processed again. A live map, rewritten at every few tiles by its owner,
 is updated in place: new data into its existing nodes, then its metadata.
+
+Writes stay inside ``/xafs_results/<run>/<analysis>/<unit>``: the run uid, the analysis name and the unit
+index are checked (:func:`~xafs_stream.core.check_id`) before any request, so no id acts as a path, and
+the only node ever deleted is a result node being replaced.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import AnalysisResult, ResultRecord, to_json_safe
+from ..core import AnalysisResult, ResultRecord, check_id, check_index, check_name, to_json_safe
 from .layout import (
     RESULTS_ROOT,
     RUN_FIELDS,
@@ -61,6 +65,7 @@ class ResultStore:
         self.root()
 
     def run_node(self, run_uid: str, unit_metadata: dict[str, Any] | None = None) -> Any:
+        check_id(run_uid, "run uid")
         if run_uid not in self._runs:
             md = {k: unit_metadata[k] for k in RUN_FIELDS if unit_metadata and k in unit_metadata}
             md = to_json_safe({"run_uid": run_uid, **md, "summary": {}, "status": {}})
@@ -68,6 +73,7 @@ class ResultStore:
         return self._runs[run_uid]
 
     def analysis_node(self, run_uid: str, analysis: str, run: Any) -> Any:
+        check_name(analysis)
         cache_key = (run_uid, analysis)
         if cache_key not in self._analysis_nodes:
             self._analysis_nodes[cache_key] = _get_or_create(run, node_key(analysis), metadata={"analysis": analysis})
@@ -89,7 +95,7 @@ class ResultStore:
         t0 = time.perf_counter()
         run = self.run_node(record.run_uid, record.unit_metadata)
         analysis_node = self.analysis_node(record.run_uid, record.analysis, run)
-        key = unit_key(record.kind, record.index)
+        key = unit_key(record.kind, check_index(record.index))
         result = record.result or AnalysisResult()
         summary = nest_summary(result.summary) if record.status == "ok" else {}
         metadata = to_json_safe({
@@ -183,7 +189,9 @@ def _write_children(node: Any, children: list[Child]) -> dict[str, tuple[Any, tu
 
 def _replace(parent: Any, key: str, create: Any) -> Any:
     """``create()`` the node ``key``; if it exists (a redelivered unit, or reprocessing), delete it first:
-    replace, never duplicate."""
+    replace, never duplicate. ``parent`` is an analysis node of a result run and ``key`` a checked id: the
+    only deletion the results store makes."""
+    check_id(key, "result key")
     try:
         return create()
     except Exception as exc:

@@ -46,6 +46,7 @@ import zmq
 
 from ..config import BrokerConfig
 from . import protocol as P
+from .rejects import RejectLog, clip
 from .spool import DiskSpool
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,8 @@ class Broker:
         self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned", "opened",
-            "workers_expired", "late_done", "acked_on_done", "stored_late", "events")}
-        self.rejections: list[str] = []
+            "workers_expired", "late_done", "acked_on_done", "stored_late", "events", "errors", "store_errors")}
+        self.rejects = RejectLog(log)
         self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
         # units not stored yet (their producer's outbox holds them): unit id -> (producer identity, deadline)
         self.deferred: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
@@ -144,21 +145,11 @@ class Broker:
             timeout_ms = max(0, int(1000 * (next_beat - time.monotonic())))
             events = dict(poller.poll(min(timeout_ms, 200)))
             if self.frontend in events:
-                for _ in range(1000):
-                    try:
-                        frames = self.frontend.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._on_frontend(frames)
+                self._drain(self.frontend, self._on_frontend)
             if self.backend in events:
-                for _ in range(1000):
-                    try:
-                        frames = self.backend.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self._on_backend(frames)
+                self._drain(self.backend, self._on_backend)
             if self.events is not None and self.events in events:
-                self._on_subscriptions()
+                self._drain(self.events, self._on_subscription)
             now = time.monotonic()
             if self.deferred:
                 self._store_overdue(now)
@@ -171,6 +162,22 @@ class Broker:
 
     def stop(self) -> None:
         self._running = False
+
+    def _drain(self, sock: zmq.Socket, handle: Any) -> None:
+        """Hand up to 1000 waiting messages to ``handle``; whatever a message makes it raise is counted and
+        logged (at a bounded rate) and the broker goes on: no message can end the broker."""
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                handle(frames)
+            except Exception as exc:  # a bug or input no check foresaw: never fatal
+                self.stats["errors"] += 1
+                peer = frames[0].bytes if frames and sock is not self.events else b"subscriber"
+                self.rejects.reject(peer, f"internal error: {type(exc).__name__}: {exc}")
+                log.debug("message handling failed", exc_info=True)
 
     def close(self) -> None:
         """Store what is deferred (a restarted broker then dispatches it at once, instead of waiting for the
@@ -197,7 +204,7 @@ class Broker:
                 for w in self.workers.values()
             ],
             "stats": dict(self.stats),
-            "recent_rejections": self.rejections[-10:],
+            "recent_rejections": list(self.rejects.recent),
         }
 
     # -- frontend -------------------------------------------------------------------------------
@@ -221,6 +228,8 @@ class Broker:
         except P.ProtocolError as exc:
             return self._reject(identity, unit_id, str(exc))
         if unit_id in self.pending or unit_id in self.inflight:
+            if not self._same_unit(unit_id, body):
+                return self._reject(identity, unit_id, "a unit with this id and different data is already queued")
             self.stats["duplicates"] += 1  # a resend after a lost ACK (or a timeout while deferred)
             if unit_id in self.deferred:
                 self.deferred[unit_id] = (identity, 0.0)  # the producer is waiting: store and ACK now
@@ -235,7 +244,12 @@ class Broker:
             # a worker will have it done soon: skip the disk, acknowledge on DONE (the outbox holds it meanwhile)
             self.deferred[unit_id] = (identity, time.monotonic() + self.config.ack_after_done_s)
         else:
-            self.store.put(unit_id, body)
+            try:
+                self.store.put(unit_id, body)
+            except OSError as exc:  # disk full or failing: the producer keeps the unit and retries later
+                self.stats["store_errors"] += 1
+                self.rejects.reject(b"store", f"cannot store unit: {exc}")
+                return self._send(self.frontend, identity, P.BUSY, unit_id.encode())
         if fits:
             self._cache[unit_id] = body
             self._cached_bytes += size
@@ -244,6 +258,16 @@ class Broker:
         self.stats["submitted"] += 1
         if unit_id not in self.deferred:
             self._send(self.frontend, identity, P.ACK, unit_id.encode())
+
+    def _same_unit(self, unit_id: str, body: list) -> bool:
+        """Is ``body`` the unit already held under ``unit_id`` (a resend), byte for byte?"""
+        held = self._cache.get(unit_id)
+        if held is None:
+            try:
+                held = self.store.get(unit_id)
+            except KeyError:
+                return True  # in flight and no longer held here: nothing to compare with
+        return len(held) == len(body) and all(_bytes(a) == _bytes(b) for a, b in zip(held, body))
 
     def _quick_queue(self) -> int:
         """How many pending units the workers will likely finish within half of ``ack_after_done_s``: the
@@ -297,11 +321,8 @@ class Broker:
 
     def _reject(self, identity: bytes, unit_id: str, reason: str) -> None:
         self.stats["rejected"] += 1
-        msg = f"rejected message from {identity!r}: {reason}"
-        log.warning(msg)
-        self.rejections.append(msg)
-        self.rejections = self.rejections[-100:]
-        self._send(self.frontend, identity, P.REJECT, P.dumps({"unit_id": unit_id, "reason": reason}))
+        self.rejects.reject(identity, reason)
+        self._send(self.frontend, identity, P.REJECT, P.dumps({"unit_id": clip(unit_id), "reason": clip(reason)}))
 
     # -- backend --------------------------------------------------------------------------------
     def _on_backend(self, frames: list) -> None:
@@ -310,21 +331,22 @@ class Broker:
             command, body = P.split_envelope(frames[1:])
         except P.ProtocolError as exc:
             self.stats["rejected"] += 1
-            log.warning("bad message from worker %r: %s", identity, exc)
+            self.rejects.reject(identity, f"from a worker: {exc}")
             return
         worker = self.workers.get(identity)
         if command == P.READY:
             try:
-                info = P.loads(body[0].bytes if body else b"{}", "READY body")
-                credit = int(info.get("credit", 1))
-            except (P.ProtocolError, AttributeError, TypeError, ValueError) as exc:
-                log.warning("bad READY from %r: %s", identity, exc)
+                info = P.decode_ready(body)
+            except P.ProtocolError as exc:
+                self.stats["rejected"] += 1
+                self.rejects.reject(identity, f"READY: {exc}")
                 return
+            credit = info.pop("credit")
             if worker is None:
                 worker = self.workers[identity] = _Worker(identity)
-                log.info("worker %s joined (credit %d)", identity.decode(errors="replace"), credit)
+                log.info("worker %s joined (credit %d)", clip(identity.decode(errors="replace"), 64), credit)
             worker.credit = max(0, credit - len(worker.inflight))
-            worker.info = {k: info[k] for k in ("worker", "host", "pid") if k in info}
+            worker.info = info
             worker.last_seen = time.monotonic()
             return
         if worker is None:
@@ -347,20 +369,25 @@ class Broker:
         if command == P.BYE:
             self._remove_worker(identity, reason="said goodbye")
             return
-        log.warning("unexpected %s from worker %r", command.decode(), identity)
+        self.stats["rejected"] += 1
+        self.rejects.reject(identity, f"command {command.decode()} not accepted from a worker")
 
     def _on_done(self, worker: _Worker | None, body: list) -> None:
+        """A worker finished a unit: forget the unit (ACK its producer if it was deferred), return a credit.
+        Only the worker the unit was sent to can finish it: a DONE for a unit that worker does not hold (a
+        late one after a redelivery or a broker restart, or a forged one) changes nothing but a count."""
         try:
-            info = P.loads(body[0].bytes if body else b"", "DONE body")
-            unit_id = str(info["unit_id"])
-        except (P.ProtocolError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("bad DONE: %s", exc)
+            unit_id = P.decode_done(body)["unit_id"]
+        except P.ProtocolError as exc:
+            self.stats["rejected"] += 1
+            self.rejects.reject(worker.identity if worker else b"unknown worker", f"DONE: {exc}")
             return
-        if worker is not None:
-            if unit_id in worker.inflight:
-                del worker.inflight[unit_id]
-                worker.credit += 1
-            worker.done += 1
+        if worker is None or unit_id not in worker.inflight:
+            self.stats["late_done"] += 1
+            return
+        del worker.inflight[unit_id]
+        worker.credit += 1
+        worker.done += 1
         known = unit_id in self.inflight or unit_id in self.pending
         if not known:
             self.stats["late_done"] += 1
@@ -385,7 +412,7 @@ class Broker:
             info = P.decode_stored(body)
         except P.ProtocolError as exc:
             self.stats["rejected"] += 1
-            log.warning("bad STORED from worker %r: %s", identity, exc)
+            self.rejects.reject(identity, f"STORED: {exc}")
             return
         try:
             self.events.send_multipart([P.stored_topic(info["run_uid"], info["analysis"]), P.PROTOCOL, P.STORED,
@@ -394,18 +421,14 @@ class Broker:
         except zmq.ZMQError as exc:
             log.debug("result event not published: %s", exc)
 
-    def _on_subscriptions(self) -> None:
+    def _on_subscription(self, frames: list) -> None:
         """Answer each new subscription to ``HELLO_TOPIC`` with a HELLO (the subscriber's handshake)."""
-        for _ in range(1000):
+        message = frames[0].bytes if frames else b""
+        if message[:1] == b"\x01" and message[1:] == P.HELLO_TOPIC:
             try:
-                message = self.events.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if message[:1] == b"\x01" and message[1:] == P.HELLO_TOPIC:
-                try:
-                    self.events.send_multipart([P.HELLO_TOPIC, P.PROTOCOL, P.HELLO], zmq.NOBLOCK)
-                except zmq.ZMQError as exc:
-                    log.debug("HELLO not published: %s", exc)
+                self.events.send_multipart([P.HELLO_TOPIC, P.PROTOCOL, P.HELLO], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.debug("HELLO not published: %s", exc)
 
     # -- dispatch and reliability -------------------------------------------------------------
     def _choose_worker(self, item: _Pending) -> _Worker | None:

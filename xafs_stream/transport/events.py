@@ -72,10 +72,12 @@ class ResultEvent:
     def read(self, client: Any) -> dict[str, np.ndarray]:
         """The result's arrays from Tiled (``client``: the catalog root the service writes to); ``{}`` for an
         error or skip record, which has none."""
-        from ..storage.layout import read_stored
+        from ..storage.layout import read_stored, result_path
 
         if not self.ok:
             return {}
+        if self.path != result_path(self.run_uid, self.analysis, self.unit):  # an event is no licence to read
+            raise ValueError(f"result event path {self.path!r} is not its result's place in the results tree")
         return read_stored(client, self.path, self.table)
 
     @classmethod

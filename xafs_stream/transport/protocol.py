@@ -8,7 +8,10 @@ identity). Units travel as ``[PROTOCOL, UNIT|SUBMIT, header, *buffers]`` where `
      "analyses": null | ["xafs.normalize", ...], "affinity": null | "<key>", "attempt": 0}
 
 and each array's raw bytes follow as its own frame (zero-copy on send). Decoding checks every field and
-raises :class:`ProtocolError` with the reason; receivers log it, count it and carry on.
+raises :class:`ProtocolError` with the reason; receivers log it, count it and carry on. Everything is
+bounded before use: JSON nesting (:data:`MAX_DEPTH`), integers (:data:`MAX_INT`), no NaN or infinity,
+strings valid UTF-8, ids and names by :func:`~xafs_stream.core.check_id` (they become Tiled keys), array
+shapes, credits.
 
 Result events leave the broker on a PUB socket as ``[topic, PROTOCOL, STORED, body]`` (topic
 :func:`stored_topic`, body :func:`encode_stored`): best effort, like any PUB/SUB (a subscriber that is
@@ -29,7 +32,17 @@ from typing import Any
 import numpy as np
 
 from ..config import BrokerConfig
-from ..core import UNIT_KINDS, UnitEnvelope, WorkUnit, make_unit_id, to_json_safe
+from ..core import (
+    UNIT_KINDS,
+    UnitEnvelope,
+    WorkUnit,
+    brief,
+    check_id,
+    check_index,
+    check_name,
+    make_unit_id,
+    to_json_safe,
+)
 
 PROTOCOL = b"XSP1"
 SCHEMA_VERSION = 1
@@ -60,6 +73,11 @@ MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON
 DEFAULT_MAX_MESSAGE_BYTES = BrokerConfig.max_message_bytes  # 1 GiB of array data
 MAX_ARRAYS = 64
 MAX_NDIM = 4
+MAX_DIM = 2**31 - 1  # elements along one axis
+MAX_DEPTH = 32  # nesting of JSON objects and lists
+MAX_INT = 2**63  # magnitude of any JSON integer
+MAX_CREDIT = 10_000  # units one worker may hold
+MAX_TEXT = 1000  # characters of a free-text field (a worker name, a poison reason)
 
 
 class ProtocolError(ValueError):
@@ -72,10 +90,59 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(data: bytes, what: str = "JSON") -> Any:
+    """Strict, bounded JSON: ProtocolError for invalid UTF-8 (lone surrogates included), NaN or infinity,
+    an integer beyond :data:`MAX_INT`, nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        return json.loads(bytes(data).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"{what}: not valid UTF-8 JSON ({exc})") from None
+        value = json.loads(bytes(data).decode("utf-8"), parse_constant=_no_constant, parse_int=_bounded_int,
+                           parse_float=_finite_float)
+    except RecursionError:
+        raise ProtocolError(f"{what}: nested more than {MAX_DEPTH} deep") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and the hooks' errors
+        raise ProtocolError(f"{what}: not valid JSON for this protocol ({brief(str(exc), 120)})") from None
+    _check_tree(value, what)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20 or abs(value := int(text)) > MAX_INT:
+        raise ValueError(f"integer {text[:24]}... beyond ±2**63" if len(text) > 24 else f"integer {text} beyond ±2**63")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:24]} is not finite")
+    return value
+
+
+def _check_tree(value: Any, what: str) -> None:
+    """Nesting depth and string encodability of a decoded JSON value (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _utf8(item, what)
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(f"{what}: nested more than {MAX_DEPTH} deep")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    _utf8(key, what)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+def _utf8(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(f"{what}: a string is not valid UTF-8 (lone surrogate)") from None
 
 
 def encode_unit(envelope: UnitEnvelope, command: bytes = UNIT) -> list:
@@ -119,16 +186,14 @@ def decode_unit(body: list, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Un
     header = peek_header(body)
     if header.get("schema") != SCHEMA_VERSION:
         raise ProtocolError(f"unsupported schema version {header.get('schema')!r} (this is {SCHEMA_VERSION})")
-    run_uid = _field(header, "run_uid", str)
+    run_uid = _checked(check_id, header.get("run_uid"), "run_uid")
     kind = _field(header, "kind", str)
     if kind not in UNIT_KINDS:
-        raise ProtocolError(f"unknown unit kind {kind!r}; expected one of {UNIT_KINDS}")
-    index = header.get("index")
-    if not isinstance(index, (int, str)) or isinstance(index, bool):
-        raise ProtocolError(f"index must be an integer or string, got {type(index).__name__}")
+        raise ProtocolError(f"unknown unit kind {brief(kind)}; expected one of {UNIT_KINDS}")
+    index = _checked(check_index, header.get("index"), "index")
     unit_id = _field(header, "unit_id", str)
     if unit_id != make_unit_id(run_uid, kind, index):
-        raise ProtocolError(f"unit_id {unit_id!r} does not match run_uid/kind/index")
+        raise ProtocolError(f"unit_id {brief(unit_id)} does not match run_uid/kind/index")
     metadata = header.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ProtocolError("metadata must be a JSON object")
@@ -143,14 +208,15 @@ def decode_unit(body: list, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Un
     for spec, buf in zip(specs, buffers):
         if not isinstance(spec, dict):
             raise ProtocolError("each array description must be a JSON object")
-        name = _field(spec, "name", str)
+        name = _checked(check_name, spec.get("name"), "array name")
         dtype = _field(spec, "dtype", str)
         shape = spec.get("shape")
         if dtype not in ALLOWED_DTYPES:
-            raise ProtocolError(f"array {name!r}: dtype {dtype!r} not allowed")
+            raise ProtocolError(f"array {name!r}: dtype {brief(dtype)} not allowed")
         if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
-            raise ProtocolError(f"array {name!r}: shape must be a list of at most {MAX_NDIM} integers >= 0")
+                or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_DIM for s in shape)):
+            raise ProtocolError(f"array {name!r}: shape must be a list of at most {MAX_NDIM} integers "
+                                f"0..{MAX_DIM}, got {brief(shape)}")
         if name in arrays:
             raise ProtocolError(f"array {name!r} appears twice")
         dt = np.dtype(dtype)
@@ -160,25 +226,29 @@ def decode_unit(body: list, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Un
             raise ProtocolError(f"message carries more than {max_bytes} bytes of array data")
         data = _frame_buffer(buf)
         if len(data) != expected:
-            raise ProtocolError(f"array {name!r}: {len(data)} bytes for shape {shape} {dtype} ({expected} expected)")
+            raise ProtocolError(f"array {name!r}: {len(data)} bytes for shape {shape} {dtype} "
+                                f"({expected} expected)")
         arrays[name] = np.frombuffer(data, dtype=dt).reshape(shape) if expected else np.zeros(shape, dt)
     analyses = header.get("analyses")
-    if analyses is not None and not (isinstance(analyses, list) and all(isinstance(a, str) for a in analyses)):
-        raise ProtocolError("analyses must be null or a list of names")
-    affinity = header.get("affinity")
-    if affinity is not None and not isinstance(affinity, str):
-        raise ProtocolError("affinity must be null or a string")
+    if analyses is not None:
+        if not isinstance(analyses, list) or len(analyses) > MAX_ARRAYS:
+            raise ProtocolError(f"analyses must be null or a list of at most {MAX_ARRAYS} names")
+        for name in analyses:
+            _checked(check_name, name, "analysis")
+    affinity = _affinity(header.get("affinity"))
     attempt = header.get("attempt", 0)
-    if not isinstance(attempt, int) or attempt < 0:
-        raise ProtocolError("attempt must be an integer >= 0")
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or not 0 <= attempt <= MAX_CREDIT:
+        raise ProtocolError(f"attempt must be an integer 0..{MAX_CREDIT}")
+    poisoned = header.get("poisoned", False)
+    if not isinstance(poisoned, bool):
+        raise ProtocolError("poisoned must be true or false")
     unit = WorkUnit(run_uid=run_uid, kind=kind, index=index, arrays=arrays, metadata=metadata)
     extra = header.get("extra") or {}
     if not isinstance(extra, dict):
         raise ProtocolError("extra must be a JSON object")
     return UnitEnvelope(
-        unit=unit, analyses=analyses, affinity=affinity, attempt=attempt,
-        poisoned=bool(header.get("poisoned", False)), poison_reason=str(header.get("poison_reason", "")),
-        extra=extra,
+        unit=unit, analyses=analyses, affinity=affinity, attempt=attempt, poisoned=poisoned,
+        poison_reason=_text(header.get("poison_reason", ""), "poison_reason"), extra=extra,
     )
 
 
@@ -207,11 +277,10 @@ def decode_open(body: list) -> dict[str, Any]:
     info = peek_header(body)
     if len(body) != 1:
         raise ProtocolError(f"OPEN has {len(body)} body frames; expected 1")
-    _field(info, "run_uid", str)
+    _checked(check_id, info.get("run_uid"), "OPEN run_uid")
     if info.get("kind") not in UNIT_KINDS:
-        raise ProtocolError(f"OPEN kind must be one of {UNIT_KINDS}, got {info.get('kind')!r}")
-    if info.get("affinity") is not None and not isinstance(info["affinity"], str):
-        raise ProtocolError("OPEN affinity must be null or a string")
+        raise ProtocolError(f"OPEN kind must be one of {UNIT_KINDS}, got {brief(info.get('kind'))}")
+    _affinity(info.get("affinity"))
     if not isinstance(info.get("metadata", {}), dict):
         raise ProtocolError("OPEN metadata must be a JSON object")
     return info
@@ -241,12 +310,18 @@ def decode_stored(body: list) -> dict[str, Any]:
     info = peek_header(body)
     if info.get("schema") != SCHEMA_VERSION:
         raise ProtocolError(f"STORED: unsupported schema version {info.get('schema')!r} (this is {SCHEMA_VERSION})")
-    for key in ("run_uid", "analysis", "unit", "path"):
-        _field(info, key, str)
+    run_uid = _checked(check_id, info.get("run_uid"), "STORED run_uid")
+    analysis = _checked(check_name, info.get("analysis"), "STORED analysis")
+    unit = _checked(check_id, info.get("unit"), "STORED unit")
+    path = _field(info, "path", str)
+    parts = path.split("/")
+    if len(parts) != 4 or parts[1] != run_uid or parts[2] != analysis.replace(".", "_") or parts[3] != unit:
+        raise ProtocolError(f"STORED path {brief(path)} is not <results>/<run_uid>/<analysis>/<unit>")
+    _checked(check_id, parts[0], "STORED results root")
     if info.get("status") not in STORED_STATUSES:
-        raise ProtocolError(f"STORED status must be one of {STORED_STATUSES}, got {info.get('status')!r}")
+        raise ProtocolError(f"STORED status must be one of {STORED_STATUSES}, got {brief(info.get('status'))}")
     if info.get("family") not in ("table", "container"):
-        raise ProtocolError(f"STORED family must be 'table' or 'container', got {info.get('family')!r}")
+        raise ProtocolError(f"STORED family must be 'table' or 'container', got {brief(info.get('family'))}")
     table = info.get("table")
     if table is not None and not (isinstance(table, dict) and isinstance(table.get("columns"), list)
                                   and isinstance(table.get("lengths", {}), dict)):
@@ -254,6 +329,53 @@ def decode_stored(body: list) -> dict[str, Any]:
     if not isinstance(info.get("summary", {}), dict):
         raise ProtocolError("STORED summary must be a JSON object")
     return info
+
+
+def decode_ready(body: list) -> dict[str, Any]:
+    """Checked ``READY`` body: ``credit`` an integer 0..MAX_CREDIT (default 1); ``worker``, ``host`` (short
+    strings) and ``pid`` (an integer) when given. An empty body is ``{"credit": 1}``."""
+    info = peek_header(body) if body and _frame_bytes(body[0]) else {}
+    credit = info.get("credit", 1)
+    if not isinstance(credit, int) or isinstance(credit, bool) or not 0 <= credit <= MAX_CREDIT:
+        raise ProtocolError(f"READY credit must be an integer 0..{MAX_CREDIT}, got {brief(credit)}")
+    out: dict[str, Any] = {"credit": credit}
+    for key in ("worker", "host"):
+        if key in info:
+            out[key] = _text(info[key], f"READY {key}", limit=256)
+    if "pid" in info:
+        if not isinstance(info["pid"], int) or isinstance(info["pid"], bool):
+            raise ProtocolError("READY pid must be an integer")
+        out["pid"] = info["pid"]
+    return out
+
+
+def decode_done(body: list) -> dict[str, Any]:
+    """Checked ``DONE`` body: ``unit_id`` (a string of at most 512 characters) and ``status`` (a string)."""
+    info = peek_header(body)
+    unit_id = _text(info.get("unit_id"), "DONE unit_id", limit=512)
+    if not unit_id:
+        raise ProtocolError("DONE unit_id missing")
+    return {"unit_id": unit_id, "status": _text(info.get("status", ""), "DONE status", limit=64)}
+
+
+def _checked(check: Any, value: Any, what: str) -> Any:
+    """``check(value, what)`` with its ValueError turned into a ProtocolError."""
+    try:
+        return check(value, what)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _affinity(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 256):
+        raise ProtocolError(f"affinity must be null or a string of 1-256 characters, got {brief(value)}")
+    return value
+
+
+def _text(value: Any, what: str, *, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"{what} must be a string of at most {limit} characters, got {brief(value)}")
+    return value
 
 
 def _field(obj: dict, key: str, typ: type) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import to_json_safe
+from ..core import check_id, to_json_safe
 from ..storage import layout
 from ..storage.layout import (
     ResultIncomplete,
@@ -153,10 +153,13 @@ class Catalog:
 
     # -- helpers ------------------------------------------------------------------------------------
     def _get(self, *path: str) -> Any | None:
-        """The node at ``path`` or None (one request for the whole path)."""
+        """The node at ``path`` or None (one request for the whole path; none for a part that is not a safe
+        id, which no run has)."""
         try:
+            for part in path:
+                check_id(part)
             return self.client["/".join(path)]
-        except KeyError:
+        except (KeyError, ValueError):
             return None
 
     def results_root(self) -> Any | None:

@@ -7,7 +7,9 @@ is analysed and stored the same way whichever path it took.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -88,11 +90,11 @@ class UnitHandler:
         if self.enabled is not None:
             wanted = set(self.enabled) if envelope.analyses is None else set(envelope.analyses) & set(self.enabled)
             envelope.analyses = sorted(wanted) or ["__none__"]
-        sent = envelope.unit.metadata.get("t_complete")
+        sent = _finite(envelope.unit.metadata.get("t_complete"))
 
         def store(record: ResultRecord) -> None:
-            if isinstance(sent, (int, float)):
-                record.timings["t_complete"] = float(sent)
+            if sent is not None:
+                record.timings["t_complete"] = sent
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self.store_record(record)
 
@@ -106,6 +108,17 @@ class UnitHandler:
         self.stats["records"] += len(records)
         self.stats["errors"] += sum(r.status == "error" for r in records)
         return records
+
+    def fail(self, envelope: UnitEnvelope, reason: str) -> str:
+        """Record an error result naming ``reason`` for each analysis of a unit that failed outside them (so
+        the unit is accounted for and its worker's credit returns); ``"error"``."""
+        failed = dataclasses.replace(envelope, poisoned=True, poison_reason=f"failed: {reason}")
+        try:
+            for record in process_unit(failed, self.registry, self.settings, worker=self.name):
+                self.store_record(record)
+        except Exception:  # the error records could not be stored either: logged, the unit is still done
+            log.exception("%s: error records of unit %s not stored", self.name, envelope.unit_id)
+        return "error"
 
     def store_record(self, record: ResultRecord) -> None:
         """Store one record: retried with back-off while Tiled is unreachable or restarting; a result Tiled
@@ -152,6 +165,17 @@ class UnitHandler:
                 if self._stop.wait(delay):
                     raise RuntimeError("worker stopped before the result was stored") from exc
                 delay = min(delay * 2, 10.0)
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number (a unit's metadata comes from outside), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _status_code(exc: Exception) -> int | None:

@@ -28,6 +28,7 @@ import zmq
 
 from ..config import BrokerConfig, WorkerConfig
 from ..transport import protocol as P
+from ..transport.rejects import RejectLog
 from ..transport.wakeup import Waker
 from .handler import UnitHandler
 
@@ -85,6 +86,7 @@ class Worker:
         self.prepare_delay_s = float(prepare_delay_s)
         self.ctx = context or zmq.Context.instance()
         self.stats = {"bad_messages": 0, "reconnects": 0}
+        self.rejects = RejectLog(log)
         self._todo: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
         self._stored: queue.Queue = queue.Queue()  # result events for the broker to publish
@@ -136,7 +138,11 @@ class Worker:
                         except zmq.Again:
                             break
                         last_heard = time.monotonic()
-                        self._on_message(sock, frames)
+                        try:
+                            self._on_message(sock, frames)
+                        except Exception as exc:  # input no check foresaw: counted, never fatal
+                            self.stats["bad_messages"] += 1
+                            self.rejects.reject(b"broker", f"internal error: {type(exc).__name__}: {exc}")
                 while True:
                     try:
                         event = self._stored.get_nowait()
@@ -205,7 +211,7 @@ class Worker:
             envelope = P.decode_unit(body, max_bytes=self.max_message_bytes)
         except P.ProtocolError as exc:
             self.stats["bad_messages"] += 1
-            log.error("%s: undecodable unit from broker: %s", self.name, exc)
+            self.rejects.reject(b"broker", f"undecodable unit: {exc}")
             try:
                 unit_id = str(P.peek_header(body).get("unit_id", ""))
             except P.ProtocolError:
@@ -239,8 +245,10 @@ class Worker:
             try:
                 records = self.handler.handle(envelope)
                 status = "error" if any(r.status == "error" for r in records) else "ok"
-            except Exception:  # never let a unit kill the worker; the broker will redeliver it
-                log.exception("%s: unit %s crashed the compute thread", self.name, envelope.unit_id)
-                continue
+            except Exception as exc:  # outside any one analysis: record why, and give the credit back
+                if self._stop.is_set():
+                    return  # stopping: the broker redelivers the unit (BYE)
+                log.exception("%s: unit %s failed outside its analyses", self.name, envelope.unit_id)
+                status = self.handler.fail(envelope, f"{type(exc).__name__}: {exc}")
             self._done.put((envelope.unit_id, status))
             self._waker.wake()
