@@ -34,3 +34,18 @@ def test_readme_commands_are_what_ci_runs():
 def test_docker_compose_config_is_valid():
     result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_has_no_default_secrets_and_authenticates_the_broker():
+    """Every secret must be given (``${VAR:?...}``), and the broker and workers, which listen and connect
+    beyond loopback, use CURVE keys."""
+    import yaml
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in text and ":-" not in text
+    compose = yaml.safe_load(text)
+    for name in ("broker", "worker"):
+        service = compose["services"][name]
+        assert service["environment"]["XAFS_STREAM_SECURITY_KEYS"] == "/keys"
+        assert "./keys:/keys:ro" in service["volumes"]
+    assert compose["services"]["tiled"]["command"].count("${TILED_API_KEY:?") == 1

@@ -49,6 +49,8 @@ class ServiceConfig:
     data_dir: str = "xafs-data"
     workers: int = 2
     reconcile_recent: int = 20  # on start, fill missing results of this many recent runs
+    max_restarts: int = 5  # a component (broker, worker, embedded Tiled) that exits more often than this ...
+    restart_window_s: float = 60.0  # ... within this time stops serve (exit code 1)
 
 
 @dataclass
@@ -89,11 +91,21 @@ class WorkerConfig:
 
 
 @dataclass
+class SecurityConfig:
+    """``[security]``: CURVE keys for every ZeroMQ socket (see :mod:`xafs_stream.transport.security`)."""
+
+    keys: str = ""  # directory made by `xafs-stream keys DIR`; "": no authentication (loopback only)
+    allow_insecure: bool = False  # bind beyond loopback without keys (or the dashboard without a token)
+
+
+@dataclass
 class DashboardConfig:
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # beyond loopback (0.0.0.0, a LAN address) a token is required
     port: int = 8080  # 0: any free port
     interval_s: float = 1.0  # how often the dashboard polls Tiled and the broker
+    token: str = ""  # required from every client when set (or XAFS_STREAM_DASHBOARD_TOKEN)
+    allowed_hosts: list = field(default_factory=list)  # more names for the Host header (a reverse proxy's)
 
 
 @dataclass
@@ -105,6 +117,7 @@ class Config:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     analysis: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -135,7 +148,7 @@ class Config:
 
 
 _SECTIONS = {"service": ServiceConfig, "tiled": TiledConfig, "broker": BrokerConfig, "worker": WorkerConfig,
-             "dashboard": DashboardConfig}
+             "dashboard": DashboardConfig, "security": SecurityConfig}
 
 
 def _toml_value(value: Any) -> str:

@@ -89,7 +89,7 @@ def run_demo(config: Config, *, quick: bool = False, out: TextIO = sys.stdout, k
         report.tiled_url = service.tiled.browse_url
         print(f"  Tiled: {report.tiled_url}", file=out)
         if service.dashboard is not None:
-            report.dashboard_url = service.dashboard.url
+            report.dashboard_url = service.dashboard.link
             print(f"  live dashboard: {report.dashboard_url}", file=out)
         print(f"  broker: {service.frontend} (producers), {service.backend} (workers); "
               f"{len(service.worker_procs)} workers", file=out, flush=True)

@@ -21,10 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config
+from .transport.security import check_binds
 from .storage.tiled_server import TiledHandle, connect_tiled, start_embedded_tiled, start_tiled_process
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "XAFS_STREAM_TILED_API_KEY"
+
+
+class ServiceFailed(RuntimeError):
+    """A component of the service keeps exiting and is not restarted any more (the message says which)."""
 
 
 def open_tiled(config: Config, *, separate_process: bool = False) -> TiledHandle:
@@ -59,6 +64,7 @@ class Service:
     _config_file: str = ""
     log_dir: Path | None = None
     dashboard: Any = None
+    _restarts: dict[str, list[float]] = field(default_factory=dict)  # component -> monotonic restart times
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> "Service":
@@ -71,14 +77,27 @@ class Service:
 
         cfg = self.config
         load_registry(cfg.worker.plugins).check_config(cfg.analysis, cfg.worker.analyses)
+        b = cfg.broker
+        check_binds({"frontend": b.frontend, "backend": b.backend, "events": b.events}, cfg.security.keys,
+                    cfg.security.allow_insecure)
+        if cfg.dashboard.enabled:
+            from .web.guard import check_exposure
+
+            check_exposure(cfg.dashboard, cfg.security)
+        try:
+            return self._start(reconcile)
+        except BaseException:  # a component failed to start: stop those already running, leave none behind
+            self.stop()
+            raise
+
+    def _start(self, reconcile: bool) -> "Service":
         data = self.config.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.log_dir = data / "logs"
         self.log_dir.mkdir(exist_ok=True)
         self.tiled = open_tiled(self.config, separate_process=True)
         self.start_broker()
-        for i in range(self.config.service.workers):
-            self.start_worker(f"w{i}")
+        self.worker_procs = [self.start_worker(f"w{i}") for i in range(self.config.service.workers)]
         if reconcile and self.config.service.reconcile_recent > 0:
             threading.Thread(target=self._reconcile, name="reconcile", daemon=True).start()
         if self.config.dashboard.enabled:
@@ -87,7 +106,8 @@ class Service:
             d = self.config.dashboard
             for port in dict.fromkeys([d.port, 0]):  # the configured port, else any free one
                 try:
-                    self.dashboard = start_dashboard(self.tiled.client, self.frontend, replace(d, port=port))
+                    self.dashboard = start_dashboard(self.tiled.client, self.frontend, replace(d, port=port),
+                                                     self.config.security)
                     break
                 except (RuntimeError, TimeoutError, OSError) as exc:  # e.g. the port is taken
                     log.warning("dashboard could not listen on %s:%s (%s)", d.host, port, exc)
@@ -138,9 +158,47 @@ class Service:
         cmd = _python_cli("worker", "--connect", self.backend, "--tiled-uri", uri, "--config", self._write_config(),
                           "--name", f"{name}-{os.getpid()}")
         logfile = open(self.log_dir / f"worker-{name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env)
-        self.worker_procs.append(proc)
-        return proc
+        return subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env)
+
+    def supervise(self) -> list[str]:
+        """Restart every component process that has exited: the embedded Tiled (same port and key), the
+        broker (same addresses), each worker. Returns what was restarted, one line each; raises
+        :class:`ServiceFailed` when a component exited more than ``[service] max_restarts`` times within
+        ``restart_window_s`` (it cannot be kept alive: the operator must look)."""
+        restarted = []
+        server = getattr(self.tiled, "server", None)
+        if isinstance(getattr(server, "proc", None), subprocess.Popen) and server.proc.poll() is not None:
+            restarted.append(self._restart("Tiled", server.proc.returncode, "tiled.log", server.restart))
+        if self.broker_proc is not None and self.broker_proc.poll() is not None:
+            restarted.append(self._restart("broker", self.broker_proc.returncode, "broker.log", self.start_broker))
+        for i, proc in enumerate(self.worker_procs):
+            if proc.poll() is not None:
+                def again(i: int = i) -> None:
+                    self.worker_procs[i] = self.start_worker(f"w{i}")
+
+                restarted.append(self._restart(f"worker w{i}", proc.returncode, f"worker-w{i}.log", again))
+        return restarted
+
+    def _restart(self, component: str, code: int | None, logname: str, start: Any) -> str:
+        """Start ``component`` again (``start()``) unless it has used up its restarts; one line saying so."""
+        self._count_restart(component, code, logname)
+        try:
+            start()
+        except Exception as exc:
+            raise ServiceFailed(f"{component} exited (code {code}) and could not be restarted: {exc}; "
+                                f"see {self.log_dir / logname}") from None
+        line = f"{component} exited with code {code}; restarted"
+        log.warning("%s", line)
+        return line
+
+    def _count_restart(self, component: str, code: int | None, logname: str) -> None:
+        now = time.monotonic()
+        times = [t for t in self._restarts.get(component, []) if now - t < self.config.service.restart_window_s]
+        if len(times) >= self.config.service.max_restarts:
+            raise ServiceFailed(f"{component} exited {len(times) + 1} times within "
+                                f"{self.config.service.restart_window_s:g} s (last exit code {code}); "
+                                f"see {self.log_dir / logname}")
+        self._restarts[component] = [*times, now]
 
     def stop_broker(self, *, kill: bool = False) -> None:
         if self.broker_proc is not None and self.broker_proc.poll() is None:
@@ -153,7 +211,7 @@ class Service:
     def status(self, timeout_s: float = 2.0) -> dict:
         from .transport.publisher import broker_status
 
-        return broker_status(self.frontend, timeout_s=timeout_s)
+        return broker_status(self.frontend, timeout_s=timeout_s, keys=self.config.security.keys or None)
 
     def wait_idle(self, timeout_s: float = 120.0, *, publisher: Any = None) -> bool:
         """Wait until the broker holds no pending or in-flight unit (and ``publisher`` has sent all)."""
@@ -270,7 +328,8 @@ def subscribe(
         writer = LiveTiledWriter(tiled_client, backup_directory=str(cfg.data_dir / "raw-backup"))
         tokens.append(RE.subscribe(writer))
     if live_processing:
-        publisher = UnitPublisher(frontend or cfg.broker.frontend, cfg.data_dir / "outbox")
+        publisher = UnitPublisher(frontend or cfg.broker.frontend, cfg.data_dir / "outbox",
+                                  keys=cfg.security.keys or None)
         submit = publisher.submit
         if writer is not None:
             def submit(envelope: Any) -> Any:

@@ -20,5 +20,5 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, broker={"store_dir": args.store})
     cfg.broker.store_dir = str(cfg.broker_store_dir)
-    run_broker(cfg.broker, ready_file=args.ready_file)
+    run_broker(cfg.broker, cfg.security, ready_file=args.ready_file)
     return 0

@@ -47,14 +47,14 @@ def run(args: argparse.Namespace) -> int:
     frontend = None if args.no_broker else cfg.broker.frontend
     try:
         try:
-            handle = start_dashboard(tiled.client, frontend, cfg.dashboard)
+            handle = start_dashboard(tiled.client, frontend, cfg.dashboard, cfg.security)
         except (RuntimeError, TimeoutError) as exc:
             raise CliError(str(exc)) from None
         stop = threading.Event()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             signal.signal(signal.SIGINT, lambda *_: stop.set())
-        print(f"dashboard: {handle.url}")
+        print(f"dashboard: {handle.link}")
         print(f"Tiled:     {tiled.browse_url}")
         print(f"broker:    {frontend or '(none)'}")
         print("Ctrl-C to stop." if args.run_for is None else f"stopping after {args.run_for:g} s.", flush=True)

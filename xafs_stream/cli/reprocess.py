@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         if args.via_broker:
             from ..transport.publisher import UnitPublisher
 
-            publisher = UnitPublisher(cfg.broker.frontend, cfg.data_dir / "outbox-reprocess")
+            publisher = UnitPublisher(cfg.broker.frontend, cfg.data_dir / "outbox-reprocess",
+                                      keys=cfg.security.keys or None)
         else:
             store = ResultStore(client)
             owner = MapOwner(store, cfg.analysis, min_write_interval_s=0.0)

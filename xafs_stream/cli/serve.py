@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from .common import add_service_options, config_from_args
@@ -17,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..service import Service
+    """Run until Ctrl-C or SIGTERM (exit 0), restarting components that exit; exit 1 when one cannot be kept
+    alive (``[service] max_restarts`` within ``restart_window_s``)."""
+    from ..service import Service, ServiceFailed
 
     cfg = config_from_args(args, service={"workers": args.workers})
     stop = threading.Event()
@@ -28,10 +31,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"broker:   producers -> {service.frontend}   workers -> {service.backend}")
         print(f"workers:  {len(service.worker_procs)} local (logs in {service.log_dir})")
         if service.dashboard is not None:
-            print(f"dashboard: {service.dashboard.url}")
+            print(f"dashboard: {service.dashboard.link}")
         print("Ctrl-C to stop.", flush=True)
         while not stop.wait(1.0):
-            for i, proc in enumerate(service.worker_procs):
-                if proc.poll() is not None:  # keep the pool at its size
-                    service.worker_procs[i] = service.start_worker(f"w{i}r")
+            try:
+                for line in service.supervise():
+                    print(line, flush=True)
+            except ServiceFailed as exc:
+                print(f"xafs-stream serve: error: {exc}; stopping", file=sys.stderr, flush=True)
+                return 1
     return 0

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise CliError(f"--count must be at least 1, got {args.count}")
     shown = 0
-    with ResultEvents(cfg.broker.events, run_uid=args.run, analysis=args.analysis) as events:
+    with ResultEvents(cfg.broker.events, run_uid=args.run, analysis=args.analysis,
+                      keys=cfg.security.keys or None) as events:
         try:
             for event in events.iter(timeout_s=args.timeout):
                 if args.json:

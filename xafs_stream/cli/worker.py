@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     owner = MapOwner(store, cfg.analysis)
     handler = UnitHandler(store, registry, cfg.analysis, name=args.name or "",
                           enabled=cfg.worker.analyses or None, post_process=owner.post_process)
-    worker = Worker(args.connect or cfg.broker.backend, handler, cfg.worker, cfg.broker)
+    worker = Worker(args.connect or cfg.broker.backend, handler, cfg.worker, cfg.broker,
+                    keys=cfg.security.keys or None)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

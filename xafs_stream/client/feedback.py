@@ -56,6 +56,7 @@ class EventFeedback:
     fallback : another source (e.g. :class:`TiledFeedback`), asked for a repeat still incomplete
         ``fallback_after_s`` after it was first asked for (events are best effort: one may be missed)
     fallback_after_s : s
+    keys : CURVE key directory (``[security] keys``), when the broker requires keys
 
     Create it before the scan (a subscriber only sees events published after it joined; :meth:`wait_ready`
     says when it has joined); ``close()`` it after. ``from_events`` and ``from_fallback`` count the answers
@@ -63,7 +64,7 @@ class EventFeedback:
     """
 
     def __init__(self, events_address: str, analyses: tuple[str, ...] = ("xafs.normalize", "xafs.quality"), *,
-                 fallback: Any = None, fallback_after_s: float = 5.0):
+                 fallback: Any = None, fallback_after_s: float = 5.0, keys: str | None = None):
         from ..transport.events import ResultEvents
 
         self.analyses = tuple(analyses)
@@ -71,7 +72,7 @@ class EventFeedback:
         self.fallback_after_s = float(fallback_after_s)
         self.from_events = 0
         self.from_fallback = 0
-        self._events = ResultEvents(events_address)
+        self._events = ResultEvents(events_address, keys=keys)
         self._seen: dict[tuple[str, str], dict[str, Any]] = {}  # (run uid, unit) -> {analysis: event}
         self._first_asked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()

@@ -354,7 +354,14 @@ def read_stack(
                ".tif": _read_tiff, ".tiff": _read_tiff, ".hdr": _read_stxm}
     if suffix not in readers:
         raise InputError(f"stack file {path.name}: unknown format {suffix!r}; expected one of {STACK_SUFFIXES}")
-    return readers[suffix](path, i0_source, energies)
+    try:
+        return readers[suffix](path, i0_source, energies)
+    except InputError:
+        raise
+    except Exception as exc:  # truncated, binary or foreign content: whatever numpy/h5py/tifffile raise
+        message = " ".join(str(exc).split())[:200]
+        raise InputError(f"stack file {path.name}: not a readable {suffix[1:].upper()} stack "
+                         f"({type(exc).__name__}: {message})") from None
 
 
 def read_reference_spectra(

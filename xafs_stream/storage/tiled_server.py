@@ -150,17 +150,29 @@ class TiledProcess:
     result writes measured 0.5-1 s while a scan was running, against ~10 ms of transport and compute.
     """
 
-    def __init__(self, directory: str | Path, *, port: int = 0, api_key: str | None = None, log_file: Path | None = None):
-        import json
+    def __init__(self, directory: str | Path, *, port: int = 0, api_key: str | None = None,
+                 log_file: Path | None = None):
         import secrets
+
+        self.directory = Path(directory).resolve()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.api_key = api_key or secrets.token_hex(16)
+        self.log_file = log_file
+        self._launch(port)
+
+    def restart(self) -> None:
+        """Start the server again after it exited, on the same port with the same key (clients keep their
+        address)."""
+        self._launch(self.port)
+
+    def _launch(self, port: int) -> None:
+        import json
         import subprocess
         import sys
         import time
         from urllib.parse import quote_plus
 
-        self.directory = Path(directory).resolve()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.api_key = api_key or secrets.token_hex(16)
+        log_file = self.log_file
         ready = self.directory / "server.ready"
         ready.unlink(missing_ok=True)
         env = {**__import__("os").environ, "XAFS_STREAM_TILED_API_KEY": self.api_key}

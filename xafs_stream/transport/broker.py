@@ -44,9 +44,10 @@ from typing import Any
 
 import zmq
 
-from ..config import BrokerConfig
+from ..config import BrokerConfig, SecurityConfig
 from . import protocol as P
 from .rejects import RejectLog, clip
+from .security import check_binds, secure_server, start_authenticator
 from .spool import DiskSpool
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,15 @@ class _Worker:
 class Broker:
     """The broker's state machine and event loop (run it with :meth:`run`, stop with :meth:`stop`)."""
 
-    def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None):
+    def __init__(self, config: BrokerConfig, security: SecurityConfig | None = None, *,
+                 context: zmq.Context | None = None):
         self.config = config
+        security = security or SecurityConfig()
+        check_binds({"frontend": config.frontend, "backend": config.backend, "events": config.events},
+                    security.keys, security.allow_insecure)
         self.ctx = context or zmq.Context.instance()
+        # the ZAP handler runs before any socket binds: no peer ever talks to an unauthenticated socket
+        self._auth = start_authenticator(self.ctx, security.keys) if security.keys else None
         if not config.store_dir:
             raise ValueError("the broker needs a store directory ([broker] store_dir)")
         self.store = DiskSpool(Path(config.store_dir), fsync=config.fsync)
@@ -116,6 +123,9 @@ class Broker:
             sock.setsockopt(zmq.SNDHWM, 10_000)
         # a peer that sends a frame above the limit is disconnected by libzmq before we see it
         self.frontend.setsockopt(zmq.MAXMSGSIZE, config.max_message_bytes + P.MAX_HEADER_BYTES)
+        if security.keys:
+            secure_server(self.frontend, security.keys, "frontend")
+            secure_server(self.backend, security.keys, "backend")
         self.frontend_address = _bind(self.frontend, config.frontend)
         self.backend_address = _bind(self.backend, config.backend)
         self.events: zmq.Socket | None = None
@@ -127,6 +137,8 @@ class Broker:
             self.events.setsockopt(zmq.LINGER, 0)
             self.events.setsockopt(zmq.XPUB_VERBOSE, 1)
             self.events.setsockopt(zmq.SNDHWM, 10_000)  # a slow subscriber loses events, never slows the broker
+            if security.keys:
+                secure_server(self.events, security.keys, "events")
             self.events_address = _bind(self.events, config.events)
         log.info("broker frontend %s backend %s events %s", self.frontend_address, self.backend_address,
                  self.events_address or "(none)")
@@ -187,6 +199,9 @@ class Broker:
         for sock in (self.frontend, self.backend, self.events):
             if sock is not None and not sock.closed:
                 sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     def status(self) -> dict[str, Any]:
         """Counts and per-worker state (JSON-able)."""
@@ -203,7 +218,7 @@ class Broker:
                  "done": w.done, "idle_s": round(now - w.last_seen, 2), **w.info}
                 for w in self.workers.values()
             ],
-            "stats": dict(self.stats),
+            "stats": {**self.stats, "denied": self._auth.role_keys.denied if self._auth else 0},
             "recent_rejections": list(self.rejects.recent),
         }
 
@@ -560,9 +575,10 @@ def _bind(sock: zmq.Socket, address: str) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
-def run_broker(config: BrokerConfig, *, ready_file: str | None = None) -> None:
+def run_broker(config: BrokerConfig, security: SecurityConfig | None = None, *,
+               ready_file: str | None = None) -> None:
     """Run a broker in this process until SIGTERM/SIGINT. ``ready_file`` gets the bound addresses (JSON)."""
-    broker = Broker(config)
+    broker = Broker(config, security)
     signal.signal(signal.SIGTERM, lambda *_: broker.stop())
     signal.signal(signal.SIGINT, lambda *_: broker.stop())
     if ready_file:

@@ -32,6 +32,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .security import secure_client
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,14 @@ class ResultEvents:
     run_uid : only this run's results (filtered by the socket); None for every run
     analysis : only this analysis (e.g. ``"xafs.normalize"``); None for all
     hwm : events queued for this subscriber before it starts missing them
+    keys : CURVE key directory (``[security] keys``); the reader's keys are used
 
     A subscription takes a moment to reach the broker (events published meanwhile are not delivered):
     :meth:`wait_ready` returns once the broker has confirmed it (its HELLO), e.g. before starting a scan.
     """
 
     def __init__(self, address: str, *, run_uid: str | None = None, analysis: str | None = None,
-                 hwm: int = 100_000, context: zmq.Context | None = None):
+                 hwm: int = 100_000, context: zmq.Context | None = None, keys: str | None = None):
         if not address:
             raise ValueError("no events address: the broker publishes none ([broker] events is empty)")
         self.address = connectable(address)
@@ -116,6 +118,8 @@ class ResultEvents:
         self._sock = (context or zmq.Context.instance()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
+        if keys:
+            secure_client(self._sock, keys, "reader")
         if run_uid:
             prefix = P.stored_topic(run_uid, analysis or "")
         else:

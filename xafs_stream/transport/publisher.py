@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from . import protocol as P
+from .security import secure_client
 from .spool import DiskSpool
 from .wakeup import Waker
 
@@ -38,11 +39,13 @@ class UnitPublisher:
     ack_timeout_s : resend (after reconnecting) when no answer comes within this time
     cache_bytes : unacknowledged units up to this size are also kept in memory, so sending does not read
         them back from disk (the disk copy is for crashes; a unit's arrays must not change after submit)
+    keys : CURVE key directory (``[security] keys``); None or "": plain TCP
     """
 
     def __init__(self, address: str, outbox_dir: str | Path, *, window: int = 16, ack_timeout_s: float = 5.0,
-                 cache_bytes: int = 256 << 20, context: zmq.Context | None = None):
+                 cache_bytes: int = 256 << 20, context: zmq.Context | None = None, keys: str | Path | None = None):
         self.address = address
+        self.keys = keys
         self.outbox = DiskSpool(outbox_dir)
         self.rejected_dir = Path(outbox_dir) / "rejected"
         self.window = int(window)
@@ -105,6 +108,8 @@ class UnitPublisher:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, f"pub-{uuid.uuid4().hex[:12]}".encode())
+        if self.keys:
+            secure_client(sock, self.keys, "producer")
         sock.connect(self.address)
         return sock
 
@@ -205,12 +210,16 @@ class UnitPublisher:
         self._uncache(unit_id)
 
 
-def broker_status(address: str, *, timeout_s: float = 2.0, context: zmq.Context | None = None) -> dict:
-    """Ask a broker frontend for its status (JSON); ``TimeoutError`` if it does not answer."""
+def broker_status(address: str, *, timeout_s: float = 2.0, context: zmq.Context | None = None,
+                  keys: str | Path | None = None) -> dict:
+    """Ask a broker frontend for its status (JSON; with ``keys``, as a producer); ``TimeoutError`` if it does
+    not answer."""
     ctx = context or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        if keys:
+            secure_client(sock, keys, "producer")
         sock.connect(address)
         sock.send_multipart([P.PROTOCOL, P.STATUS])
         if not sock.poll(int(timeout_s * 1000)):

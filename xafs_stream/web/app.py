@@ -34,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from ..storage.layout import ResultIncomplete
 from .catalog import Catalog, NotFound
 from .feed import ChangeFeed
+from .guard import LOOPBACK_NAMES, Guard
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,12 @@ KEEPALIVE_S = 15.0
 
 
 def build_app(catalog: Catalog, feed: ChangeFeed, *, closing: threading.Event | None = None,
-              stream_tick_s: float = 0.2) -> FastAPI:
+              stream_tick_s: float = 0.2, hosts: set[str] | None = None, token: str = "") -> FastAPI:
     """The FastAPI app over ``catalog`` (reads) and ``feed`` (live changes; filled by a Watcher).
 
     ``closing`` set → open streams end (so the server can stop); ``stream_tick_s`` is how often a stream
-    looks at the feed.
+    looks at the feed; ``hosts`` the names accepted in the Host header (default: loopback names), ``token``
+    the token every client must present (see :mod:`xafs_stream.web.guard`).
     """
     closing = closing or threading.Event()
     # no Swagger/ReDoc pages: they load their scripts from a CDN, and this app must work offline
@@ -66,6 +68,7 @@ def build_app(catalog: Catalog, feed: ChangeFeed, *, closing: threading.Event | 
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     app.add_middleware(_BackendErrors)
+    app.add_middleware(Guard, hosts=hosts if hosts is not None else set(LOOPBACK_NAMES), token=token)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -29,6 +29,7 @@ import zmq
 from ..config import BrokerConfig, WorkerConfig
 from ..transport import protocol as P
 from ..transport.rejects import RejectLog
+from ..transport.security import secure_client
 from ..transport.wakeup import Waker
 from .handler import UnitHandler
 
@@ -59,6 +60,7 @@ class Worker:
         (``heartbeat_s``, ``worker_timeout_s``, ``max_message_bytes``)
     name : the worker's identity at the broker (default: the handler's name, else host-pid-random)
     prepare_delay_s : act on a run-start hint (create the run's result nodes) this long after it arrives
+    keys : CURVE key directory (``[security] keys``); the worker's keys are used
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Worker:
         name: str | None = None,
         context: zmq.Context | None = None,
         prepare_delay_s: float = 0.5,
+        keys: str | None = None,
     ):
         config = config or WorkerConfig()
         broker = broker or BrokerConfig()
@@ -84,6 +87,7 @@ class Worker:
         self.broker_timeout_s = broker.worker_timeout_s
         self.max_message_bytes = broker.max_message_bytes
         self.prepare_delay_s = float(prepare_delay_s)
+        self.keys = keys
         self.ctx = context or zmq.Context.instance()
         self.stats = {"bad_messages": 0, "reconnects": 0}
         self.rejects = RejectLog(log)
@@ -109,6 +113,8 @@ class Worker:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, self.name.encode())
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes + P.MAX_HEADER_BYTES)
+        if self.keys:
+            secure_client(sock, self.keys, "worker")
         sock.connect(self.address)
         held = self._todo.qsize()
         sock.send_multipart([P.PROTOCOL, P.READY, P.dumps({

@@ -128,7 +128,7 @@ def reconcile_recent(client: Any, frontend: str, config: Any, *, limit: int = 20
 
     registry = default_registry()
     uids = [k for k in list(client.keys())[-(limit + 1):] if is_raw_run_key(k)]
-    publisher = UnitPublisher(frontend, config.data_dir / "outbox-reconcile")
+    publisher = UnitPublisher(frontend, config.data_dir / "outbox-reconcile", keys=config.security.keys or None)
     total = 0
     try:
         for uid in uids:
