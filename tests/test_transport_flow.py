@@ -12,6 +12,7 @@ import time
 import uuid
 
 import numpy as np
+import pytest
 import zmq
 
 from xafs_stream.analyses.registry import Registry
@@ -330,10 +331,11 @@ def test_watch_command_prints_results_as_they_are_stored(tmp_path, capsys):
         broker.stop()
 
 
-def test_a_result_the_server_keeps_failing_with_500_is_recorded_as_an_error_not_retried_forever():
-    """Tiled answering HTTP 500 to every write of a result (e.g. an array left unwritable) must not hold the
-    unit forever: after a few attempts the worker stores an error record saying why; while Tiled is down
-    (503, connection refused) it keeps retrying."""
+def test_a_result_the_server_keeps_failing_with_500_goes_back_to_the_broker_not_retried_forever():
+    """Tiled answering HTTP 500 to every write of a result (its disk full, an array left unwritable) must not
+    hold the unit forever: after a few attempts the handler gives the unit back (StoreFailed: the broker keeps
+    it as failing, see test_nothing_lost); while Tiled is down (503, connection refused) it keeps retrying;
+    a result Tiled refuses (4xx) is stored as an error record saying why."""
     import httpx
 
     from xafs_stream.analyses.registry import AnalysisResult
@@ -355,10 +357,15 @@ def test_a_result_the_server_keeps_failing_with_500_is_recorded_as_an_error_not_
         return ResultRecord(run_uid="r", unit_id="r:map:map", kind="map", index="map", analysis="imaging.map",
                             version="1", status="ok", result=AnalysisResult(summary={"x": 1.0}))
 
+    from xafs_stream.worker.handler import StoreFailed
+
     broken = FailingStore(500, failures=100)
-    UnitHandler(broken, Registry(), name="w-500").store_record(record())
-    assert broken.calls == UnitHandler.max_internal_errors + 1
-    assert len(broken.stored) == 1 and broken.stored[0][0] == "error" and "500" in broken.stored[0][1]
+    with pytest.raises(StoreFailed, match=r"imaging.map of r:map:map could not be stored: .*\(HTTP 500\)"):
+        UnitHandler(broken, Registry(), name="w-500", retry_s=0.01).store_record(record())
+    assert broken.calls == UnitHandler.max_internal_errors and broken.stored == []
+    refused = FailingStore(413, failures=1)  # too large for the server: recorded as an error, not retried
+    UnitHandler(refused, Registry(), name="w-413").store_record(record())
+    assert refused.calls == 2 and refused.stored[0][0] == "error" and "HTTP 413" in refused.stored[0][1]
     down = FailingStore(503, failures=4)  # unavailable (restarting): retried until it comes back
     UnitHandler(down, Registry(), name="w-503").store_record(record())
     assert down.calls == 5 and down.stored == [("ok", "")]

@@ -81,6 +81,8 @@ class BrokerConfig:
     # a unit likely done soon is acknowledged on DONE, or stored and acknowledged after this long; 0 stores
     # every unit on arrival
     ack_after_done_s: float = 0.5
+    failed_retry_s: float = 10.0  # a unit whose results could not be stored is retried after this long ...
+    failed_retry_max_s: float = 300.0  # ... doubling each time up to this
 
 
 @dataclass

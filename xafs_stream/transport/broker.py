@@ -19,6 +19,10 @@ heartbeats, plus a Titanic-style disk store):
 - **events** (readers, SUB): when a worker has stored a result it says ``STORED``; the broker republishes it
   on the events socket, so live readers (dashboards, notebooks, ``xafs-stream watch``) read a result the
   moment it is readable instead of polling Tiled for it. Best effort (PUB/SUB): Tiled stays the record.
+- **results that cannot be stored**: a worker that cannot store a unit's results (Tiled refuses even an
+  error record, e.g. its disk is full) says ``FAILED`` instead of ``DONE``: the unit stays in the store,
+  is listed under ``failing`` in the status with the reason, and is dispatched again after a back-off
+  (``failed_retry_s``, doubling up to ``failed_retry_max_s``). It is never acknowledged as done.
 - **reliability**: both sides heartbeat. A worker silent for ``worker_timeout_s`` is expired and its units
   are redelivered; a unit in flight longer than ``unit_timeout_s`` is redelivered to another worker too
   (results are idempotent, so a late duplicate does no harm). After ``max_attempts`` deliveries the unit
@@ -95,12 +99,15 @@ class Broker:
         self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned", "opened",
-            "workers_expired", "late_done", "acked_on_done", "stored_late", "events", "errors", "store_errors")}
+            "workers_expired", "late_done", "acked_on_done", "stored_late", "events", "errors", "store_errors",
+            "failed")}
         self.rejects = RejectLog(log)
         self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
         # units not stored yet (their producer's outbox holds them): unit id -> (producer identity, deadline)
         self.deferred: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._done_times: deque[float] = deque(maxlen=64)  # when the latest units were done (monotonic s)
+        # units whose results could not be stored: unit id -> (reason, failures, monotonic time to retry)
+        self.failing: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self._cached_bytes = 0
         self._running = False
         for key in self.store.keys():
@@ -165,6 +172,8 @@ class Broker:
             now = time.monotonic()
             if self.deferred:
                 self._store_overdue(now)
+            if self.failing:
+                self._retry_failing(now)
             if now >= next_beat:
                 self._heartbeat(now)
                 self._expire(now)
@@ -202,6 +211,7 @@ class Broker:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        self.store.close()
 
     def status(self) -> dict[str, Any]:
         """Counts and per-worker state (JSON-able)."""
@@ -213,6 +223,9 @@ class Broker:
             "stored": len(self.store),
             "stored_bytes": self.store.total_bytes,
             "deferred": len(self.deferred),
+            "failing": len(self.failing),
+            "failing_units": [{"unit_id": u, "reason": r, "failures": n, "retry_in_s": round(max(0.0, t - now), 1)}
+                              for u, (r, n, t) in list(self.failing.items())[:20]],
             "workers": [
                 {"id": w.identity.decode(errors="replace"), "credit": w.credit, "inflight": len(w.inflight),
                  "done": w.done, "idle_s": round(now - w.last_seen, 2), **w.info}
@@ -242,7 +255,7 @@ class Broker:
             P.decode_unit(body, max_bytes=self.config.max_message_bytes)
         except P.ProtocolError as exc:
             return self._reject(identity, unit_id, str(exc))
-        if unit_id in self.pending or unit_id in self.inflight:
+        if unit_id in self.pending or unit_id in self.inflight or unit_id in self.failing:
             if not self._same_unit(unit_id, body):
                 return self._reject(identity, unit_id, "a unit with this id and different data is already queued")
             self.stats["duplicates"] += 1  # a resend after a lost ACK (or a timeout while deferred)
@@ -378,6 +391,9 @@ class Broker:
         if command == P.DONE:
             self._on_done(worker, body)
             return
+        if command == P.FAILED:
+            self._on_failed(worker, body)
+            return
         if command == P.STORED:
             self._on_stored(identity, body)
             return
@@ -409,7 +425,7 @@ class Broker:
         self.inflight.pop(unit_id, None)
         self.pending.pop(unit_id, None)
         self.attempts.pop(unit_id, None)
-        self.store.remove(unit_id)
+        self.failing.pop(unit_id, None)
         self._uncache(unit_id)
         self._done_times.append(time.monotonic())
         deferred = self.deferred.pop(unit_id, None)
@@ -418,6 +434,43 @@ class Broker:
             self._send(self.frontend, deferred[0], P.ACK, unit_id.encode())
         if known:
             self.stats["done"] += 1
+        try:
+            self.store.remove(unit_id)
+        except OSError as exc:  # disk full: the record stays on disk; after a restart the unit is redone
+            self.stats["store_errors"] += 1
+            self.rejects.reject(b"store", f"cannot mark unit {unit_id} done on disk: {exc}")
+
+    def _on_failed(self, worker: _Worker, body: list) -> None:
+        """A worker could not store a unit's results: keep the unit (stored durably), retry it after a
+        back-off, list it as failing; give the worker its credit back."""
+        try:
+            info = P.decode_failed(body)
+        except P.ProtocolError as exc:
+            self.stats["rejected"] += 1
+            self.rejects.reject(worker.identity, f"FAILED: {exc}")
+            return
+        unit_id = info["unit_id"]
+        if unit_id not in worker.inflight:
+            self.stats["late_done"] += 1
+            return
+        del worker.inflight[unit_id]
+        worker.credit += 1
+        self.inflight.pop(unit_id, None)
+        if unit_id in self.deferred:
+            self._persist(unit_id)  # held durably from now on (its producer gets the ACK)
+        _, failures, _ = self.failing.get(unit_id, ("", 0, 0.0))
+        delay = min(self.config.failed_retry_s * 2 ** failures, self.config.failed_retry_max_s)
+        self.failing[unit_id] = (clip(info["reason"]), failures + 1, time.monotonic() + delay)
+        self.stats["failed"] += 1
+        log.warning("unit %s: results not stored (%s); retrying in %.0f s", unit_id, clip(info["reason"]), delay)
+
+    def _retry_failing(self, now: float) -> None:
+        """Failing units whose back-off is over go back to the front of the queue."""
+        for unit_id, (reason, failures, retry_at) in list(self.failing.items()):
+            if retry_at <= now and unit_id not in self.pending and unit_id in self.store:
+                attempt = self.attempts.get(unit_id, 0)
+                self.pending[unit_id] = _Pending(unit_id, self._affinity_of(unit_id), attempt, 0)
+                self.pending.move_to_end(unit_id, last=False)
 
     def _on_stored(self, identity: bytes, body: list) -> None:
         """Republish a worker's result event to the events subscribers (checked first: subscribers trust it)."""
@@ -513,16 +566,18 @@ class Broker:
         if unit_id not in self.store:
             return
         self.attempts[unit_id] = self.attempts.get(unit_id, 0) + 1
-        header_affinity = None
-        try:
-            header_affinity = P.loads(self.store.get(unit_id)[0], "stored header").get("affinity")
-        except (KeyError, P.ProtocolError):
-            pass
         # redelivered units go to the front: they are the oldest work
-        self.pending[unit_id] = _Pending(unit_id, header_affinity, self.attempts[unit_id], 0)
+        self.pending[unit_id] = _Pending(unit_id, self._affinity_of(unit_id), self.attempts[unit_id], 0)
         self.pending.move_to_end(unit_id, last=False)
         self.stats["redelivered"] += 1
         log.warning("redelivering %s (%s)", unit_id, reason)
+
+    def _affinity_of(self, unit_id: str) -> str | None:
+        """The affinity key in a stored unit's header (None if it has none or cannot be read)."""
+        try:
+            return P.loads(self.store.get(unit_id)[0], "stored header").get("affinity")
+        except (KeyError, P.ProtocolError):
+            return None
 
     def _remove_worker(self, identity: bytes, *, reason: str) -> None:
         worker = self.workers.pop(identity, None)

@@ -59,13 +59,15 @@ OPEN = b"OPEN"  # producer -> broker -> worker: a run started, JSON {"run_uid", 
 READY = b"READY"  # worker -> broker: JSON {"credit": n, "worker": name, "host": ..., "pid": ...}
 UNIT = b"UNIT"  # broker -> worker: a unit to process
 DONE = b"DONE"  # worker -> broker: JSON {"unit_id", "status"}; returns one credit
+FAILED = b"FAILED"  # worker -> broker: JSON {"unit_id", "reason"}: its results could not be stored; the
+#                     broker keeps the unit and retries it later (returns one credit)
 HEARTBEAT = b"HEARTBEAT"  # both directions
 BYE = b"BYE"  # worker -> broker: leaving, requeue what I hold
 STORED = b"STORED"  # worker -> broker -> events subscribers: a result is readable in Tiled (see encode_stored)
 HELLO = b"HELLO"  # broker -> events subscribers (topic HELLO_TOPIC): a subscription to it reached the broker
 HELLO_TOPIC = b"hello"
 
-COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, HEARTBEAT, BYE, STORED, HELLO}
+COMMANDS = {SUBMIT, ACK, BUSY, REJECT, STATUS, OPEN, READY, UNIT, DONE, FAILED, HEARTBEAT, BYE, STORED, HELLO}
 STORED_STATUSES = ("ok", "error", "skipped")
 
 ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "<i2", "<u2", "<u1", "|u1", "|b1", "<u4", "<u8", "|i1"}
@@ -356,6 +358,15 @@ def decode_done(body: list) -> dict[str, Any]:
     if not unit_id:
         raise ProtocolError("DONE unit_id missing")
     return {"unit_id": unit_id, "status": _text(info.get("status", ""), "DONE status", limit=64)}
+
+
+def decode_failed(body: list) -> dict[str, Any]:
+    """Checked ``FAILED`` body: ``unit_id`` (at most 512 characters) and ``reason`` (at most MAX_TEXT)."""
+    info = peek_header(body)
+    unit_id = _text(info.get("unit_id"), "FAILED unit_id", limit=512)
+    if not unit_id:
+        raise ProtocolError("FAILED unit_id missing")
+    return {"unit_id": unit_id, "reason": _text(info.get("reason", ""), "FAILED reason")}
 
 
 def _checked(check: Any, value: Any, what: str) -> Any:

@@ -6,6 +6,11 @@ most ``window`` unacknowledged at a time and deletes each only when the broker's
 stored durably. If the broker is absent, slow or answers ``BUSY``, units wait in the outbox (on disk, so
 memory stays bounded) and are sent later; a restart of the producer resends what is left. Units the
 broker ``REJECT``s are moved to ``outbox/rejected`` with the reason, for inspection.
+
+Nothing is lost quietly: :meth:`UnitPublisher.submit` raises :class:`OutboxError` (naming the outbox and
+why) when the unit cannot be written, so the caller knows it was not queued; the background thread
+survives any error (a full disk when it marks a unit acknowledged, say), keeps what it holds, retries, and
+reports the last error in :attr:`UnitPublisher.error` and ``stats["errors"]``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from .spool import DiskSpool
 from .wakeup import Waker
 
 log = logging.getLogger(__name__)
+
+
+class OutboxError(OSError):
+    """A unit could not be written to the producer's outbox (disk full, read-only...): it was not queued."""
 
 
 class UnitPublisher:
@@ -55,7 +64,9 @@ class UnitPublisher:
         self._cache: dict[str, list] = {}
         self._cached_bytes = 0
         self._cache_lock = threading.Lock()
-        self.stats = {"submitted": 0, "acked": 0, "busy": 0, "rejected": 0, "resent": 0, "announced": 0}
+        self.stats = {"submitted": 0, "acked": 0, "busy": 0, "rejected": 0, "resent": 0, "announced": 0, "errors": 0}
+        #: the background thread's last error ("" while all is well), e.g. the outbox's disk being full
+        self.error = ""
         self._announcements: deque[bytes] = deque(maxlen=1000)
         self._wake = Waker()
         self._stop = threading.Event()
@@ -66,7 +77,11 @@ class UnitPublisher:
     def submit(self, envelope: P.UnitEnvelope) -> str:
         """Queue a unit durably; returns its id. Safe to call from the RunEngine thread."""
         frames = P.encode_unit(envelope, P.SUBMIT)[2:]
-        self.outbox.put(envelope.unit_id, frames)
+        try:
+            self.outbox.put(envelope.unit_id, frames)
+        except OSError as exc:
+            raise OutboxError(f"unit {envelope.unit_id} not queued: outbox {self.outbox.directory} cannot take it "
+                              f"({exc})") from exc
         size = sum(memoryview(f).nbytes for f in frames)
         with self._cache_lock:
             if self._cached_bytes + size <= self.cache_bytes and envelope.unit_id not in self._cache:
@@ -114,63 +129,80 @@ class UnitPublisher:
         return sock
 
     def _loop(self) -> None:
-        sock = self._connect()
-        in_flight: dict[str, float] = {}  # unit id -> sent time
-        backoff_until = 0.0
-        backoff = 0.1
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake.fileno(), zmq.POLLIN)
+        """Send and track units until stopped; an error in a turn (a full disk, a bad reply) is counted,
+        reported in :attr:`error` and retried after a pause: the thread never dies with units in its care."""
+        pause = 0.1
         while not self._stop.is_set():
-            while self._announcements:
-                sock.send_multipart([P.PROTOCOL, P.OPEN, self._announcements.popleft()])
-                self.stats["announced"] += 1
-            now = time.monotonic()
-            if now >= backoff_until and len(in_flight) < self.window:
-                # the oldest units, enough to fill the window (listing a backlog of thousands each turn was
-                # a visible share of this thread's time)
-                for unit_id in self.outbox.keys(limit=len(in_flight) + self.window):
-                    if len(in_flight) >= self.window:
-                        break
-                    if unit_id in in_flight:
-                        continue
-                    frames = self._cache.get(unit_id)
-                    if frames is None:
-                        try:
-                            frames = self.outbox.get(unit_id)
-                        except KeyError:
+            try:
+                self._run()
+                return
+            except Exception as exc:
+                self.stats["errors"] += 1
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.error("unit publisher to %s: %s; retrying in %.1f s", self.address, self.error, pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _run(self) -> None:
+        sock = self._connect()
+        try:
+            in_flight: dict[str, float] = {}  # unit id -> sent time
+            backoff_until = 0.0
+            backoff = 0.1
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(self._wake.fileno(), zmq.POLLIN)
+            while not self._stop.is_set():
+                while self._announcements:
+                    sock.send_multipart([P.PROTOCOL, P.OPEN, self._announcements.popleft()])
+                    self.stats["announced"] += 1
+                now = time.monotonic()
+                if now >= backoff_until and len(in_flight) < self.window:
+                    # the oldest units, enough to fill the window (listing a backlog of thousands each turn was
+                    # a visible share of this thread's time)
+                    for unit_id in self.outbox.keys(limit=len(in_flight) + self.window):
+                        if len(in_flight) >= self.window:
+                            break
+                        if unit_id in in_flight:
                             continue
-                    sock.send_multipart([P.PROTOCOL, P.SUBMIT, *frames], copy=False)
-                    in_flight[unit_id] = time.monotonic()
-            events = dict(poller.poll(50 if in_flight else 200))
-            if self._wake.fileno() in events:
-                self._wake.drain()
-            if sock in events:
-                while True:
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._on_reply(frames, in_flight)
-                    if frames[1:2] == [P.BUSY]:
-                        backoff_until = time.monotonic() + backoff
-                        backoff = min(backoff * 2, 2.0)
-                    elif frames[1:2] == [P.ACK]:
-                        backoff = 0.1
-            stale = [u for u, t in in_flight.items() if time.monotonic() - t > self.ack_timeout_s]
-            if stale:
-                # no answer: the broker may have restarted; a fresh socket drops stale replies
-                log.info("no ACK for %d unit(s) in %.0f s: reconnecting to %s", len(stale), self.ack_timeout_s,
-                         self.address)
-                poller.unregister(sock)
-                sock.close(0)
-                sock = self._connect()
-                poller.register(sock, zmq.POLLIN)
-                self.stats["resent"] += len(in_flight)
-                in_flight.clear()
-            if not in_flight and not len(self.outbox):
-                self._idle.set()
-        sock.close(0)
+                        frames = self._cache.get(unit_id)
+                        if frames is None:
+                            try:
+                                frames = self.outbox.get(unit_id)
+                            except KeyError:
+                                continue
+                        sock.send_multipart([P.PROTOCOL, P.SUBMIT, *frames], copy=False)
+                        in_flight[unit_id] = time.monotonic()
+                events = dict(poller.poll(50 if in_flight else 200))
+                if self._wake.fileno() in events:
+                    self._wake.drain()
+                if sock in events:
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._on_reply(frames, in_flight)
+                        if frames[1:2] == [P.BUSY]:
+                            backoff_until = time.monotonic() + backoff
+                            backoff = min(backoff * 2, 2.0)
+                        elif frames[1:2] == [P.ACK]:
+                            backoff = 0.1
+                stale = [u for u, t in in_flight.items() if time.monotonic() - t > self.ack_timeout_s]
+                if stale:
+                    # no answer: the broker may have restarted; a fresh socket drops stale replies
+                    log.info("no ACK for %d unit(s) in %.0f s: reconnecting to %s", len(stale), self.ack_timeout_s,
+                             self.address)
+                    poller.unregister(sock)
+                    sock.close(0)
+                    sock = self._connect()
+                    poller.register(sock, zmq.POLLIN)
+                    self.stats["resent"] += len(in_flight)
+                    in_flight.clear()
+                if not in_flight and not len(self.outbox):
+                    self._idle.set()
+        finally:
+            sock.close(0)
 
     def _on_reply(self, frames: list, in_flight: dict[str, float]) -> None:
         try:
@@ -181,7 +213,13 @@ class UnitPublisher:
         if command == P.ACK:
             unit_id = body[0].decode() if body else ""
             in_flight.pop(unit_id, None)
-            self.outbox.remove(unit_id)
+            try:
+                self.outbox.remove(unit_id)
+                self.error = ""
+            except OSError as exc:  # disk full: forgotten here; its record on disk goes with its segment (or,
+                self.stats["errors"] += 1  # after a restart of this producer, the unit is sent once more)
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.error("unit publisher: cannot mark %s delivered in the outbox: %s", unit_id, exc)
             self._uncache(unit_id)
             self.stats["acked"] += 1
         elif command == P.BUSY:
@@ -189,7 +227,11 @@ class UnitPublisher:
             in_flight.pop(unit_id, None)
             self.stats["busy"] += 1
         elif command == P.REJECT:
-            info = P.loads(body[0]) if body else {}
+            try:
+                info = P.loads(body[0]) if body else {}
+            except P.ProtocolError as exc:
+                log.warning("bad REJECT from broker: %s", exc)
+                return
             unit_id = info.get("unit_id", "")
             in_flight.pop(unit_id, None)
             log.error("broker rejected unit %s: %s", unit_id, info.get("reason"))

@@ -139,9 +139,16 @@ class DiskSpool:
             return list(itertools.islice(self._index, max(0, limit)))
 
     def put(self, key: str, frames: list) -> int:
-        """Store ``frames`` under ``key`` (replacing an earlier copy); returns the body size in bytes."""
+        """Store ``frames`` under ``key`` (replacing an earlier copy); returns the body size in bytes.
+        OSError when the disk is full: then a new segment is started, so that the current one is deleted as
+        soon as its live records are done (dead records in a segment take space until the segment goes)."""
         with self._lock:
-            return self._put_locked(key, frames)
+            try:
+                return self._put_locked(key, frames)
+            except OSError:
+                self._rotate()
+                self._collect()
+                return self._put_locked(key, frames)
 
     def _put_locked(self, key: str, frames: list, *, seq: int | None = None) -> int:
         if seq is None:
@@ -191,13 +198,24 @@ class DiskSpool:
         return frames
 
     def remove(self, key: str) -> None:
+        """Forget ``key``. Its deletion record is written; if the disk is full, the segment files that hold
+        nothing live any more are deleted anyway (that frees the space), and OSError is raised only if the
+        key's record is still on disk unmarked (after a restart it would come back)."""
         with self._lock:
             entry = self._index.get(key)
             if entry is None:
                 return
             self._forget(key)
             kb = key.encode()
-            self._append([_HEAD.pack(MAGIC, b"D", len(kb), 0, 0), kb], _HEAD.size + len(kb))
+            try:
+                self._append([_HEAD.pack(MAGIC, b"D", len(kb), 0, 0), kb], _HEAD.size + len(kb))
+            except OSError:
+                if not self._index:
+                    self._rotate()
+                self._collect()
+                if entry[0] in self._segments:
+                    raise
+                return
             if not self._index and self._current_size > self.segment_bytes // 4:
                 self._rotate()  # all done: start afresh so the old segments can go
             self._collect()
@@ -248,8 +266,13 @@ class DiskSpool:
                 keys = [k for k, v in self._index.items() if v[0] == oldest]
                 if sum(self._index[k][2] for k in keys) > self.segment_bytes // 4:
                     return  # mostly live: copying would not free space
-                for key in keys:
-                    self.copied_forward_bytes += self._put_locked(key, self._get_locked(key), seq=self._seqs[key])
+                try:
+                    for key in keys:
+                        self.copied_forward_bytes += self._put_locked(key, self._get_locked(key),
+                                                                      seq=self._seqs[key])
+                except OSError as exc:  # no room to copy (disk full): the old segment stays for now
+                    log.warning("spool %s: cannot copy records forward: %s", self.directory, exc)
+                    return
                 copied = True
                 continue
             self._delete_segment(oldest)

@@ -7,24 +7,32 @@ submission) only when its poll times out: measured here, a 100 ms poll capped a 
 from __future__ import annotations
 
 import os
+import threading
 
 
 class Waker:
-    """``wake()`` from any thread; register ``fileno()`` in a poller; ``drain()`` after it fires."""
+    """``wake()`` from any thread; register ``fileno()`` in a poller; ``drain()`` after it fires. After
+    :meth:`close`, ``wake()`` does nothing (a descriptor number closed here may already belong to another
+    file: writing to it would corrupt that file)."""
 
     def __init__(self) -> None:
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
+        self._lock = threading.Lock()
+        self._closed = False
 
     def fileno(self) -> int:
         return self._r
 
     def wake(self) -> None:
-        try:
-            os.write(self._w, b"x")
-        except BlockingIOError:  # the pipe is full: a wake-up is already pending
-            pass
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._w, b"x")
+            except BlockingIOError:  # the pipe is full: a wake-up is already pending
+                pass
 
     def drain(self) -> None:
         try:
@@ -34,8 +42,12 @@ class Waker:
             pass
 
     def close(self) -> None:
-        for fd in (self._r, self._w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._r, self._w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass

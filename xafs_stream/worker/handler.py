@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 PostProcess = Callable[[UnitEnvelope, list[ResultRecord]], list[ResultRecord]]
 
 
+class StoreFailed(RuntimeError):
+    """A record could not be stored at all (not even as an error record): the unit must not count as done."""
+
+
 class UnitHandler:
     """Analyse units and store their records.
 
@@ -39,16 +43,18 @@ class UnitHandler:
     enabled : run only these analyses (and what they require); None: every registered analysis
     post_process : optional hook adding records after a unit's analyses (the map owner)
     on_stored : called with the event of each stored record (the worker publishes it); None: not announced
+    retry_s : first pause before a store is tried again, s (doubling up to 10 s)
     """
 
-    #: a store that fails with HTTP 500 this many times is not retried any more: the server answers but
-    #: cannot take this result (seen: a Tiled array left unwritable after a read raced its replacement).
-    #: Each attempt already includes the Tiled client's own retries (~25 s for a 500).
+    #: a store that fails with HTTP 500 this many times is given back to the broker (StoreFailed): the server
+    #: answers but cannot take this result now (its disk is full; seen too: a Tiled array left unwritable
+    #: after a read raced its replacement). Each attempt already includes the Tiled client's own retries
+    #: (~25 s for a 500).
     max_internal_errors = 3
 
     def __init__(self, store: Any, registry: Registry, settings: Mapping[str, Any] | None = None, *,
                  name: str = "", enabled: list[str] | None = None, post_process: PostProcess | None = None,
-                 on_stored: Callable[[dict[str, Any]], Any] | None = None):
+                 on_stored: Callable[[dict[str, Any]], Any] | None = None, retry_s: float = 0.5):
         self.store = store
         self.registry = registry
         self.settings = dict(settings or {})
@@ -56,6 +62,7 @@ class UnitHandler:
         self.enabled = list(enabled) if enabled else None
         self.post_process = post_process
         self.on_stored = on_stored
+        self.retry_s = float(retry_s)
         self.stats = {"units": 0, "records": 0, "errors": 0, "store_retries": 0}
         self._stop = threading.Event()
 
@@ -113,17 +120,21 @@ class UnitHandler:
         """Record an error result naming ``reason`` for each analysis of a unit that failed outside them (so
         the unit is accounted for and its worker's credit returns); ``"error"``."""
         failed = dataclasses.replace(envelope, poisoned=True, poison_reason=f"failed: {reason}")
-        try:
-            for record in process_unit(failed, self.registry, self.settings, worker=self.name):
-                self.store_record(record)
-        except Exception:  # the error records could not be stored either: logged, the unit is still done
-            log.exception("%s: error records of unit %s not stored", self.name, envelope.unit_id)
+        for record in process_unit(failed, self.registry, self.settings, worker=self.name):
+            self.store_record(record)  # StoreFailed if not even these can be stored: the unit stays queued
         return "error"
 
     def store_record(self, record: ResultRecord) -> None:
-        """Store one record: retried with back-off while Tiled is unreachable or restarting; a result Tiled
-        refuses becomes an error record naming why; an error record refused 3 times is given up (logged)."""
-        delay = 0.5
+        """Store one record.
+
+        - Tiled unreachable or restarting (connection errors, 503): retried with back-off until it answers.
+        - Tiled failing on it (HTTP 500, e.g. its disk is full), ``max_internal_errors`` times: raises
+          :class:`StoreFailed`, and the unit goes back to its broker, which keeps it (listed as failing) and
+          retries it later: the result is not lost and not acknowledged.
+        - Tiled refusing this result (a 4xx: bad metadata, too large): stored as an error record naming why;
+          if even that is refused 3 times, :class:`StoreFailed`.
+        """
+        delay = self.retry_s
         refused = 0
         internal = 0
         while True:
@@ -137,31 +148,31 @@ class UnitHandler:
                                     record.analysis, exc)
                 return
             except Exception as exc:
-                transient = _is_connection_error(exc)
-                if transient and _status_code(exc) == 500:
+                code = _status_code(exc)
+                why = f"{type(exc).__name__}{f' (HTTP {code})' if code else ''}: {exc}"
+                if code == 500:
                     internal += 1
-                    transient = internal < self.max_internal_errors
-                if transient:
+                    if internal >= self.max_internal_errors:
+                        self.stats["store_failed"] = self.stats.get("store_failed", 0) + 1
+                        raise StoreFailed(f"{record.analysis} of {record.unit_id} could not be stored: {why}") from exc
+                if _is_connection_error(exc):
                     self.stats["store_retries"] += 1
                     log.warning("%s: storing %s/%s failed (%s); retrying in %.1f s", self.name, record.unit_id,
-                                record.analysis, exc, delay)
+                                record.analysis, why, delay)
                 elif record.status == "ok":
-                    # the result itself could not be stored (bad metadata, server refused): record that instead
-                    log.error("%s: storing %s/%s refused: %s", self.name, record.unit_id, record.analysis, exc)
+                    # Tiled refuses this result (bad metadata, too large): record that instead
+                    log.error("%s: storing %s/%s refused: %s", self.name, record.unit_id, record.analysis, why)
                     record.status = "error"
-                    code = _status_code(exc)
-                    record.error = (f"result could not be stored: {type(exc).__name__}"
-                                    f"{f' (HTTP {code})' if code else ''}: {exc}")
+                    record.error = f"result could not be stored: {why}"
                     record.result = None
                     continue
                 else:
                     refused += 1
                     log.error("%s: storing error record %s/%s failed: %s", self.name, record.unit_id,
-                              record.analysis, exc)
-                    if refused >= 3:  # Tiled answers but refuses: do not block the worker forever
+                              record.analysis, why)
+                    if refused >= 3:  # Tiled answers but refuses even that: the unit goes back to its broker
                         self.stats["store_failed"] = self.stats.get("store_failed", 0) + 1
-                        log.critical("%s: giving up on storing %s/%s", self.name, record.unit_id, record.analysis)
-                        return
+                        raise StoreFailed(f"{record.analysis} of {record.unit_id} could not be stored: {why}") from exc
                 if self._stop.wait(delay):
                     raise RuntimeError("worker stopped before the result was stored") from exc
                 delay = min(delay * 2, 10.0)

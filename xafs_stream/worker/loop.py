@@ -31,7 +31,7 @@ from ..transport import protocol as P
 from ..transport.rejects import RejectLog
 from ..transport.security import secure_client
 from ..transport.wakeup import Waker
-from .handler import UnitHandler
+from .handler import StoreFailed, UnitHandler
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,11 @@ class Worker:
                     sock.send_multipart([P.PROTOCOL, P.STORED, event])
                 while True:
                     try:
-                        unit_id, status = self._done.get_nowait()
+                        command, unit_id, detail = self._done.get_nowait()
                     except queue.Empty:
                         break
-                    sock.send_multipart([P.PROTOCOL, P.DONE, P.dumps({"unit_id": unit_id, "status": status})])
+                    key = "status" if command == P.DONE else "reason"
+                    sock.send_multipart([P.PROTOCOL, command, P.dumps({"unit_id": unit_id, key: detail})])
                 now = time.monotonic()
                 if now >= next_beat:
                     sock.send_multipart([P.PROTOCOL, P.HEARTBEAT])
@@ -222,13 +223,27 @@ class Worker:
                 unit_id = str(P.peek_header(body).get("unit_id", ""))
             except P.ProtocolError:
                 return
-            self._done.put((unit_id, "undecodable"))  # return the credit; the broker keeps no copy
+            self._done.put((P.DONE, unit_id, "undecodable"))  # return the credit; the broker keeps no copy
             self._waker.wake()
             return
         envelope.extra["received"] = time.time()
         self._todo.put(envelope)
 
     # -- compute thread -----------------------------------------------------------------------
+    def _process(self, envelope: P.UnitEnvelope) -> str:
+        """Analyse and store one unit: ``"ok"`` or ``"error"`` (some analysis recorded an error);
+        :class:`StoreFailed` when its results cannot be stored."""
+        try:
+            records = self.handler.handle(envelope)
+            return "error" if any(r.status == "error" for r in records) else "ok"
+        except StoreFailed:
+            raise
+        except Exception as exc:  # outside any one analysis: record why, and give the credit back
+            if self._stop.is_set():
+                raise RuntimeError("worker stopping") from exc
+            log.exception("%s: unit %s failed outside its analyses", self.name, envelope.unit_id)
+            return self.handler.fail(envelope, f"{type(exc).__name__}: {exc}")
+
     def _compute_loop(self) -> None:
         self.handler.warm_up()
         opens: list[tuple[float, dict[str, Any]]] = []  # (when, info) of run-start hints to act on
@@ -249,12 +264,15 @@ class Worker:
                 opens.append((time.monotonic() + self.prepare_delay_s, envelope.info))
                 continue
             try:
-                records = self.handler.handle(envelope)
-                status = "error" if any(r.status == "error" for r in records) else "ok"
-            except Exception as exc:  # outside any one analysis: record why, and give the credit back
+                status = self._process(envelope)
+            except StoreFailed as exc:  # not done: the broker keeps the unit, retries it later, shows why
+                log.error("%s: unit %s not stored: %s", self.name, envelope.unit_id, exc)
+                self._done.put((P.FAILED, envelope.unit_id, str(exc)[: P.MAX_TEXT]))
+                self._waker.wake()
+                continue
+            except RuntimeError:
                 if self._stop.is_set():
-                    return  # stopping: the broker redelivers the unit (BYE)
-                log.exception("%s: unit %s failed outside its analyses", self.name, envelope.unit_id)
-                status = self.handler.fail(envelope, f"{type(exc).__name__}: {exc}")
-            self._done.put((envelope.unit_id, status))
+                    return  # stopping mid-store: the broker redelivers the unit (BYE)
+                raise
+            self._done.put((P.DONE, envelope.unit_id, status))
             self._waker.wake()
