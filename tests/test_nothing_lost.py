@@ -94,7 +94,7 @@ def _worker(broker: Broker, store) -> Worker:
     return worker
 
 
-def test_results_that_cannot_be_stored_keep_the_unit_queued_and_visible(tmp_path, wait_for):
+def test_results_that_cannot_be_stored_keep_the_unit_queued_and_visible(tmp_path, wait_for, capsys):
     """Before: after the retries the unit was acknowledged without its results (one CRITICAL log line)."""
     broker, thread = _broker(tmp_path / "store", failed_retry_s=1.5, failed_retry_max_s=1.5)
     store = _Store()
@@ -107,6 +107,12 @@ def test_results_that_cannot_be_stored_keep_the_unit_queued_and_visible(tmp_path
         (failing,) = status["failing_units"]
         assert failing["unit_id"] == "run-s:spectrum:0" and "could not be stored" in failing["reason"]
         assert "500" in failing["reason"] and status["stats"]["done"] == 0 and status["stored"] == 1
+        # what an operator sees in a terminal (exit code 1: something is failing)
+        from xafs_stream.cli.main import main
+
+        assert main(["status", "--frontend", broker.frontend_address]) == 1
+        shown = capsys.readouterr().out
+        assert "1 failing" in shown and "failing: run-s:spectrum:0 (1x" in shown and "HTTP 500" in shown
         assert pub.flush(5)  # the producer may forget it: the broker holds it durably
         # retried after its back-off (and failing again); once Tiled takes results again (healed while the unit
         # waits for its next retry) it is done, with its real result

@@ -32,6 +32,7 @@ Environment: ``XAFS_STREAM_<SECTION>_<KEY>`` (e.g. ``XAFS_STREAM_TILED_URI``, ``
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -49,6 +50,8 @@ class ServiceConfig:
     data_dir: str = "xafs-data"
     workers: int = 2
     reconcile_recent: int = 20  # on start, fill missing results of this many recent runs
+    slow_workers: int = 0  # of `workers`, this many serve the slow lane (sparse modeling, Bayes); > 0 turns
+    #                        [broker] lanes on, so fast results never wait behind slow fits
     max_restarts: int = 5  # a component (broker, worker, embedded Tiled) that exits more often than this ...
     restart_window_s: float = 60.0  # ... within this time stops serve (exit code 1)
 
@@ -83,11 +86,15 @@ class BrokerConfig:
     ack_after_done_s: float = 0.5
     failed_retry_s: float = 10.0  # a unit whose results could not be stored is retried after this long ...
     failed_retry_max_s: float = 300.0  # ... doubling each time up to this
+    lanes: bool = False  # fast and slow analyses queued and credited separately (workers serve one lane each)
+    shed_after: int = 0  # with lanes: more slow deliveries waiting than this → overload policy (0: never)
+    shed_keep: str = "merges"  # under overload, slow analyses still run for: "merges" or "every:N" repeats
 
 
 @dataclass
 class WorkerConfig:
     credit: int = 2
+    lane: str = ""  # with [broker] lanes: "fast" or "slow" (the analyses it runs); "": both
     analyses: list = field(default_factory=list)  # run only these (and what they need); empty: all
     plugins: list = field(default_factory=list)  # extra modules that register analyses (importable names)
 
@@ -254,4 +261,11 @@ def load_config(path: str | Path | None = None, *, overrides: dict[str, dict[str
             _apply(cfg, section, values, "command line")
     if cfg.service.workers < 0:
         raise ConfigError(f"[service] workers must be >= 0, got {cfg.service.workers}")
+    if not 0 <= cfg.service.slow_workers < max(cfg.service.workers, 1):
+        raise ConfigError(f"[service] slow_workers must be 0 .. workers - 1 (one worker at least serves the fast "
+                          f"lane), got {cfg.service.slow_workers} of {cfg.service.workers}")
+    if cfg.worker.lane not in ("", "fast", "slow"):
+        raise ConfigError(f"[worker] lane must be \"\", \"fast\" or \"slow\", got {cfg.worker.lane!r}")
+    if not re.fullmatch(r"merges|every:[1-9][0-9]*", cfg.broker.shed_keep):
+        raise ConfigError(f"[broker] shed_keep must be \"merges\" or \"every:N\" (N >= 1), got {cfg.broker.shed_keep!r}")
     return cfg

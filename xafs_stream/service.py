@@ -77,6 +77,8 @@ class Service:
 
         cfg = self.config
         load_registry(cfg.worker.plugins).check_config(cfg.analysis, cfg.worker.analyses)
+        if cfg.service.slow_workers:
+            cfg.broker.lanes = True  # the last slow_workers workers serve the slow lane
         b = cfg.broker
         check_binds({"frontend": b.frontend, "backend": b.backend, "events": b.events}, cfg.security.keys,
                     cfg.security.allow_insecure)
@@ -146,7 +148,17 @@ class Service:
         self._config_file = ""
         log.info("broker up: frontend %s backend %s events %s", self.frontend, self.backend, self.events or "(none)")
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def lane_of(self, i: int) -> str:
+        """The lane of local worker ``i``: with lanes, the last ``[service] slow_workers`` serve the slow one."""
+        s = self.config.service
+        if not self.config.broker.lanes:
+            return ""
+        return "slow" if i >= s.workers - s.slow_workers else "fast"
+
+    def start_worker(self, name: str, lane: str | None = None) -> subprocess.Popen:
+        """Start one local worker process (``name`` ``w<i>``: its lane from :meth:`lane_of`)."""
+        if lane is None:
+            lane = self.lane_of(int(name[1:])) if name[1:].isdigit() else ""
         env = dict(os.environ)
         # one BLAS thread per worker: workers are the parallelism (measured: OpenBLAS threads made the SpM
         # tests 4x slower on 2 shared cores)
@@ -156,7 +168,7 @@ class Service:
             env[API_KEY_ENV] = self.tiled.api_key
         uri = self.tiled.uri.split("?")[0] if self.tiled else self.config.tiled.uri
         cmd = _python_cli("worker", "--connect", self.backend, "--tiled-uri", uri, "--config", self._write_config(),
-                          "--name", f"{name}-{os.getpid()}")
+                          "--name", f"{name}-{os.getpid()}", "--lane", lane)
         logfile = open(self.log_dir / f"worker-{name}.log", "ab")  # noqa: SIM115
         return subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env)
 

@@ -103,7 +103,7 @@ def _settings(cfg: Mapping[str, Any]) -> RemcSettings:
 
 
 @register("bayes.xanes", "spectrum", "1.0", requires=("xafs.normalize",), settings=tuple(DEFAULTS),
-          check=_config)
+          check=_config, cost="slow")
 def bayes_xanes(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:

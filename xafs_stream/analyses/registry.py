@@ -21,6 +21,9 @@ from ..config import ConfigError
 from ..core import UNIT_KINDS, AnalysisResult, WorkUnit
 from ..engines.errors import InputError
 
+#: cost classes: with [broker] lanes, each is a queue of its own, so fast results never wait behind slow fits
+COSTS = ("fast", "slow")
+
 # Modules that register the built-in analyses.
 BUILTIN_MODULES = (
     "xafs_stream.analyses.preprocess",
@@ -53,10 +56,13 @@ class Analysis:
     description: str = ""
     settings: tuple[str, ...] = ()  # the setting names its ``[analysis."<name>"]`` table may hold
     check: Callable[[Mapping[str, Any]], Any] | None = None  # raises InputError for a bad value
+    cost: str = "fast"  # "fast" (milliseconds: normalisation, quality, tiles) or "slow" (seconds: fits)
 
     def __post_init__(self) -> None:
         if self.unit_kind not in UNIT_KINDS:
             raise ValueError(f"analysis {self.name!r}: unit_kind must be one of {UNIT_KINDS}")
+        if self.cost not in COSTS:
+            raise ValueError(f"analysis {self.name!r}: cost must be one of {COSTS}")
 
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         """ConfigError (one line, naming the setting and the valid ones) for an unknown setting or a bad
@@ -147,13 +153,14 @@ def register(
     name: str, unit_kind: str, version: str, *, requires: tuple[str, ...] = (), description: str = "",
     settings: tuple[str, ...] | list[str] | set[str] = (),
     check: Callable[[Mapping[str, Any]], Any] | None = None,
+    cost: str = "fast",
 ) -> Callable[[AnalysisFunc], AnalysisFunc]:
     """Decorator: register ``func`` in the default registry under ``name`` (``settings``: the setting names
-    it accepts; ``check``: a check of their values, raising InputError)."""
+    it accepts; ``check``: a check of their values, raising InputError; ``cost``: "fast" or "slow")."""
 
     def wrap(func: AnalysisFunc) -> AnalysisFunc:
         _DEFAULT.add(Analysis(name, unit_kind, version, func, tuple(requires),
-                              description or (func.__doc__ or ""), tuple(sorted(settings)), check))
+                              description or (func.__doc__ or ""), tuple(sorted(settings)), check, cost))
         return func
 
     return wrap

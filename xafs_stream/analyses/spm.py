@@ -172,6 +172,7 @@ def summary_from_result(res, path_spec: str) -> dict:
     "refined shells with errors",
     settings=(*SETTING_KEYS, "paths"),
     check=_check_paths_table,
+    cost="slow",
 )
 def spm_analysis(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]

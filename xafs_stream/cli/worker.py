@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_service_options(p, broker=False)
     p.add_argument("--credit", type=int, help="units held at once (default: [worker] credit)")
     p.add_argument("--name", help="worker name (default: host-pid-random)")
+    p.add_argument("--lane", choices=("", "fast", "slow"),
+                   help="with the broker's lanes: serve only this one ([worker] lane; default both)")
     p.set_defaults(func=run)
 
 
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..storage.tiled_server import connect_tiled
     from ..worker import MapOwner, UnitHandler, Worker
 
-    cfg = config_from_args(args, worker={"credit": args.credit})
+    cfg = config_from_args(args, worker={"credit": args.credit, "lane": args.lane})
     registry = analysis_registry(cfg)
     if not cfg.tiled.uri:
         raise CliError("worker needs --tiled-uri (or [tiled] uri): workers write results to an existing Tiled")

@@ -29,6 +29,15 @@ heartbeats, plus a Titanic-style disk store):
   is sent once more marked *poisoned*: the worker records an error result instead of running it.
   On restart the broker reloads every stored unit: a broker crash loses nothing.
 
+- **lanes** (``lanes = true``): each unit becomes two deliveries, ``fast`` (normalisation, quality, map
+  tiles) and ``slow`` (sparse modeling, Bayesian fits), queued and credited separately, so a fast result
+  never waits behind a slow fit. Workers serve one lane (``[worker] lane``) or both (``""``); a delivery
+  says its lane and the worker runs that lane's analyses. The unit leaves the store when every lane is
+  done. **Overload**: when more than ``shed_after`` slow deliveries wait, new slow deliveries of units the
+  ``shed_keep`` policy does not keep ("merges": merged spectra; "every:N": merges and every N-th repeat)
+  are sent *shed*: the worker records their slow analyses as skipped with the reason instead of running
+  them (``xafs-stream reprocess`` fills them later). Fast analyses always run.
+
 Payloads are also kept in memory up to ``memory_cache_bytes`` (dispatch without a disk read); beyond
 that they are read back from the store.
 """
@@ -56,14 +65,28 @@ from .spool import DiskSpool
 
 log = logging.getLogger(__name__)
 MAX_AFFINITY_KEYS = 10_000
+LANES = ("fast", "slow")
+
+
+def delivery_key(unit_id: str, lane: str) -> str:
+    """The key of one lane's delivery of a unit (the unit id itself without lanes)."""
+    return f"{unit_id}@{lane}" if lane else unit_id
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(unit id, lane)`` of a delivery key (unit ids never contain ``@``)."""
+    unit_id, _, lane = key.partition("@")
+    return unit_id, lane
 
 
 @dataclass
 class _Pending:
     unit_id: str
+    lane: str
     affinity: str | None
     attempt: int
     size: int
+    shed: str = ""  # why the slow analyses are not run (overload), or ""
     since: float = field(default_factory=time.monotonic)
 
 
@@ -71,8 +94,9 @@ class _Pending:
 class _Worker:
     identity: bytes
     credit: int = 0
+    lane: str = ""  # the lane it serves ("": every lane)
     last_seen: float = field(default_factory=time.monotonic)
-    inflight: dict[str, float] = field(default_factory=dict)  # unit id -> sent time
+    inflight: dict[str, float] = field(default_factory=dict)  # delivery key -> sent time
     info: dict[str, Any] = field(default_factory=dict)
     done: int = 0
 
@@ -92,21 +116,26 @@ class Broker:
         if not config.store_dir:
             raise ValueError("the broker needs a store directory ([broker] store_dir)")
         self.store = DiskSpool(Path(config.store_dir), fsync=config.fsync)
+        self.lanes = LANES if config.lanes else ("",)
+        self._keep = _keep_policy(config.shed_keep)
+        # deliveries waiting for a worker (delivery key -> item; without lanes the key is the unit id)
         self.pending: OrderedDict[str, _Pending] = OrderedDict()
-        self.inflight: dict[str, tuple[bytes, float]] = {}  # unit id -> (worker identity, sent time)
-        self.attempts: dict[str, int] = {}
+        self.lane_pending = {lane: 0 for lane in self.lanes}
+        self.inflight: dict[str, tuple[bytes, float]] = {}  # delivery key -> (worker identity, sent time)
+        self.attempts: dict[str, int] = {}  # delivery key -> deliveries so far
+        self.remaining: dict[str, set[str]] = {}  # unit id -> lanes not done yet
         self.workers: dict[bytes, _Worker] = {}
         self.owners: OrderedDict[str, bytes] = OrderedDict()  # affinity key -> worker identity (LRU, capped)
         self.stats: dict[str, int] = {k: 0 for k in (
             "submitted", "duplicates", "busy", "rejected", "dispatched", "done", "redelivered", "poisoned", "opened",
             "workers_expired", "late_done", "acked_on_done", "stored_late", "events", "errors", "store_errors",
-            "failed")}
+            "failed", "shed")}
         self.rejects = RejectLog(log)
         self._cache: dict[str, list] = {}  # unit id -> body frames, for dispatch without a disk read
         # units not stored yet (their producer's outbox holds them): unit id -> (producer identity, deadline)
         self.deferred: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._done_times: deque[float] = deque(maxlen=64)  # when the latest units were done (monotonic s)
-        # units whose results could not be stored: unit id -> (reason, failures, monotonic time to retry)
+        # deliveries whose results could not be stored: key -> (reason, failures, monotonic time to retry)
         self.failing: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self._cached_bytes = 0
         self._running = False
@@ -116,11 +145,9 @@ class Broker:
             except (P.ProtocolError, KeyError) as exc:
                 log.error("stored unit %s unreadable (%s); left on disk", key, exc)
                 continue
-            self.pending[key] = _Pending(key, header.get("affinity"), int(header.get("attempt", 0)),
-                                         self.store.size_of(key))
-            self.attempts[key] = int(header.get("attempt", 0))
-        if self.pending:
-            log.info("broker restored %d stored units from %s", len(self.pending), config.store_dir)
+            self._queue_unit(key, header, self.store.size_of(key), attempt=int(header.get("attempt", 0)))
+        if self.remaining:
+            log.info("broker restored %d stored units from %s", len(self.remaining), config.store_dir)
         self.frontend = self.ctx.socket(zmq.ROUTER)
         self.backend = self.ctx.socket(zmq.ROUTER)
         for sock in (self.frontend, self.backend):
@@ -224,11 +251,17 @@ class Broker:
             "stored_bytes": self.store.total_bytes,
             "deferred": len(self.deferred),
             "failing": len(self.failing),
-            "failing_units": [{"unit_id": u, "reason": r, "failures": n, "retry_in_s": round(max(0.0, t - now), 1)}
-                              for u, (r, n, t) in list(self.failing.items())[:20]],
+            "failing_units": [{"unit_id": split_key(k)[0], "lane": split_key(k)[1], "reason": r, "failures": n,
+                               "retry_in_s": round(max(0.0, t - now), 1)}
+                              for k, (r, n, t) in list(self.failing.items())[:20]],
+            "lanes": {lane: {"pending": self.lane_pending[lane],
+                             "inflight": sum(split_key(k)[1] == lane for k in self.inflight),
+                             "workers": sum(w.lane in ("", lane) for w in self.workers.values()),
+                             "shedding": self._shedding(lane)} for lane in self.lanes if lane},
+            "overload": {"shed_after": self.config.shed_after, "shed_keep": self.config.shed_keep},
             "workers": [
                 {"id": w.identity.decode(errors="replace"), "credit": w.credit, "inflight": len(w.inflight),
-                 "done": w.done, "idle_s": round(now - w.last_seen, 2), **w.info}
+                 "done": w.done, "lane": w.lane, "idle_s": round(now - w.last_seen, 2), **w.info}
                 for w in self.workers.values()
             ],
             "stats": {**self.stats, "denied": self._auth.role_keys.denied if self._auth else 0},
@@ -255,7 +288,7 @@ class Broker:
             P.decode_unit(body, max_bytes=self.config.max_message_bytes)
         except P.ProtocolError as exc:
             return self._reject(identity, unit_id, str(exc))
-        if unit_id in self.pending or unit_id in self.inflight or unit_id in self.failing:
+        if unit_id in self.remaining:
             if not self._same_unit(unit_id, body):
                 return self._reject(identity, unit_id, "a unit with this id and different data is already queued")
             self.stats["duplicates"] += 1  # a resend after a lost ACK (or a timeout while deferred)
@@ -268,7 +301,7 @@ class Broker:
             self.stats["busy"] += 1
             return self._send(self.frontend, identity, P.BUSY, unit_id.encode())
         fits = self._cached_bytes + size <= self.config.memory_cache_bytes
-        if fits and self.config.ack_after_done_s > 0 and len(self.pending) < self._quick_queue():
+        if fits and self.config.ack_after_done_s > 0 and self.lane_pending[self.lanes[0]] < self._quick_queue():
             # a worker will have it done soon: skip the disk, acknowledge on DONE (the outbox holds it meanwhile)
             self.deferred[unit_id] = (identity, time.monotonic() + self.config.ack_after_done_s)
         else:
@@ -281,11 +314,43 @@ class Broker:
         if fits:
             self._cache[unit_id] = body
             self._cached_bytes += size
-        self.pending[unit_id] = _Pending(unit_id, header.get("affinity"), 0, size)
-        self.attempts[unit_id] = 0
+        self._queue_unit(unit_id, header, size)
         self.stats["submitted"] += 1
         if unit_id not in self.deferred:
             self._send(self.frontend, identity, P.ACK, unit_id.encode())
+
+    def _queue_unit(self, unit_id: str, header: dict, size: int, *, attempt: int = 0) -> None:
+        """One delivery per lane of a unit now held here (stored or deferred)."""
+        self.remaining[unit_id] = set(self.lanes)
+        for lane in self.lanes:
+            key = delivery_key(unit_id, lane)
+            self._add_pending(key, _Pending(unit_id, lane, header.get("affinity"), attempt, size,
+                                            shed=self._shed_reason(lane, header)))
+            self.attempts[key] = attempt
+
+    def _add_pending(self, key: str, item: _Pending, *, front: bool = False) -> None:
+        if key not in self.pending:
+            self.lane_pending[item.lane] += 1
+        self.pending[key] = item
+        if front:  # redelivered work is the oldest: it goes first
+            self.pending.move_to_end(key, last=False)
+
+    def _pop_pending(self, key: str) -> _Pending | None:
+        item = self.pending.pop(key, None)
+        if item is not None:
+            self.lane_pending[item.lane] -= 1
+        return item
+
+    def _shedding(self, lane: str) -> bool:
+        """Is ``lane`` over its overload threshold (its new deliveries shed unless the policy keeps them)?"""
+        return lane == "slow" and 0 < self.config.shed_after < self.lane_pending[lane]
+
+    def _shed_reason(self, lane: str, header: dict) -> str:
+        if not self._shedding(lane) or self._keep(header.get("kind"), header.get("index")):
+            return ""
+        self.stats["shed"] += 1
+        return (f"shed under overload: more than {self.config.shed_after} slow deliveries waiting "
+                f"([broker] shed_after); [broker] shed_keep = {self.config.shed_keep!r} keeps this unit out")
 
     def _same_unit(self, unit_id: str, body: list) -> bool:
         """Is ``body`` the unit already held under ``unit_id`` (a resend), byte for byte?"""
@@ -330,12 +395,14 @@ class Broker:
             info = P.decode_open(body)
         except P.ProtocolError as exc:
             return self._reject(identity, "", f"OPEN: {exc}")
-        affinity = info.get("affinity")
+        lane = self.lanes[0]  # the fast lane (or the only one) stores the run's first results
+        affinity = _affinity_key(lane, info.get("affinity"))
         owner = self.workers.get(self.owners.get(affinity, b"")) if affinity else None
         if owner is None:
-            if not self.workers:
+            candidates = [w for w in self.workers.values() if w.lane in ("", lane)]
+            if not candidates:
                 return
-            owner = _least_loaded(self.workers.values())
+            owner = _least_loaded(candidates)
             if affinity:
                 self._own(affinity, owner)
         self.stats["opened"] += 1
@@ -370,10 +437,17 @@ class Broker:
                 self.rejects.reject(identity, f"READY: {exc}")
                 return
             credit = info.pop("credit")
+            lane = info.pop("lane", "")
+            if lane and lane not in self.lanes:
+                self.stats["rejected"] += 1
+                self.rejects.reject(identity, f"READY: lane {lane!r}, but this broker has lanes {self.lanes}")
+                return
             if worker is None:
                 worker = self.workers[identity] = _Worker(identity)
-                log.info("worker %s joined (credit %d)", clip(identity.decode(errors="replace"), 64), credit)
+                log.info("worker %s joined (credit %d, lane %s)", clip(identity.decode(errors="replace"), 64), credit,
+                         lane or "all")
             worker.credit = max(0, credit - len(worker.inflight))
+            worker.lane = lane
             worker.info = info
             worker.last_seen = time.monotonic()
             return
@@ -404,36 +478,47 @@ class Broker:
         self.rejects.reject(identity, f"command {command.decode()} not accepted from a worker")
 
     def _on_done(self, worker: _Worker | None, body: list) -> None:
-        """A worker finished a unit: forget the unit (ACK its producer if it was deferred), return a credit.
-        Only the worker the unit was sent to can finish it: a DONE for a unit that worker does not hold (a
-        late one after a redelivery or a broker restart, or a forged one) changes nothing but a count."""
+        """A worker finished a delivery: forget it; when every lane of its unit is done, forget the unit (ACK
+        its producer if it was deferred). Only the worker the delivery was sent to can finish it: a DONE for
+        one it does not hold (a late one after a redelivery or a broker restart, or a forged one) changes
+        nothing but a count."""
         try:
-            unit_id = P.decode_done(body)["unit_id"]
+            info = P.decode_done(body)
         except P.ProtocolError as exc:
             self.stats["rejected"] += 1
             self.rejects.reject(worker.identity if worker else b"unknown worker", f"DONE: {exc}")
             return
-        if worker is None or unit_id not in worker.inflight:
+        key = delivery_key(info["unit_id"], info["lane"])
+        if worker is None or key not in worker.inflight:
             self.stats["late_done"] += 1
             return
-        del worker.inflight[unit_id]
+        del worker.inflight[key]
         worker.credit += 1
         worker.done += 1
-        known = unit_id in self.inflight or unit_id in self.pending
-        if not known:
+        self._finish(key)
+
+    def _finish(self, key: str) -> None:
+        """Delivery ``key`` is done; its unit too once no lane is left."""
+        unit_id, lane = split_key(key)
+        self.inflight.pop(key, None)
+        self._pop_pending(key)
+        self.attempts.pop(key, None)
+        self.failing.pop(key, None)
+        left = self.remaining.get(unit_id)
+        if left is None:
             self.stats["late_done"] += 1
-        self.inflight.pop(unit_id, None)
-        self.pending.pop(unit_id, None)
-        self.attempts.pop(unit_id, None)
-        self.failing.pop(unit_id, None)
+            return
+        left.discard(lane)
+        if left:
+            return
+        del self.remaining[unit_id]
         self._uncache(unit_id)
         self._done_times.append(time.monotonic())
         deferred = self.deferred.pop(unit_id, None)
         if deferred is not None:  # never stored: done is what lets its producer forget it
             self.stats["acked_on_done"] += 1
             self._send(self.frontend, deferred[0], P.ACK, unit_id.encode())
-        if known:
-            self.stats["done"] += 1
+        self.stats["done"] += 1
         try:
             self.store.remove(unit_id)
         except OSError as exc:  # disk full: the record stays on disk; after a restart the unit is redone
@@ -441,36 +526,37 @@ class Broker:
             self.rejects.reject(b"store", f"cannot mark unit {unit_id} done on disk: {exc}")
 
     def _on_failed(self, worker: _Worker, body: list) -> None:
-        """A worker could not store a unit's results: keep the unit (stored durably), retry it after a
-        back-off, list it as failing; give the worker its credit back."""
+        """A worker could not store a delivery's results: keep the unit (stored durably), retry the delivery
+        after a back-off, list it as failing; give the worker its credit back."""
         try:
             info = P.decode_failed(body)
         except P.ProtocolError as exc:
             self.stats["rejected"] += 1
             self.rejects.reject(worker.identity, f"FAILED: {exc}")
             return
-        unit_id = info["unit_id"]
-        if unit_id not in worker.inflight:
+        key = delivery_key(info["unit_id"], info["lane"])
+        if key not in worker.inflight:
             self.stats["late_done"] += 1
             return
-        del worker.inflight[unit_id]
+        del worker.inflight[key]
         worker.credit += 1
-        self.inflight.pop(unit_id, None)
+        self.inflight.pop(key, None)
+        unit_id = info["unit_id"]
         if unit_id in self.deferred:
             self._persist(unit_id)  # held durably from now on (its producer gets the ACK)
-        _, failures, _ = self.failing.get(unit_id, ("", 0, 0.0))
+        _, failures, _ = self.failing.get(key, ("", 0, 0.0))
         delay = min(self.config.failed_retry_s * 2 ** failures, self.config.failed_retry_max_s)
-        self.failing[unit_id] = (clip(info["reason"]), failures + 1, time.monotonic() + delay)
+        self.failing[key] = (clip(info["reason"]), failures + 1, time.monotonic() + delay)
         self.stats["failed"] += 1
-        log.warning("unit %s: results not stored (%s); retrying in %.0f s", unit_id, clip(info["reason"]), delay)
+        log.warning("unit %s: results not stored (%s); retrying in %.0f s", key, clip(info["reason"]), delay)
 
     def _retry_failing(self, now: float) -> None:
-        """Failing units whose back-off is over go back to the front of the queue."""
-        for unit_id, (reason, failures, retry_at) in list(self.failing.items()):
-            if retry_at <= now and unit_id not in self.pending and unit_id in self.store:
-                attempt = self.attempts.get(unit_id, 0)
-                self.pending[unit_id] = _Pending(unit_id, self._affinity_of(unit_id), attempt, 0)
-                self.pending.move_to_end(unit_id, last=False)
+        """Failing deliveries whose back-off is over go back to the front of the queue."""
+        for key, (_, _, retry_at) in list(self.failing.items()):
+            unit_id, lane = split_key(key)
+            if retry_at <= now and key not in self.pending and key not in self.inflight and unit_id in self.store:
+                self._add_pending(key, _Pending(unit_id, lane, self._affinity_of(unit_id),
+                                                self.attempts.get(key, 0), 0), front=True)
 
     def _on_stored(self, identity: bytes, body: list) -> None:
         """Republish a worker's result event to the events subscribers (checked first: subscribers trust it)."""
@@ -500,40 +586,45 @@ class Broker:
 
     # -- dispatch and reliability -------------------------------------------------------------
     def _choose_worker(self, item: _Pending) -> _Worker | None:
-        if item.affinity is not None:
-            owner = self.workers.get(self.owners.get(item.affinity, b""))
+        affinity = _affinity_key(item.lane, item.affinity)
+        if affinity is not None:
+            owner = self.workers.get(self.owners.get(affinity, b""))
             if owner is not None:
-                self.owners.move_to_end(item.affinity)
+                self.owners.move_to_end(affinity)
                 return owner if owner.credit > 0 else None
-        candidates = [w for w in self.workers.values() if w.credit > 0]
+        candidates = [w for w in self.workers.values() if w.credit > 0 and w.lane in ("", item.lane)]
         if not candidates:
             return None
         best = _least_loaded(candidates)
-        if item.affinity is not None:
-            self._own(item.affinity, best)
+        if affinity is not None:
+            self._own(affinity, best)
         return best
 
     def _dispatch(self) -> None:
         if not self.pending or not any(w.credit > 0 for w in self.workers.values()):
             return
-        for unit_id in list(self.pending):
+        for key in list(self.pending):
             if not any(w.credit > 0 for w in self.workers.values()):
                 break
-            item = self.pending[unit_id]
+            item = self.pending[key]
             worker = self._choose_worker(item)
             if worker is None:
                 continue
-            body = self._cache.get(unit_id)
+            body = self._cache.get(item.unit_id)
             if body is None:
                 try:
-                    body = self.store.get(unit_id)
+                    body = self.store.get(item.unit_id)
                 except KeyError:
-                    self.pending.pop(unit_id, None)
+                    self._pop_pending(key)
                     continue
-            attempt = self.attempts.get(unit_id, 0)
-            if attempt > 0:
+            attempt = self.attempts.get(key, 0)
+            if attempt > 0 or item.lane or item.shed:
                 header = P.loads(_bytes(body[0]), "stored header")
                 header["attempt"] = attempt
+                if item.lane:
+                    header["extra"] = {**(header.get("extra") or {}), "lane": item.lane}
+                if item.shed:
+                    header["extra"]["shed"] = item.shed
                 if attempt >= self.config.max_attempts:
                     header["poisoned"] = True
                     header["poison_reason"] = (
@@ -548,9 +639,9 @@ class Broker:
                 self._remove_worker(worker.identity, reason="unreachable")
                 continue
             now = time.monotonic()
-            del self.pending[unit_id]
-            self.inflight[unit_id] = (worker.identity, now)
-            worker.inflight[unit_id] = now
+            self._pop_pending(key)
+            self.inflight[key] = (worker.identity, now)
+            worker.inflight[key] = now
             worker.credit -= 1
             self.stats["dispatched"] += 1
 
@@ -559,18 +650,19 @@ class Broker:
         if body is not None:
             self._cached_bytes -= sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in body)
 
-    def _requeue(self, unit_id: str, reason: str) -> None:
-        self.inflight.pop(unit_id, None)
+    def _requeue(self, key: str, reason: str) -> None:
+        """Deliver ``key`` again (its worker died or took too long), first in line."""
+        unit_id, lane = split_key(key)
+        self.inflight.pop(key, None)
         if unit_id in self.deferred:  # its first delivery failed: from now on it waits durably here
             self._persist(unit_id)
         if unit_id not in self.store:
             return
-        self.attempts[unit_id] = self.attempts.get(unit_id, 0) + 1
-        # redelivered units go to the front: they are the oldest work
-        self.pending[unit_id] = _Pending(unit_id, self._affinity_of(unit_id), self.attempts[unit_id], 0)
-        self.pending.move_to_end(unit_id, last=False)
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        self._add_pending(key, _Pending(unit_id, lane, self._affinity_of(unit_id), self.attempts[key], 0),
+                          front=True)
         self.stats["redelivered"] += 1
-        log.warning("redelivering %s (%s)", unit_id, reason)
+        log.warning("redelivering %s (%s)", key, reason)
 
     def _affinity_of(self, unit_id: str) -> str | None:
         """The affinity key in a stored unit's header (None if it has none or cannot be read)."""
@@ -585,9 +677,9 @@ class Broker:
             return
         log.warning("worker %s removed: %s; %d unit(s) redelivered", identity.decode(errors="replace"), reason,
                     len(worker.inflight))
-        for unit_id in list(worker.inflight):
-            if self.inflight.get(unit_id, (None,))[0] == identity:
-                self._requeue(unit_id, f"worker {identity.decode(errors='replace')} {reason}")
+        for key in list(worker.inflight):
+            if self.inflight.get(key, (None,))[0] == identity:
+                self._requeue(key, f"worker {identity.decode(errors='replace')} {reason}")
         for key in [k for k, v in self.owners.items() if v == identity]:
             del self.owners[key]
 
@@ -600,15 +692,44 @@ class Broker:
             if now - worker.last_seen > self.config.worker_timeout_s:
                 self.stats["workers_expired"] += 1
                 self._remove_worker(identity, reason=f"silent for {now - worker.last_seen:.1f} s")
-        for unit_id, (identity, sent) in list(self.inflight.items()):
+        for key, (identity, sent) in list(self.inflight.items()):
             if now - sent > self.config.unit_timeout_s:
-                self._requeue(unit_id, f"in flight for more than {self.config.unit_timeout_s:.0f} s")
+                self._requeue(key, f"in flight for more than {self.config.unit_timeout_s:.0f} s")
 
     def _send(self, sock: zmq.Socket, identity: bytes, command: bytes, body: bytes) -> None:
         try:
             sock.send_multipart([identity, P.PROTOCOL, command, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or its queue full: nothing to do but log
             log.debug("send %s to %r failed: %s", command, identity, exc)
+
+
+def _affinity_key(lane: str, affinity: str | None) -> str | None:
+    """Affinity is per lane: one map's tiles go to one fast-lane worker (its map owner)."""
+    if affinity is None:
+        return None
+    return f"{lane}|{affinity}" if lane else affinity
+
+
+def _keep_policy(spec: str) -> Any:
+    """``keep(kind, index)`` for ``[broker] shed_keep``: "merges" keeps merged spectra (and map tiles);
+    "every:N" also every N-th repeat. ValueError for anything else."""
+    every = 0
+    if spec.startswith("every:"):
+        try:
+            every = int(spec[len("every:"):])
+        except ValueError:
+            every = 0
+        if every < 1:
+            raise ValueError(f"[broker] shed_keep must be 'merges' or 'every:N' with N >= 1, got {spec!r}")
+    elif spec != "merges":
+        raise ValueError(f"[broker] shed_keep must be 'merges' or 'every:N' with N >= 1, got {spec!r}")
+
+    def keep(kind: Any, index: Any) -> bool:
+        if kind != "spectrum" or index == "merge":
+            return True
+        return bool(every) and isinstance(index, int) and index % every == 0
+
+    return keep
 
 
 def _least_loaded(workers: Iterable[_Worker]) -> _Worker:

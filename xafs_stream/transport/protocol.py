@@ -56,9 +56,9 @@ STATUS = b"STATUS"  # either side: broker statistics as JSON
 OPEN = b"OPEN"  # producer -> broker -> worker: a run started, JSON {"run_uid", "kind", "affinity", "metadata"};
 #                 a hint (not stored, not acknowledged): the run's owner prepares its result nodes early
 # worker <-> broker backend
-READY = b"READY"  # worker -> broker: JSON {"credit": n, "worker": name, "host": ..., "pid": ...}
+READY = b"READY"  # worker -> broker: JSON {"credit": n, "lane": "" | "fast" | "slow", "worker", "host", "pid"}
 UNIT = b"UNIT"  # broker -> worker: a unit to process
-DONE = b"DONE"  # worker -> broker: JSON {"unit_id", "status"}; returns one credit
+DONE = b"DONE"  # worker -> broker: JSON {"unit_id", "status", "lane"}; returns one credit
 FAILED = b"FAILED"  # worker -> broker: JSON {"unit_id", "reason"}: its results could not be stored; the
 #                     broker keeps the unit and retries it later (returns one credit)
 HEARTBEAT = b"HEARTBEAT"  # both directions
@@ -340,7 +340,7 @@ def decode_ready(body: list) -> dict[str, Any]:
     credit = info.get("credit", 1)
     if not isinstance(credit, int) or isinstance(credit, bool) or not 0 <= credit <= MAX_CREDIT:
         raise ProtocolError(f"READY credit must be an integer 0..{MAX_CREDIT}, got {brief(credit)}")
-    out: dict[str, Any] = {"credit": credit}
+    out: dict[str, Any] = {"credit": credit, "lane": _lane(info.get("lane", ""), "READY")}
     for key in ("worker", "host"):
         if key in info:
             out[key] = _text(info[key], f"READY {key}", limit=256)
@@ -357,7 +357,8 @@ def decode_done(body: list) -> dict[str, Any]:
     unit_id = _text(info.get("unit_id"), "DONE unit_id", limit=512)
     if not unit_id:
         raise ProtocolError("DONE unit_id missing")
-    return {"unit_id": unit_id, "status": _text(info.get("status", ""), "DONE status", limit=64)}
+    return {"unit_id": unit_id, "status": _text(info.get("status", ""), "DONE status", limit=64),
+            "lane": _lane(info.get("lane", ""), "DONE")}
 
 
 def decode_failed(body: list) -> dict[str, Any]:
@@ -366,7 +367,17 @@ def decode_failed(body: list) -> dict[str, Any]:
     unit_id = _text(info.get("unit_id"), "FAILED unit_id", limit=512)
     if not unit_id:
         raise ProtocolError("FAILED unit_id missing")
-    return {"unit_id": unit_id, "reason": _text(info.get("reason", ""), "FAILED reason")}
+    return {"unit_id": unit_id, "reason": _text(info.get("reason", ""), "FAILED reason"),
+            "lane": _lane(info.get("lane", ""), "FAILED")}
+
+
+LANES = ("", "fast", "slow")
+
+
+def _lane(value: Any, what: str) -> str:
+    if value not in LANES:
+        raise ProtocolError(f"{what} lane must be one of {LANES}, got {brief(value)}")
+    return value
 
 
 def _checked(check: Any, value: Any, what: str) -> Any:

@@ -93,20 +93,33 @@ class UnitHandler:
             log.warning("%s: preparing result nodes of run %s failed: %s", self.name, info.get("run_uid"), exc)
 
     def handle(self, envelope: UnitEnvelope) -> list[ResultRecord]:
-        """Analyse one unit and store its records (each as soon as its analysis is done). Returns the records."""
-        if self.enabled is not None:
-            wanted = set(self.enabled) if envelope.analyses is None else set(envelope.analyses) & set(self.enabled)
+        """Analyse one unit and store its records (each as soon as its analysis is done). Returns the records.
+
+        A delivery of one lane (``envelope.extra["lane"]``, with the broker's lanes) runs the analyses of
+        that cost class and stores only theirs: the slow lane computes a normalisation its fits need, the
+        fast lane stores it."""
+        lane = envelope.extra.get("lane") or ""
+        wanted = set(self.enabled) if self.enabled is not None else None
+        if envelope.analyses is not None:
+            wanted = set(envelope.analyses) if wanted is None else wanted & set(envelope.analyses)
+        mine = None  # the analyses whose records this delivery stores (None: all it runs)
+        if lane:
+            mine = {a.name for a in self.registry.for_kind(envelope.unit.kind) if a.cost == lane}
+            wanted = mine if wanted is None else wanted & mine
+        if wanted is not None:
             envelope.analyses = sorted(wanted) or ["__none__"]
         sent = _finite(envelope.unit.metadata.get("t_complete"))
 
         def store(record: ResultRecord) -> None:
+            if mine is not None and record.analysis not in mine:
+                return
             if sent is not None:
                 record.timings["t_complete"] = sent
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self.store_record(record)
 
         records = process_unit(envelope, self.registry, self.settings, worker=self.name, on_record=store)
-        if self.post_process is not None:
+        if self.post_process is not None and lane in ("", "fast") and not envelope.extra.get("shed"):
             extra = self.post_process(envelope, records)
             for record in extra:
                 store(record)

@@ -83,6 +83,7 @@ class Worker:
         handler.name = handler.name or self.name
         handler.on_stored = self._announce
         self.credit = max(1, int(config.credit))
+        self.lane = config.lane
         self.heartbeat_s = broker.heartbeat_s
         self.broker_timeout_s = broker.worker_timeout_s
         self.max_message_bytes = broker.max_message_bytes
@@ -118,7 +119,7 @@ class Worker:
         sock.connect(self.address)
         held = self._todo.qsize()
         sock.send_multipart([P.PROTOCOL, P.READY, P.dumps({
-            "credit": max(1, self.credit - held), "worker": self.name, "host": socket.gethostname(),
+            "credit": max(1, self.credit - held), "lane": self.lane, "worker": self.name, "host": socket.gethostname(),
             "pid": os.getpid()})])
         return sock
 
@@ -157,11 +158,12 @@ class Worker:
                     sock.send_multipart([P.PROTOCOL, P.STORED, event])
                 while True:
                     try:
-                        command, unit_id, detail = self._done.get_nowait()
+                        command, unit_id, lane, detail = self._done.get_nowait()
                     except queue.Empty:
                         break
                     key = "status" if command == P.DONE else "reason"
-                    sock.send_multipart([P.PROTOCOL, command, P.dumps({"unit_id": unit_id, key: detail})])
+                    sock.send_multipart([P.PROTOCOL, command,
+                                         P.dumps({"unit_id": unit_id, "lane": lane, key: detail})])
                 now = time.monotonic()
                 if now >= next_beat:
                     sock.send_multipart([P.PROTOCOL, P.HEARTBEAT])
@@ -201,7 +203,7 @@ class Worker:
             return
         if command == P.READY:  # the broker does not know us (it restarted): introduce ourselves
             sock.send_multipart([P.PROTOCOL, P.READY, P.dumps({
-                "credit": max(1, self.credit - self._todo.qsize()), "worker": self.name,
+                "credit": max(1, self.credit - self._todo.qsize()), "lane": self.lane, "worker": self.name,
                 "host": socket.gethostname(), "pid": os.getpid()})])
             return
         if command == P.OPEN:  # a run of ours started: prepare its result nodes (in order, before its units)
@@ -220,10 +222,11 @@ class Worker:
             self.stats["bad_messages"] += 1
             self.rejects.reject(b"broker", f"undecodable unit: {exc}")
             try:
-                unit_id = str(P.peek_header(body).get("unit_id", ""))
-            except P.ProtocolError:
+                header = P.peek_header(body)
+                unit_id, lane = str(header.get("unit_id", "")), str((header.get("extra") or {}).get("lane", ""))
+            except (P.ProtocolError, AttributeError):
                 return
-            self._done.put((P.DONE, unit_id, "undecodable"))  # return the credit; the broker keeps no copy
+            self._done.put((P.DONE, unit_id, lane, "undecodable"))  # return the credit
             self._waker.wake()
             return
         envelope.extra["received"] = time.time()
@@ -263,16 +266,17 @@ class Worker:
                 # its store creates the nodes itself)
                 opens.append((time.monotonic() + self.prepare_delay_s, envelope.info))
                 continue
+            lane = envelope.extra.get("lane") or ""
             try:
                 status = self._process(envelope)
             except StoreFailed as exc:  # not done: the broker keeps the unit, retries it later, shows why
                 log.error("%s: unit %s not stored: %s", self.name, envelope.unit_id, exc)
-                self._done.put((P.FAILED, envelope.unit_id, str(exc)[: P.MAX_TEXT]))
+                self._done.put((P.FAILED, envelope.unit_id, lane, str(exc)[: P.MAX_TEXT]))
                 self._waker.wake()
                 continue
             except RuntimeError:
                 if self._stop.is_set():
                     return  # stopping mid-store: the broker redelivers the unit (BYE)
                 raise
-            self._done.put((P.DONE, envelope.unit_id, status))
+            self._done.put((P.DONE, envelope.unit_id, lane, status))
             self._waker.wake()

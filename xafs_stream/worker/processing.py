@@ -56,6 +56,11 @@ def process_unit(
             emit(ResultRecord(**base, analysis=a.name, version=a.version, status="error",
                               error=f"not analysed: {envelope.poison_reason}"))
         return records
+    shed = envelope.extra.get("shed")
+    if shed:  # the broker's overload policy: recorded as skipped, with why (reprocess fills them later)
+        for a in analyses:
+            emit(ResultRecord(**base, analysis=a.name, version=a.version, status="skipped", error=str(shed)))
+        return records
     done: dict[str, AnalysisResult] = {}
     failed: dict[str, str] = {}
     for analysis in analyses:

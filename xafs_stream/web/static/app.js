@@ -113,7 +113,14 @@ function renderStatus(st) {
     q.innerHTML = `<span class="badge st-pending">${broker.pending} pending</span>` +
       `<span class="badge st-running">${broker.inflight} in flight</span>` +
       `<span class="badge st-ok">${(broker.stats || {}).done ?? 0} done</span>` +
-      `<span class="small muted">${(broker.workers || []).length} worker(s)</span>`;
+      (broker.failing ? `<span class="badge st-error" title="${esc((broker.failing_units || []).map((f) =>
+        `${f.unit_id}: ${f.reason} (retry in ${f.retry_in_s} s)`).join("\n"))}">${broker.failing} failing to store</span>` : "") +
+      `<span class="small muted">${(broker.workers || []).length} worker(s)</span>` +
+      Object.entries(broker.lanes || {}).map(([lane, l]) =>
+        `<div class="small">${esc(lane)} lane: ${l.pending} waiting, ${l.inflight} in flight, ${l.workers} worker(s)` +
+        (l.shedding ? ` <span class="badge st-error" title="more than ${broker.overload.shed_after} waiting: ` +
+          `slow analyses run only for what [broker] shed_keep = ${esc(broker.overload.shed_keep)} keeps">` +
+          `shedding: ${esc(broker.overload.shed_keep)} only</span>` : "") + "</div>").join("");
     tbody.innerHTML = (broker.workers || []).map((w) =>
       `<tr class="${w.idle_s > 5 ? "stale" : ""}"><td>${esc(w.worker || w.id)}</td><td>${esc(w.host || "")}/${esc(w.pid ?? "")}</td>` +
       `<td>${w.inflight}</td><td>${w.done}</td><td>${fmt(w.idle_s, 2)}</td></tr>`).join("");
