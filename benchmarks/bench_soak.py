@@ -276,7 +276,7 @@ def main() -> int:
               f"{r['results_missing']:8d} {r['redelivered']:8} {r['failed_to_store']:6}  {growth}")
         for t, what in r["faults"]:
             print(f"  t={t:6.0f} s  {what}")
-        print(f"  queue every sample (t s: pending/in flight/failing/outbox): " + "; ".join(
+        print("  queue every sample (t s: pending/in flight/failing/outbox): " + "; ".join(
             f"{s['t_s']:.0f}: {s['pending']}/{s['inflight']}/{s['failing']}/{s['outbox']}" for s in r["samples"]))
     RESULTS.mkdir(exist_ok=True)
     out = {"machine": platform.node(), "cpus": os.cpu_count(), "time": time.time(), "runs": runs}

@@ -84,7 +84,7 @@ def _units(run: str, n: int, merge: bool = False) -> list[UnitEnvelope]:
 
 def test_fast_results_do_not_wait_behind_slow_fits(lanes, wait_for):
     broker, store, pub = lanes()
-    assert wait_for(lambda: sum(l["workers"] for l in broker_status(broker.frontend_address)["lanes"].values()) == 2,
+    assert wait_for(lambda: sum(lane["workers"] for lane in broker_status(broker.frontend_address)["lanes"].values()) == 2,
                     20)
     t0 = time.monotonic()
     for env in _units("run-l", 6):
@@ -124,9 +124,10 @@ def test_under_overload_slow_analyses_are_shed_by_policy_and_fast_ones_always_ru
 def test_serve_splits_its_workers_into_lanes(tmp_path, wait_for):
     """``[service] slow_workers = 1`` of two: one worker per lane; a Cu spectrum's normalisation is stored by
     the fast one, its sparse-modeling fit by the slow one."""
+    from xafs_stream.simulated_devices.samples import load_sample
+
     from xafs_stream.config import load_config
     from xafs_stream.service import Service
-    from xafs_stream.simulated_devices.samples import load_sample
     from xafs_stream.storage.layout import result_node
 
     cfg = load_config(overrides={
