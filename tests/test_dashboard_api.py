@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import tempfile
 import time
 
 import httpx
@@ -306,3 +307,47 @@ def _next_event(lines, wanted: str | None = None, timeout_s: float = 20.0) -> di
                 return event
             event = {}
     raise AssertionError(f"no {wanted or 'non-status'} event within {timeout_s} s")
+
+
+def test_with_result_events_a_new_result_reaches_the_page_without_reading_tiled(tiled, stored, wait_for):
+    """Fed by the broker's result events, the dashboard publishes a stored result at once and does not read
+    the result trees for it (before: one tree read per watched run and poll)."""
+    import threading
+
+    import zmq
+
+    from xafs_stream.config import BrokerConfig
+    from xafs_stream.transport import protocol as P
+    from xafs_stream.transport.broker import Broker
+
+    broker = Broker(BrokerConfig(frontend="tcp://127.0.0.1:0", backend="tcp://127.0.0.1:0",
+                                 events="tcp://127.0.0.1:0", store_dir=tempfile.mkdtemp()))
+    threading.Thread(target=broker.run, daemon=True).start()
+    worker = zmq.Context.instance().socket(zmq.DEALER)  # announces what it stores, as a worker does
+    worker.setsockopt(zmq.LINGER, 0)
+    worker.connect(broker.backend_address)
+    worker.send_multipart([P.PROTOCOL, P.READY, b'{"credit": 0}'])
+    with start_dashboard(tiled.client, broker.frontend_address, DashboardConfig(port=0, interval_s=0.3),
+                         events=broker.events_address) as dash:
+        reads = []
+        fingerprint = dash.catalog.fingerprint
+        dash.catalog.fingerprint = lambda uid: reads.append(uid) or fingerprint(uid)
+        watcher = dash._watcher
+        assert wait_for(lambda: watcher.events.ready.is_set(), 20)  # the broker confirmed the subscription
+        time.sleep(1.0)  # past the watcher's first look
+        reads.clear()
+        cursor = dash.feed.cursor
+        result = AnalysisResult(arrays={"energy": np.arange(5.0), "norm": np.ones(5)},
+                                dims={"energy": ("energy",), "norm": ("energy",)}, summary={"e0": 8979.7})
+        t0 = time.monotonic()
+        event = stored["store"].write(_record(stored["uid"], "xafs.normalize", 1, result))
+        worker.send_multipart([P.PROTOCOL, P.STORED, P.encode_stored(event)])
+        change = wait_for(lambda: next((c for c in dash.feed.since(cursor)[0] if c["unit"] == "repeat_1"), None),
+                          10, poll_s=0.01)
+        assert change and (change["uid"], change["analysis"], change["status"]) == (
+            stored["uid"], "xafs_normalize", "ok")
+        assert time.monotonic() - t0 < 2.0
+        time.sleep(2.0)
+        assert reads == []  # no result tree was read for it (the 30 s rescan has not come)
+    worker.close(0)
+    broker.stop()

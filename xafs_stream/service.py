@@ -109,7 +109,7 @@ class Service:
             for port in dict.fromkeys([d.port, 0]):  # the configured port, else any free one
                 try:
                     self.dashboard = start_dashboard(self.tiled.client, self.frontend, replace(d, port=port),
-                                                     self.config.security)
+                                                     self.config.security, events=self.events or None)
                     break
                 except (RuntimeError, TimeoutError, OSError) as exc:  # e.g. the port is taken
                     log.warning("dashboard could not listen on %s:%s (%s)", d.host, port, exc)

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     frontend = None if args.no_broker else cfg.broker.frontend
     try:
         try:
-            handle = start_dashboard(tiled.client, frontend, cfg.dashboard, cfg.security)
+            handle = start_dashboard(tiled.client, frontend, cfg.dashboard, cfg.security,
+                                     events=None if args.no_broker else (cfg.broker.events or None))
         except (RuntimeError, TimeoutError) as exc:
             raise CliError(str(exc)) from None
         stop = threading.Event()

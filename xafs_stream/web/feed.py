@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..storage.layout import expected_units, is_raw_run_key
+from ..storage.layout import expected_units, is_raw_run_key, node_key
 from .catalog import Catalog, plain, progress
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,15 @@ class Watcher:
     results_s : with a broker, the result trees of watched runs are read when its count of finished units
         moved, and at least this often otherwise (results of a unit still in progress), s. The watcher is a
         large Tiled client, and reading the trees every poll held results back (see docs/measurements.md).
+    events : a :class:`~xafs_stream.transport.events.ResultEvents` subscription to the broker: each stored
+        result becomes a change the moment it is announced, without reading Tiled; once the broker has
+        confirmed the subscription, the result trees are read only every ``events_rescan_s`` (for events a
+        subscriber missed)
     """
 
     def __init__(self, catalog: Catalog, feed: ChangeFeed, *, broker_status: Callable[[], dict] | None = None,
                  interval_s: float = 1.0, recent: int = 10, settle_s: float = 30.0, busy_window_s: float = 600.0,
-                 rescan_s: float = 5.0, results_s: float = 3.0):
+                 rescan_s: float = 5.0, results_s: float = 3.0, events: Any = None, events_rescan_s: float = 30.0):
         self.catalog = catalog
         self.feed = feed
         self.broker_status = broker_status
@@ -119,17 +123,47 @@ class Watcher:
         self._run_status: dict[str, Any] = {}
         self._last_rescan = 0.0
         self._errors: dict[str, str] = {}
+        self.events = events
+        self.events_rescan_s = float(events_rescan_s)
+        self._lock = threading.Lock()  # the fingerprints and the runs woken by events (two threads)
+        self._woken: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dashboard-watcher", daemon=True)
+        self._listener = threading.Thread(target=self._listen, name="dashboard-events", daemon=True)
 
     def start(self) -> Watcher:
         self._thread.start()
+        if self.events is not None:
+            self._listener.start()
         return self
+
+    def _listen(self) -> None:
+        """Result events → changes, at once (no Tiled request)."""
+        while not self._stop.is_set():
+            event = self.events.get(timeout_s=0.2)
+            if event is None:
+                continue
+            uid, analysis, unit = event.run_uid, node_key(event.analysis), event.unit
+            key = f"{analysis}/{unit}"
+            with self._lock:
+                prints = self._prints.setdefault(uid, {})
+                before = prints.get(key)
+                if before is not None and before[:2] == (event.written, event.status):
+                    continue
+                prints[key] = (event.written, event.status, before[2] if before else None)
+                self._woken.append(uid)
+            self.feed.publish("result", uid=uid, analysis=analysis, unit=unit, status=event.status,
+                              written=event.written)
+            if event.ok:
+                self.catalog.prefetch(uid, analysis, unit)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        for thread in (self._thread, self._listener):
+            if thread.is_alive():
+                thread.join(timeout_s)
+        if self.events is not None:
+            self.events.close()
 
     def _loop(self) -> None:
         first = True
@@ -172,7 +206,13 @@ class Watcher:
         self._last_activity[uid] = now
 
     def _results_due(self, now: float, units_done: int | None, initial: bool) -> bool:
-        """Read the watched runs' result trees now? (Always without a broker.)"""
+        """Read the watched runs' result trees now? (Always without a broker; with result events only every
+        ``events_rescan_s``, for missed events, once the broker has confirmed the subscription.)"""
+        if self.events is not None and self.events.ready.is_set():
+            if initial or now - self._last_results >= self.events_rescan_s:
+                self._last_results = now
+                return True
+            return False
         if initial or units_done is None or units_done != self._units_done or now - self._last_results >= self.results_s:
             self._units_done = units_done
             self._last_results = now
@@ -182,6 +222,10 @@ class Watcher:
     def _poll_runs(self, status: dict[str, Any], initial: bool, busy: bool, units_done: int | None = None) -> None:
         client = self.catalog.client
         now = time.monotonic()
+        with self._lock:
+            woken, self._woken = self._woken, []
+        for uid in woken:
+            self._watch(uid, now)
         newest = [(k, v) for k, v in client.items()[-1:-(self.recent + 2):-1] if is_raw_run_key(k)]
         for uid, node in newest[: self.recent]:
             md = node.metadata
@@ -233,8 +277,9 @@ class Watcher:
 
     def _check_results(self, uid: str, now: float, initial: bool) -> None:
         fingerprint = self.catalog.fingerprint(uid)
-        before = self._prints.get(uid)
-        self._prints[uid] = fingerprint
+        with self._lock:
+            before = self._prints.get(uid)
+            self._prints[uid] = fingerprint
         if before is None and initial:
             return
         before = before or {}

@@ -59,7 +59,8 @@ class DashboardHandle:
 
 
 def start_dashboard(tiled_client: Any, frontend: str | None, config: DashboardConfig | None = None,
-                    security: SecurityConfig | None = None, *, startup_timeout_s: float = 30.0) -> DashboardHandle:
+                    security: SecurityConfig | None = None, *, events: str | None = None,
+                    startup_timeout_s: float = 30.0) -> DashboardHandle:
     """Serve the live dashboard over ``tiled_client`` (the catalog root) in a background thread.
 
     Parameters
@@ -71,6 +72,8 @@ def start_dashboard(tiled_client: Any, frontend: str | None, config: DashboardCo
         this), ``token`` and ``allowed_hosts`` (see :mod:`xafs_stream.web.guard`)
     security : ``[security]``: the CURVE keys for broker status queries; ``allow_insecure`` lets the
         dashboard listen beyond loopback without a token (ConfigError otherwise)
+    events : the broker's result-events address: results then reach the page when announced, and Tiled is
+        not polled for them (only rescanned now and then); None: results are found by polling
     startup_timeout_s : give up if the server is not listening by then
 
     Returns
@@ -93,7 +96,12 @@ def start_dashboard(tiled_client: Any, frontend: str | None, config: DashboardCo
     closing = threading.Event()
     status_fn = (lambda: broker_status(frontend, timeout_s=min(2.0, max(0.5, interval_s)), keys=keys)
                  ) if frontend else None
-    watcher = Watcher(catalog, feed, broker_status=status_fn, interval_s=interval_s)
+    subscription = None
+    if events:
+        from ..transport.events import ResultEvents
+
+        subscription = ResultEvents(events, keys=keys)
+    watcher = Watcher(catalog, feed, broker_status=status_fn, interval_s=interval_s, events=subscription)
     app = build_app(catalog, feed, closing=closing, hosts=host_names(host, config.allowed_hosts),
                     token=config.token)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=int(port), log_level="warning",
