@@ -139,7 +139,7 @@ class Offer:
 def soak(profile: str, minutes: float, faults: bool, sample_s: float) -> dict:
     from xafs_stream.analyses.registry import default_registry
     from xafs_stream.config import load_config
-    from xafs_stream.service import Service
+    from xafs_stream.service import Service, ServiceFailed
     from xafs_stream.storage.layout import analysis_results, unit_key
     from xafs_stream.transport.publisher import UnitPublisher
 
@@ -158,10 +158,14 @@ def soak(profile: str, minutes: float, faults: bool, sample_s: float) -> dict:
         pub = UnitPublisher(svc.frontend, base / "outbox")
         offer = Offer(pub, rate, merge_every, stop_offer)
 
-        def supervise() -> None:
+        def supervise() -> None:  # what serve does
             while not stop_watch.wait(1.0):
-                for line in svc.supervise():
-                    events.append((time.monotonic() - t0, line))
+                try:
+                    for line in svc.supervise():
+                        events.append((time.monotonic() - t0, line))
+                except ServiceFailed as exc:
+                    events.append((time.monotonic() - t0, f"serve would stop here: {exc}"))
+                    return
 
         def pids() -> dict[str, int]:
             out = {"broker": svc.broker_proc.pid, "tiled": svc.tiled.server.proc.pid, "bench": os.getpid()}

@@ -195,6 +195,38 @@ def test_a_full_broker_store_answers_busy_and_the_broker_survives_a_restart_on_i
         thread.join(5)
 
 
+def test_a_unit_held_for_a_quick_result_survives_a_full_store(small_disk, tmp_path, wait_for):
+    """A unit is held in memory (not stored) while a worker is expected to finish it soon; when that wait is
+    over and the disk is full, it stays held and is tried again (the soak found the broker ending here), and
+    it is processed and acknowledged once the worker finishes."""
+    gate = threading.Event()
+    registry = Registry()
+    registry.add(Analysis("toy.gated", "spectrum", "1",
+                          lambda unit, up, s: AnalysisResult(summary={"open": gate.wait(30)})))
+    _fill(small_disk)
+    broker, thread = _broker(small_disk / "store", ack_after_done_s=0.3)
+    store = _Store()
+    store.broken = False
+    worker = Worker(broker.backend_address, UnitHandler(store, registry, retry_s=0.01), WorkerConfig(credit=1),
+                    BrokerConfig(heartbeat_s=0.2), name="w-gated")
+    threading.Thread(target=worker.run, daemon=True).start()
+    pub = UnitPublisher(broker.frontend_address, tmp_path / "outbox")
+    try:
+        assert wait_for(lambda: broker_status(broker.frontend_address)["workers"], 10)
+        pub.submit(UnitEnvelope(WorkUnit("run-d", "spectrum", 0, {"mu": np.ones(64)})))
+        assert wait_for(lambda: broker_status(broker.frontend_address)["stats"]["store_errors"] >= 2, 30)
+        assert thread.is_alive() and len(pub) == 1  # not acknowledged: the outbox keeps it too
+        gate.set()
+        assert wait_for(lambda: len(store.records) == 1 and len(pub) == 0, 30)
+        assert thread.is_alive() and store.records[0].result.summary == {"open": True}
+    finally:
+        gate.set()
+        worker.stop()
+        pub.close(1)
+        broker.stop()
+        thread.join(5)
+
+
 @pytest.mark.slow
 def test_tiled_on_a_full_disk_keeps_the_unit_failing_until_there_is_room(small_disk, tmp_path, wait_for):
     """The real case: the embedded Tiled's disk fills up. The unit stays queued and failing (not done), and

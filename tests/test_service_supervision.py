@@ -13,6 +13,7 @@ import threading
 import uuid
 
 import numpy as np
+import pytest
 
 from xafs_stream.core import UnitEnvelope, WorkUnit
 from xafs_stream.transport.publisher import UnitPublisher, broker_status
@@ -64,3 +65,38 @@ def test_serve_restarts_a_killed_broker_and_gives_up_on_one_that_keeps_dying(tmp
     # nothing left behind: serve stopped its workers and the embedded Tiled on the way out
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftover == []
+
+
+def test_a_component_that_cannot_start_yet_is_tried_again_with_a_back_off(tmp_path, monkeypatch):
+    """A failed start (the soak's case: the broker's disk full at restart) is a line, not the end of serve;
+    the next try waits 1, 2, 4 ... s, and one that works resets the back-off."""
+    from xafs_stream import service as service_module
+    from xafs_stream.config import Config
+    from xafs_stream.service import Service, ServiceFailed
+
+    clock = [100.0]
+    monkeypatch.setattr(service_module.time, "monotonic", lambda: clock[0])
+    svc = Service(Config(), log_dir=tmp_path)
+    svc.config.service.max_restarts, svc.config.service.restart_window_s = 3, 60.0
+    starts: list[float] = []
+
+    def start(ok: bool):
+        def go():
+            starts.append(clock[0])
+            if not ok:
+                raise OSError(28, "No space left on device")
+        return go
+
+    line = svc._restart("broker", -9, "broker.log", start(False))
+    assert line == "broker exited with code -9 and could not be started again ([Errno 28] No space left on " \
+                   "device); next try in 1 s"
+    clock[0] += 0.5
+    assert svc._restart("broker", -9, "broker.log", start(True)) == ""  # still waiting: not tried
+    clock[0] += 0.6
+    assert "next try in 2 s" in svc._restart("broker", -9, "broker.log", start(False))
+    clock[0] += 2.1
+    assert svc._restart("broker", -9, "broker.log", start(True)) == "broker exited with code -9; restarted"
+    assert starts == pytest.approx([100.0, 101.1, 103.2])
+    clock[0] += 1.0  # a fourth exit within the window is one too many, back-off or not
+    with pytest.raises(ServiceFailed, match=r"^broker exited 4 times within 60 s \(last exit code -9\)"):
+        svc._restart("broker", -9, "broker.log", start(True))

@@ -65,6 +65,8 @@ class Service:
     log_dir: Path | None = None
     dashboard: Any = None
     _restarts: dict[str, list[float]] = field(default_factory=dict)  # component -> monotonic restart times
+    _retry_at: dict[str, float] = field(default_factory=dict)  # component -> when to try a failed start again
+    _retry_delay: dict[str, float] = field(default_factory=dict)  # component -> its current back-off, s
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> "Service":
@@ -189,16 +191,27 @@ class Service:
                     self.worker_procs[i] = self.start_worker(f"w{i}")
 
                 restarted.append(self._restart(f"worker w{i}", proc.returncode, f"worker-w{i}.log", again))
-        return restarted
+        return [line for line in restarted if line]
 
     def _restart(self, component: str, code: int | None, logname: str, start: Any) -> str:
-        """Start ``component`` again (``start()``) unless it has used up its restarts; one line saying so."""
+        """Start ``component`` again (``start()``) unless it has used up its restarts; one line saying so.
+        A start that fails (a full disk, a port still taken) counts as an exit; the next try waits for a
+        back-off that doubles (1, 2, 4 ... 30 s), so a short outage does not use up the budget."""
+        now = time.monotonic()
+        if now < self._retry_at.get(component, 0.0):
+            return ""
         self._count_restart(component, code, logname)
         try:
             start()
         except Exception as exc:
-            raise ServiceFailed(f"{component} exited (code {code}) and could not be restarted: {exc}; "
-                                f"see {self.log_dir / logname}") from None
+            delay = min(30.0, 2 * self._retry_delay.get(component, 0.5))
+            self._retry_delay[component], self._retry_at[component] = delay, now + delay
+            line = f"{component} exited with code {code} and could not be started again ({exc}); next try in " \
+                   f"{delay:.0f} s"
+            log.warning("%s", line)
+            return line
+        self._retry_delay.pop(component, None)
+        self._retry_at.pop(component, None)
         line = f"{component} exited with code {code}; restarted"
         log.warning("%s", line)
         return line

@@ -197,15 +197,20 @@ class Broker:
             if self.events is not None and self.events in events:
                 self._drain(self.events, self._on_subscription)
             now = time.monotonic()
-            if self.deferred:
-                self._store_overdue(now)
-            if self.failing:
-                self._retry_failing(now)
-            if now >= next_beat:
-                self._heartbeat(now)
-                self._expire(now)
-                next_beat = now + self.config.heartbeat_s
-            self._dispatch()
+            try:
+                if self.deferred:
+                    self._store_overdue(now)
+                if self.failing:
+                    self._retry_failing(now)
+                if now >= next_beat:
+                    next_beat = now + self.config.heartbeat_s
+                    self._heartbeat(now)
+                    self._expire(now)
+                self._dispatch()
+            except Exception as exc:  # a bug or a failing disk: counted and logged, never fatal
+                self.stats["errors"] += 1
+                self.rejects.reject(b"broker", f"internal error: {type(exc).__name__}: {exc}")
+                log.debug("broker housekeeping failed", exc_info=True)
         self.close()
 
     def stop(self) -> None:
@@ -381,11 +386,23 @@ class Broker:
             self._persist(unit_id)
 
     def _persist(self, unit_id: str) -> None:
-        """A deferred unit goes to the store, then its producer gets the ACK."""
-        identity, _ = self.deferred.pop(unit_id)
-        self.store.put(unit_id, self._cache[unit_id])
+        """A deferred unit goes to the store, then its producer gets the ACK. If the store cannot take it
+        (disk full), it stays deferred (its producer's outbox still holds it) and is tried again later."""
+        identity, _ = self.deferred[unit_id]
+        try:
+            self.store.put(unit_id, self._cache[unit_id])
+        except OSError as exc:
+            self.deferred[unit_id] = (identity, time.monotonic() + max(1.0, self.config.ack_after_done_s))
+            self.stats["store_errors"] += 1
+            self.rejects.reject(b"store", f"cannot store unit: {exc}")
+            return
+        del self.deferred[unit_id]
         self.stats["stored_late"] += 1
         self._send(self.frontend, identity, P.ACK, unit_id.encode())
+
+    def _held(self, unit_id: str) -> bool:
+        """Is the unit's body here (in the store, or in memory while deferred)?"""
+        return unit_id in self.store or unit_id in self._cache
 
     def _on_open(self, identity: bytes, body: list) -> None:
         """A run started: pick its owner now (the worker with the least work; affinity keeps the run's units
@@ -554,7 +571,7 @@ class Broker:
         """Failing deliveries whose back-off is over go back to the front of the queue."""
         for key, (_, _, retry_at) in list(self.failing.items()):
             unit_id, lane = split_key(key)
-            if retry_at <= now and key not in self.pending and key not in self.inflight and unit_id in self.store:
+            if retry_at <= now and key not in self.pending and key not in self.inflight and self._held(unit_id):
                 self._add_pending(key, _Pending(unit_id, lane, self._affinity_of(unit_id),
                                                 self.attempts.get(key, 0), 0), front=True)
 
@@ -656,7 +673,7 @@ class Broker:
         self.inflight.pop(key, None)
         if unit_id in self.deferred:  # its first delivery failed: from now on it waits durably here
             self._persist(unit_id)
-        if unit_id not in self.store:
+        if not self._held(unit_id):
             return
         self.attempts[key] = self.attempts.get(key, 0) + 1
         self._add_pending(key, _Pending(unit_id, lane, self._affinity_of(unit_id), self.attempts[key], 0),
