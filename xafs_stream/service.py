@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config
-from .transport.security import check_binds
 from .storage.tiled_server import TiledHandle, connect_tiled, start_embedded_tiled, start_tiled_process
+from .transport.security import check_binds
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "XAFS_STREAM_TILED_API_KEY"
@@ -136,7 +136,8 @@ class Service:
         deadline = time.monotonic() + 30
         while not ready.exists():
             if self.broker_proc.poll() is not None:
-                raise RuntimeError(f"broker exited with code {self.broker_proc.returncode}; see {self.log_dir}/broker.log")
+                raise RuntimeError(f"broker exited with code {self.broker_proc.returncode}; "
+                                   f"see {self.log_dir}/broker.log")
             if time.monotonic() > deadline:
                 raise TimeoutError("broker did not start within 30 s")
             time.sleep(0.05)
@@ -339,8 +340,8 @@ def subscribe(
     live_processing : subscribe the unit builders (off: runs can be processed later by ``reprocess``)
     """
     from .callbacks.units import MapTileBuilder, SpectrumUnitBuilder
-    from .transport.publisher import UnitPublisher
     from .storage.raw_writer import LiveTiledWriter
+    from .transport.publisher import UnitPublisher
 
     cfg = config if isinstance(config, Config) else load_config(config)
     tokens: list[int] = []
