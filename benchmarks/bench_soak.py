@@ -21,7 +21,8 @@ kept alive as ``serve`` keeps them. Faults, at 20/40/60/80 % of the run:
 Every 30 s (every 10 s with ``--quick``) the benchmark records units finished and their rate, the queue
 (pending, in flight, failing), the resident memory of every process and the disk used. At the end it stops
 offering, waits until the queue is empty, and checks in Tiled that each unit has exactly one result of each
-analysis (none missing, none twice). Prints a table; writes ``benchmarks/results/soak.json``.
+analysis (none missing, none twice). Prints a table; writes ``benchmarks/results/soak.json``
+(``soak-<profile>.json`` for one profile).
 
 Goals (issue 16): at the sustainable rate (``step``), resident memory grows < 10 % after the warm-up (the
 first sample after 20 % of the run); zero units lost and zero duplicates with faults.
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,10 +179,12 @@ def soak(profile: str, minutes: float, faults: bool, sample_s: float) -> dict:
                 st = svc.status(timeout_s=10)
             except TimeoutError:
                 st = {"pending": None, "inflight": None, "failing": None, "stats": {"done": None}}
+            running = pids()
             samples.append({"t_s": round(time.monotonic() - t0, 1), "offered": len(offer.submitted),
                             "done": st["stats"]["done"], "pending": st["pending"], "inflight": st["inflight"],
                             "failing": st.get("failing"), "outbox": len(pub),
-                            "rss_kb": {k: _rss_kb(v) for k, v in pids().items()}, "disk_bytes": _disk_used(data)})
+                            "rss_kb": {k: _rss_kb(v) for k, v in running.items()}, "pids": running,
+                            "disk_bytes": _disk_used(data)})
 
         t0 = time.monotonic()
         threading.Thread(target=supervise, daemon=True).start()
@@ -225,13 +229,15 @@ def soak(profile: str, minutes: float, faults: bool, sample_s: float) -> dict:
         registry = default_registry()
         names = {kind: [a.name for a in registry.for_kind(kind, set(analyses) or None)] for kind in ("spectrum",)}
         client = svc.tiled.client
-        missing, statuses = 0, {}
+        missing, extra, statuses = 0, 0, {}
         by_run: dict[str, list] = {}
         for run, kind, index in offer.submitted:
             by_run.setdefault(run, []).append((kind, index))
         for run, units in by_run.items():
             for analysis in names["spectrum"]:
                 stored = analysis_results(client, run, analysis)
+                expected = {unit_key(kind, index) for kind, index in units}
+                extra += len(set(stored) - expected) if stored is not None else 0  # results nobody offered
                 for kind, index in units:
                     node = stored.get(unit_key(kind, index))
                     if node is None:
@@ -240,20 +246,31 @@ def soak(profile: str, minutes: float, faults: bool, sample_s: float) -> dict:
                     status = node.metadata.get("status")
                     statuses[status] = statuses.get(status, 0) + 1
         final = svc.status(timeout_s=10)
+        logs = base / "logs"  # kept after the tmpfs is gone
+        shutil.copytree(svc.log_dir, logs, dirs_exist_ok=True)
     if on_tmpfs:
         subprocess.run(["umount", "-l", str(data)], check=False)
     warm = next((s for s in samples if s["t_s"] >= 0.2 * duration), samples[0])
     last_running = [s for s in samples if s["t_s"] <= duration][-1]
-    growth = {k: (last_running["rss_kb"][k] - warm["rss_kb"][k]) / warm["rss_kb"][k]
-              for k in warm["rss_kb"] if warm["rss_kb"].get(k) and last_running["rss_kb"].get(k)}
+    # growth of each process from its first sample after the warm-up (a process restarted by a fault is
+    # measured from its own first sample: a new process's size is not growth)
+    growth = {}
+    for role, pid in last_running["pids"].items():
+        mine = [x for x in samples if x["t_s"] <= duration and x["pids"].get(role) == pid and x["rss_kb"].get(role)]
+        after = [x for x in mine if x["t_s"] >= warm["t_s"]] or mine
+        if after and after[0] is not last_running:
+            growth[role] = (last_running["rss_kb"][role] - after[0]["rss_kb"][role]) / after[0]["rss_kb"][role]
     finished = last_running["done"] or 0
     return {
         "profile": profile, "minutes": minutes, "offered_per_s": rate, "analyses": analyses or "all",
         "offered": len(offer.submitted), "refused_by_full_outbox": offer.refused,
         "finished_per_s_while_offered": finished / duration, "drained": drained,
         "results_missing": missing, "result_statuses": statuses,
-        "duplicates": 0,  # one node per (unit, analysis) by construction; counted: "results_missing" covers the rest
+        # a result is one node per (unit, analysis): a unit processed twice overwrites its node, so "twice"
+        # shows as redeliveries below; a result stored under a key nobody offered counts here
+        "unexpected_results": extra,
         "redelivered": final["stats"].get("redelivered"), "failed_to_store": final["stats"].get("failed"),
+        "failing_at_end": final.get("failing_units", []), "logs": str(logs),
         "rss_growth_after_warmup": growth, "faults": events, "disk_fault_on_tmpfs": on_tmpfs, "samples": samples,
     }
 
@@ -271,21 +288,24 @@ def main() -> int:
         print(f"soak {profile}: {minutes:g} min, faults {'off' if args.no_faults else 'on'}", flush=True)
         runs.append(soak(profile, minutes, not args.no_faults, 10.0 if args.quick else 30.0))
     print(f"\nSoak ({platform.node()}, {os.cpu_count()} cores)")
-    print(f"{'profile':8} {'offered/s':>9} {'offered':>8} {'finished/s':>10} {'missing':>8} {'redeliv.':>8} "
+    print(f"{'profile':8} {'offered/s':>9} {'offered':>8} {'finished/s':>10} {'missing':>8} {'extra':>6} "
+          f"{'redeliv.':>8} "
           f"{'failed':>6}  RSS growth after warm-up (broker, workers, Tiled)")
     for r in runs:
         g = r["rss_growth_after_warmup"]
         growth = ", ".join(f"{k} {100 * v:+.0f}%" for k, v in g.items() if k != "bench")
         print(f"{r['profile']:8} {r['offered_per_s']:9.2f} {r['offered']:8d} {r['finished_per_s_while_offered']:10.2f} "
-              f"{r['results_missing']:8d} {r['redelivered']:8} {r['failed_to_store']:6}  {growth}")
+              f"{r['results_missing']:8d} {r['unexpected_results']:6d} {r['redelivered']:8} "
+              f"{r['failed_to_store']:6}  {growth}")
         for t, what in r["faults"]:
             print(f"  t={t:6.0f} s  {what}")
         print("  queue every sample (t s: pending/in flight/failing/outbox): " + "; ".join(
             f"{s['t_s']:.0f}: {s['pending']}/{s['inflight']}/{s['failing']}/{s['outbox']}" for s in r["samples"]))
     RESULTS.mkdir(exist_ok=True)
     out = {"machine": platform.node(), "cpus": os.cpu_count(), "time": time.time(), "runs": runs}
-    (RESULTS / "soak.json").write_text(json.dumps(out, indent=1, default=str))
-    print(f"wrote {RESULTS / 'soak.json'}")
+    path = RESULTS / ("soak.json" if args.profile == "both" else f"soak-{args.profile}.json")
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"wrote {path}")
     ok = all(r["results_missing"] == 0 and r["drained"] for r in runs)
     return 0 if ok else 1
 

@@ -81,10 +81,12 @@ def test_spm_on_chi_file_matches(capsys, tmp_path):
     assert rc == 0 and "χ(k) file" in out
     ((pair, n, r, s2),) = shell_rows(out)
     assert (pair, r) == ("Cu-Cu", pytest.approx(2.542, abs=0.01))
-    # unnamed two columns are recognised too
+    # unnamed two columns are recognised too; a k-space fit up to R 3.2 Å leaves the outer shells' power
+    # unfitted: the verdict says bad (R-factor, power beyond rmax) and the exit code is 3
     np.savetxt(chi_file, data)
-    assert main(["spm", str(chi_file), "--paths", CU_PATHS, "--space", "k"]) == 0
-    assert "χ(k) file" in capsys.readouterr().out
+    assert main(["spm", str(chi_file), "--paths", CU_PATHS, "--space", "k"]) == 3
+    out = capsys.readouterr().out
+    assert "χ(k) file" in out and "quality: bad (R-factor" in out and "beyond rmax" in out
 
 
 def test_spm_user_errors(capsys, tmp_path):

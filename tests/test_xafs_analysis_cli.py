@@ -105,7 +105,7 @@ def test_xanes_only_scan_gives_normalisation_without_chi():
 
 def test_bad_spectrum_and_config_raise_input_error():
     spec = read_spectrum(CU)
-    with pytest.raises(InputError, match="unknown preprocessing setting"):
+    with pytest.raises(InputError, match="unknown processing setting"):
         normalize_spectrum(spectrum_unit(spec.energy, spec.mu), {}, {"rbgk": 1.0})
     with pytest.raises(InputError, match="no edge"):
         normalize_spectrum(spectrum_unit(spec.energy, np.ones_like(spec.mu)), {}, {})
@@ -157,9 +157,12 @@ def test_cli_analyze_xanes_only_scan(tmp_path, capsys):
     assert main(["analyze", str(short), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "XANES only" in out and "8980.50" in out and png.exists()
+    # a bare two-column file names no columns: the energy column is a guess, and the verdict says so
+    assert "quality: warn (energy column guessed: the first column (the file names no columns))" in out
     assert main(["analyze", str(short), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
-    assert row["exafs"] is False and "noise_chi" not in row and row["e0"] == 8980.5
+    assert row["has_exafs"] is False and "noise_chi" not in row and row["e0"] == 8980.5
+    assert row["quality"] == "warn"
 
 
 def test_cli_analyze_reports_bad_files_and_continues(tmp_path, capsys):

@@ -145,6 +145,8 @@ class AnalysisResult:
     summary : flat name -> number/str/bool, written as queryable Tiled metadata
     params : parameters actually used (JSON-able)
     diagnostics : extra JSON-able detail (not for queries)
+    verdict : how good the result is: "ok", "warn" or "bad" ("" when the analysis does not judge)
+    verdict_reasons : short reasons for a warn or bad verdict
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -152,6 +154,11 @@ class AnalysisResult:
     summary: dict[str, float | int | str | bool | None] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    verdict: str = ""
+    verdict_reasons: list[str] = field(default_factory=list)
+
+
+VERDICTS = ("ok", "warn", "bad")
 
 
 RESULT_STATUSES = ("ok", "error", "skipped")

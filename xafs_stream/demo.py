@@ -172,13 +172,22 @@ def _collect(client: Any, report: DemoReport) -> None:
             continue
         run["summary"] = dict(node.metadata.get("summary", {}))
         run["status"] = dict(node.metadata.get("status", {}))
+        run["quality"] = dict(node.metadata.get("quality", {}))
         for analysis, units in stored_results(client, uid).items():
             for unit, result in units.items():
                 md = result.metadata
                 run["results"][f"{analysis}/{unit}"] = md.get("status")
+                if md.get("status") == "ok" and md.get("verdict") in ("warn", "bad"):
+                    run.setdefault("verdicts", {})[f"{analysis}/{unit}"] = (md["verdict"],
+                                                                             md.get("verdict_reasons") or [])
                 t_complete = (md.get("timings") or {}).get("t_complete")
                 if md.get("written") and t_complete:
                     report.latencies_s.setdefault(analysis, []).append(float(md["written"]) - float(t_complete))
+
+
+def _verdict_tag(level: str | None) -> str:
+    """`` (quality bad)`` after a number whose verdict is not ok."""
+    return f" (quality {level})" if level in ("warn", "bad") else ""
 
 
 def _print_summary(report: DemoReport, out: TextIO) -> None:
@@ -193,18 +202,26 @@ def _print_summary(report: DemoReport, out: TextIO) -> None:
             bits.append(f"E0 {summary['e0']:.1f} eV")
         if "edge_step" in summary and summary["edge_step"] is not None:
             bits.append(f"step {summary['edge_step']:.2f}")
+        quality = run.get("quality", {})
         shell = (summary.get("spm") or {}).get("shell1") or {}
         if shell.get("N") is not None:
-            bits.append(f"shell1 N={shell['N']:.1f} R={shell['R']:.3f} Å")
+            bits.append(f"shell1 N={shell['N']:.1f} R={shell['R']:.3f} Å" + _verdict_tag(quality.get("spm")))
         bayes = summary.get("bayes") or {}
         if bayes.get("K") is not None:
-            bits.append(f"Bayes K={bayes['K']}")
+            bits.append(f"Bayes K={bayes['K']}" + _verdict_tag(quality.get("bayes_xanes")))
         imaging = summary.get("imaging") or {}
         if imaging.get("n_tiles_done") is not None:
             bits.append(f"map tiles {imaging['n_tiles_done']}")
         errors = [k for k, s in run.get("results", {}).items() if s == "error"]
         if errors:
             bits.append(f"{len(errors)} error(s): {', '.join(errors[:3])}")
+        verdicts = run.get("verdicts", {})
+        bad = [k for k, (level, _) in verdicts.items() if level == "bad"]
+        warn = [k for k, (level, _) in verdicts.items() if level == "warn"]
+        if bad:
+            bits.append(f"{len(bad)} bad: {', '.join(bad[:3])}")
+        if warn:
+            bits.append(f"{len(warn)} warn: {', '.join(warn[:3])}")
         print(f"  {run['uid'][:8]:8}  {run['label'][:28]:28} {run.get('exit_status', '?'):8} "
               f"{ok:>3}/{len(statuses):<3}  {'; '.join(bits)}", file=out)
     if report.latencies_s:

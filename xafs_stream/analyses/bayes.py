@@ -9,7 +9,10 @@ Config (all optional): ``region`` [-20, 30] (eV relative to E0), ``k_min`` 1, ``
 The defaults are sized for a live worker (about 5-10 s per spectrum on one core: K = 1..4 over ~120 points,
 then the pre-edge): measured spectra are smooth on the scale of the model's misfit, so F(K) and the intervals
 are a screening result. ``bayes.rhat_max``, ``bayes.exchange_min`` and the F standard errors say how far to
-trust them; reprocess with more sweeps (or run ``xafs-stream bayes``) for publication numbers.
+trust them, and the verdict (:func:`xafs_stream.engines.bayes.verdict.judge_selection`) says it: ``bad`` when
+the chains did not converge (R-hat above 1.2), ``warn`` for R-hat above 1.05, K at the top of the range or
+an undecided K; ``bayes.converged`` is R-hat ≤ 1.05; reprocess with more sweeps (or run ``xafs-stream bayes``)
+for publication numbers.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ..engines.bayes import RemcSettings, fit_preedge, fit_xanes, report
-from ..engines.errors import InputError
 from ..core import WorkUnit
+from ..engines.bayes import RemcSettings, fit_preedge, fit_xanes, report
+from ..engines.bayes.verdict import judge_selection
+from ..engines.errors import InputError
+from ..engines.verdict import THRESHOLDS
 from .registry import AnalysisResult, SkipAnalysis, register
 
 DEFAULTS: dict[str, Any] = {
@@ -148,8 +153,11 @@ def bayes_xanes(
         "bayes.noise_mode": rep.noise_mode,
         "bayes.rhat_max": rep.rhat_max,
         "bayes.exchange_min": rep.exchange_min,
-        "bayes.converged": bool(rep.rhat_max < 1.2),
+        "bayes.converged": bool(rep.rhat_max <= THRESHOLDS["rhat_warn"]),
     }
+    verdict = judge_selection(sel, rep)
+    if fit.noise_scan is not None and fit.noise_scan.at_edge:
+        verdict.warn("the noise estimate is at the end of the scanned range")
     for row, f in zip(rep.table, sel.fits):
         k = f.model.n_peaks
         summary[f"bayes.F.K{k}"] = float(row["F"])
@@ -224,5 +232,6 @@ def bayes_xanes(
         "model": fit.model.describe(),
     }
     return AnalysisResult(
-        arrays=out_arrays, dims=dims, summary=summary, params=params, diagnostics=diagnostics
+        arrays=out_arrays, dims=dims, summary=summary, params=params, diagnostics=diagnostics,
+        verdict=verdict.level, verdict_reasons=verdict.reasons,
     )

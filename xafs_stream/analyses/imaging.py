@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core import TILE, WorkUnit
 from ..engines.errors import InputError
 from ..engines.imaging.mapmodel import MapModel, model_from_state, model_to_state
 from ..engines.imaging.pipeline import (
@@ -32,7 +33,7 @@ from ..engines.imaging.pipeline import (
     refs_from_spectra,
     stack_features,
 )
-from ..core import TILE, WorkUnit
+from ..engines.imaging.verdict import judge_pixels
 from .registry import AnalysisResult, register
 
 VERSION = "1"
@@ -133,8 +134,11 @@ def tile_features(unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config
             v = values[name][np.isfinite(values[name])]
             summary[f"imaging.tile.median.{name}"] = float(np.median(v)) if v.size else None
     arrays = {f"feature.{n}": v for n, v in values.items()}
+    no_edge = int(reasons.get("flat", 0)) + int(reasons.get("normalisation", 0))
+    verdict = judge_pixels(int(n_pix) - int(reasons.get("nan", 0)), no_edge, values.get("lcf_rms"))
     return AnalysisResult(arrays=arrays, dims={k: YX for k in arrays}, summary=summary,
-                          params=_params(settings), diagnostics={"masked": reasons})
+                          params=_params(settings), diagnostics={"masked": reasons},
+                          verdict=verdict.level, verdict_reasons=verdict.reasons)
 
 
 def _params(settings: ImagingSettings) -> dict[str, Any]:
@@ -299,7 +303,13 @@ class MapAccumulator:
             if p is not None:
                 summary[f"imaging.gmrf.{n}.s2"] = p.s2
                 summary[f"imaging.gmrf.{n}.lam"] = p.lam
+        observed = m.observed.astype(bool)
+        edge = m.raw.get("edge_step")
+        no_edge = int(np.count_nonzero(observed & ~np.isfinite(edge))) if edge is not None else 0
+        lcf = m.raw.get("lcf_rms")
+        verdict = judge_pixels(int(observed.sum()), no_edge, None if lcf is None else lcf[observed])
         return AnalysisResult(
+            verdict=verdict.level, verdict_reasons=verdict.reasons,
             arrays=arrays, dims=dims, summary=summary,
             params={**_params(self.settings), "phase_names": list(self.settings.phase_names)},
             diagnostics={"last_update": {"kind": m.log.kind, "reason": m.log.reason, "window": m.log.window,

@@ -7,16 +7,17 @@
     (transmission through the sample, then the foil; for fluorescence scans the caller passes ``mu_ref``).
     With a reference and ``unit.metadata["e0"]`` (the tabulated edge energy of the element, eV), the energy
     is first shifted so that the foil's E0 falls on the tabulated value (config ``calibrate``, default true).
-    Config (all optional): pre-edge ``pre1``, ``pre2``, ``norm1``, ``norm2``, ``nnorm``; AUTOBK ``rbkg``
-    (1 Å), ``bkg_kweight`` (2), ``nknots``, ``clamp_lo``, ``clamp_hi``; Fourier transform ``kmin`` (3),
-    ``kmax`` (end of data - 1 Å⁻¹), ``kweight`` (2), ``dk`` (1), ``window`` ("hanning"); ``calibrate``
-    (true); ``deglitch`` (false; when true, single-point glitches are replaced by interpolation before
-    processing, ``mu`` stays the measured μ and a boolean ``glitch`` array marks the replaced points).
+    Then the one processing chain runs, :func:`xafs_stream.engines.xafs.process`; its settings are the
+    fields of :class:`~xafs_stream.engines.xafs.ProcessSettings` (pre-edge ``pre1`` ... ``min_edge_snr``,
+    ``deglitch``, AUTOBK ``rbkg`` ... ``clamp_hi``, FT ``kmin`` ... ``rmax_out``), the same options as
+    ``xafs-stream analyze``. With ``deglitch``, ``mu`` stays the measured μ and a boolean ``glitch`` array
+    marks the replaced points.
     Output arrays: ``energy`` (calibrated), ``mu`` (as measured), ``norm``, ``flat``, ``pre_edge_line``,
     ``post_edge_curve``, ``bkg`` (and ``glitch``), dims ("energy",); ``k``, ``chi``, dims ("k",); ``r``,
-    ``chir_mag``, ``chir_re``, ``chir_im``, dims ("r",). Summary: ``e0`` (eV), ``edge_step``, ``noise_chi``
-    (ε of χ(k)), ``noise_chir``, ``kmin``, ``kmax``, ``kweight``, ``rbkg``, ``kmax_data``, ``kmax_suggest``
-    (Å⁻¹), ``has_exafs``, ``energy_shift`` (eV), ``e0_tabulated``, ``n_glitches``.
+    ``chir_mag``, ``chir_re``, ``chir_im``, dims ("r",). Summary: ``e0`` (eV), ``edge_step``, ``edge_snr``,
+    ``noise_chi`` (ε of χ(k)), ``noise_chir``, ``kmin``, ``kmax``, ``kweight``, ``rbkg``, ``kmax_data``,
+    ``kmax_suggest`` (Å⁻¹), ``has_exafs``, ``energy_shift`` (eV), ``e0_tabulated``, ``n_glitches`` (replaced,
+    or left in μ without deglitching). Verdict: :func:`xafs_stream.engines.xafs.verdict.judge_processing`.
     A XANES-only scan (too short above E0 for χ(k)) still gets its normalisation, with ``has_exafs`` false
     and no k / R arrays.
 
@@ -37,30 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from ..engines.errors import InputError
-from ..engines.xafs import autobk, calibrate_energy, deglitch, estimate_chi_noise, merge_spectra, pre_edge, xftf
-from ..engines.xafs.kspace import ETOK
-from ..engines.xafs.process import default_ft_kmax
 from ..core import WorkUnit
+from ..engines.errors import InputError
+from ..engines.imaging.verdict import judge_pixels
+from ..engines.verdict import THRESHOLDS
+from ..engines.xafs import calibrate_energy, deglitch, merge_spectra, pre_edge
+from ..engines.xafs.process import ProcessedSpectrum, ProcessSettings, process
+from ..engines.xafs.verdict import judge_processing
 from .registry import AnalysisResult, register
 
 _PRE_KEYS = ("pre1", "pre2", "norm1", "norm2", "nnorm")
-_KNOWN = set(_PRE_KEYS) | {
-    "rbkg",
-    "bkg_kweight",
-    "nknots",
-    "clamp_lo",
-    "clamp_hi",
-    "kmin",
-    "kmax",
-    "kweight",
-    "dk",
-    "window",
-    "calibrate",
-    "deglitch",
-    "min_edge_snr",
-}
-_MIN_EXAFS_K = 3.0  # Å⁻¹ of data above E0 needed before χ(k) is attempted
+_KNOWN = (*ProcessSettings.names(), "calibrate")
+_TILE_KEYS = (*_PRE_KEYS, "npre", "smooth_ev", "min_edge_snr")
 
 
 def _jsonable(value: Any) -> Any:
@@ -73,14 +62,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _check_config(config: Mapping[str, Any]) -> None:
-    unknown = set(config) - _KNOWN
-    if unknown:
-        raise InputError(
-            f"config: unknown preprocessing setting(s) {sorted(unknown)}; known: {sorted(_KNOWN)}"
-        )
 
 
 def _array(unit: WorkUnit, name: str) -> np.ndarray:
@@ -147,17 +128,70 @@ def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any]) -> tuple[np.ndarra
     return np.asarray(merged.energy), np.asarray(merged.mu), {"mu_noise": np.asarray(merged.noise)}, summary, diagnostics
 
 
-@register("xafs.normalize", "spectrum", "1.0", settings=_KNOWN)
+def settings_from_config(config: Mapping[str, Any]) -> ProcessSettings:
+    """The chain's :class:`ProcessSettings` from ``[analysis."xafs.normalize"]`` (``calibrate`` is this
+    analysis's own: the reference-foil calibration happens before the chain)."""
+    return ProcessSettings.from_mapping(config, ignore=("calibrate",))
+
+
+def result_from_processing(proc: ProcessedSpectrum, *, summary: dict | None = None,
+                           diagnostics: dict | None = None, extra_arrays: dict | None = None,
+                           energy_guessed: str = "") -> AnalysisResult:
+    """The stored result of one processed spectrum (arrays, summary, verdict): the same for the live
+    service, ``reprocess`` and ``xafs-stream analyze``."""
+    summary = dict(summary or {})
+    diagnostics = dict(diagnostics or {})
+    s = proc.settings
+    summary.update(e0=float(proc.e0), edge_step=float(proc.edge_step), rbkg=float(s.rbkg),
+                   kweight=float(s.kweight), kmax_data=float(proc.k_data), has_exafs=proc.has_exafs)
+    summary["edge_snr"] = float(proc.pre.edge_step / proc.pre.edge_step_err) \
+        if proc.pre.edge_step_err > 0 else None
+    arrays = {"energy": proc.energy, "mu": proc.mu, "norm": proc.norm, "flat": proc.flat,
+              "pre_edge_line": proc.pre_edge_line, "post_edge_curve": proc.post_edge_curve}
+    if proc.glitch is not None:
+        arrays["glitch"] = proc.glitch
+        summary["n_glitches"] = int(np.count_nonzero(proc.glitch))
+        diagnostics["glitch_energies"] = proc.energy[np.asarray(proc.glitch, bool)].tolist()
+        n_left = None
+    else:  # count what deglitching would have replaced: glitches left in μ(E)
+        try:
+            found = deglitch(proc.energy, proc.mu, e0=float(proc.e0))
+            size = np.abs(np.asarray(proc.mu) - np.asarray(found.mu)) / max(abs(float(proc.edge_step)), 1e-300)
+            n_left = int(np.count_nonzero(size[found.indices[0]] > THRESHOLDS["glitch_size"]))
+        except InputError:
+            n_left = 0
+        summary["n_glitches"] = n_left
+    arrays.update(extra_arrays or {})
+    dims = {name: ("energy",) for name in arrays}
+    if proc.has_exafs:
+        arrays.update(bkg=proc.bkg, k=proc.k, chi=proc.chi, r=proc.r, chir_mag=proc.chir_mag,
+                      chir_re=proc.chir_re, chir_im=proc.chir_im)
+        dims.update(bkg=("energy",), k=("k",), chi=("k",), r=("r",), chir_mag=("r",), chir_re=("r",),
+                    chir_im=("r",))
+        summary.update(noise_chi=float(proc.noise_chi), noise_chir=float(proc.noise_chir),
+                       kmin=float(proc.kmin), kmax=float(proc.kmax), kmax_suggest=float(proc.kmax_suggest))
+        diagnostics["autobk"] = proc.bkg_result.diagnostics[0]
+    else:
+        diagnostics["exafs"] = proc.exafs_note
+    verdict = judge_processing(proc, n_glitches=n_left, energy_guessed=energy_guessed)
+    summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
+    return AnalysisResult(arrays=arrays, dims=dims, summary=summary, params=_jsonable(proc.params_used),
+                          diagnostics=_jsonable(diagnostics), verdict=verdict.level,
+                          verdict_reasons=verdict.reasons)
+
+
+@register("xafs.normalize", "spectrum", "1.1", settings=_KNOWN)
 def normalize_spectrum(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:
-    """E0, pre/post-edge normalisation, AUTOBK χ(k), χ(R) and χ noise of one spectrum.
+    """E0, pre/post-edge normalisation, AUTOBK χ(k), χ(R) and χ noise of one spectrum
+    (:func:`xafs_stream.engines.xafs.process`, the one chain, with ``settings_from_config(config)``).
 
     A merge unit (``energy_repeats``, ``mu_repeats`` and optionally ``it_repeats``/``iref_repeats``, one row
     per repeat, NaN-padded) is first merged: each repeat calibrated on its reference channel, repeats with
     NaN/inf left out (listed in the diagnostics), the mean taken with a per-point noise (``mu_noise``).
     """
-    _check_config(config)
+    settings = settings_from_config(config)
     summary: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {}
     extra_arrays: dict[str, np.ndarray] = {}
@@ -183,115 +217,28 @@ def normalize_spectrum(
             energy = np.asarray(cal.energy)
             diagnostics["reference_e0_measured"] = float(cal.e0_measured)
     summary["energy_shift"] = shift
-    mu_raw = mu
-    glitch = None
-    if config.get("deglitch", False):
-        dg = deglitch(energy, mu)
-        mu, glitch = np.asarray(dg.mu), np.asarray(dg.glitch)
-        summary["n_glitches"] = int(dg.indices[0].size)
-        diagnostics["glitch_energies"] = energy[dg.indices[0]].tolist()
-    pre = pre_edge(energy, mu, **{k: config[k] for k in _PRE_KEYS if k in config})
-    rbkg = float(config.get("rbkg", 1.0))
-    kweight = float(config.get("kweight", 2))
-    summary.update(e0=float(pre.e0), edge_step=float(pre.edge_step), rbkg=rbkg, kweight=kweight)
     if e0_tab is not None:
         summary["e0_tabulated"] = float(e0_tab)
-    arrays = {
-        "energy": pre.energy,
-        "mu": mu_raw,
-        "norm": pre.norm,
-        "flat": pre.flat,
-        "pre_edge_line": pre.pre_edge_line,
-        "post_edge_curve": pre.post_edge_curve,
-    }
-    if glitch is not None:
-        arrays["glitch"] = glitch
-    arrays.update(extra_arrays)
-    dims = {name: ("energy",) for name in arrays}
-    params: dict[str, Any] = {"pre_edge": pre.params_used}
-
-    k_data = float(np.sqrt(max(pre.energy[-1] - pre.e0, 0.0) * ETOK))
-    summary["kmax_data"] = k_data
-    # χ(k) needs data reaching past the FT window's start, not just past k = 3 Å⁻¹
-    summary["has_exafs"] = k_data >= max(_MIN_EXAFS_K, float(config.get("kmin", 3.0)) + 2.0)
-    if summary["has_exafs"]:
-        bkg = autobk(
-            pre.energy,
-            mu,
-            e0=pre.e0,
-            edge_step=pre.edge_step,
-            rbkg=rbkg,
-            kweight=float(config.get("bkg_kweight", 2)),
-            nknots=config.get("nknots"),
-            clamp_lo=float(config.get("clamp_lo", 0.0)),
-            clamp_hi=float(config.get("clamp_hi", 1.0)),
-        )
-        kmin = float(config.get("kmin", 3.0))
-        kmax = float(config["kmax"]) if config.get("kmax") is not None else default_ft_kmax(float(bkg.k[-1]))
-        if not kmin < kmax:
-            raise InputError(
-                f"kmin, kmax: empty FT range {kmin:g} .. {kmax:g} Å⁻¹ (χ(k) ends at {bkg.k[-1]:.2f})"
-            )
-        ft = xftf(
-            bkg.k,
-            bkg.chi,
-            kmin=kmin,
-            kmax=kmax,
-            kweight=kweight,
-            dk=float(config.get("dk", 1.0)),
-            window=str(config.get("window", "hanning")),
-        )
-        noise = estimate_chi_noise(bkg.k, bkg.chi)
-        arrays.update(
-            bkg=bkg.bkg,
-            k=bkg.k,
-            chi=bkg.chi,
-            r=ft.r,
-            chir_mag=ft.chir_mag,
-            chir_re=ft.chir_re,
-            chir_im=ft.chir_im,
-        )
-        dims.update(
-            bkg=("energy",), k=("k",), chi=("k",), r=("r",), chir_mag=("r",), chir_re=("r",), chir_im=("r",)
-        )
-        summary.update(
-            noise_chi=float(noise.epsilon_k),
-            noise_chir=float(noise.epsilon_r),
-            kmin=kmin,
-            kmax=kmax,
-            kmax_suggest=float(noise.kmax_suggest),
-        )
-        params.update(autobk=bkg.params_used, xftf=ft.params_used, noise=noise.params_used)
-        diagnostics["autobk"] = bkg.diagnostics[0]
-    else:
-        diagnostics["exafs"] = (
-            f"data reach only k = {k_data:.2f} Å⁻¹ above E0; χ(k) needs at least "
-            f"{max(_MIN_EXAFS_K, float(config.get('kmin', 3.0)) + 2.0):g}"
-        )
-    return AnalysisResult(
-        arrays=arrays,
-        dims=dims,
-        summary=summary,
-        params=_jsonable(params),
-        diagnostics=_jsonable(diagnostics),
-    )
+    proc = process(energy, mu, settings)
+    return result_from_processing(proc, summary=summary, diagnostics=diagnostics, extra_arrays=extra_arrays,
+                                  energy_guessed=str(unit.metadata.get("energy_guessed", "")))
 
 
-@register("xafs.normalize_tile", "tile", "1.0", settings=_KNOWN)
+@register("xafs.normalize_tile", "tile", "1.0", settings=_TILE_KEYS)
 def normalize_tile(
     unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapping[str, Any]
 ) -> AnalysisResult:
     """Per-pixel E0, edge step and normalised μ of a μ-XANES tile (n_e, ny, nx)."""
-    _check_config(config)
+    unknown = set(config) - set(_TILE_KEYS)
+    if unknown:
+        raise InputError(f"config: unknown tile normalisation setting(s) {sorted(unknown)}; known: {_TILE_KEYS}")
     energy = _array(unit, "energy")
     stack = _array(unit, "stack")
     if stack.ndim != 3 or stack.shape[0] != energy.size:
         raise InputError(f"stack: expected shape ({energy.size}, ny, nx) to match energy, got {stack.shape}")
     n_e, ny, nx = stack.shape
     spectra = stack.reshape(n_e, ny * nx).T
-    kwargs = {k: config[k] for k in _PRE_KEYS if k in config}
-    if "min_edge_snr" in config:
-        kwargs["min_edge_snr"] = float(config["min_edge_snr"])
+    kwargs = {k: config[k] for k in _TILE_KEYS if k in config}
     pre = pre_edge(energy, spectra, **kwargs)
     ok = pre.ok.reshape(ny, nx)
     e0 = np.asarray(pre.e0).reshape(ny, nx)
@@ -314,7 +261,10 @@ def normalize_tile(
         "bad_pixel_reasons": dict(reasons.most_common(10)),
         "examples": {int(i): m for i, m in list(pre.errors.items())[:5]},
     }
+    verdict = judge_pixels(int(ok.size), n_bad)
     return AnalysisResult(
+        verdict=verdict.level,
+        verdict_reasons=verdict.reasons,
         arrays={"energy": energy, "norm": norm, "e0": e0, "edge_step": step, "ok": ok},
         dims={
             "energy": ("energy",),

@@ -36,8 +36,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..engines.errors import InputError
 from ..core import WorkUnit
+from ..engines.errors import InputError
 from .registry import AnalysisResult, SkipAnalysis, register
 
 DEFAULT_PATHS = {
@@ -179,6 +179,7 @@ def spm_analysis(
 ) -> AnalysisResult:
     """Sparse-modeling shell fit of one spectrum (see the module docstring)."""
     from ..engines.spm import spm_fit
+    from ..engines.spm.verdict import judge_spm
 
     sample = unit.metadata.get("sample")
     element = unit.metadata.get("element")
@@ -233,10 +234,16 @@ def spm_analysis(
         param_names=res.fit.param_names,
         covariance=res.fit.covariance.tolist(),
     )
+    verdict = judge_spm(res)
+    upstream_verdict = getattr(norm, "verdict", "")
+    if upstream_verdict == "bad":  # a fit of a spectrum whose own processing is bad cannot be better
+        verdict.bad("the normalisation's verdict is bad: " + "; ".join(norm.verdict_reasons))
     return AnalysisResult(
         arrays=arrays,
         dims=dims,
         summary=summary_from_result(res, spec),
         params=params,
         diagnostics=diagnostics,
+        verdict=verdict.level,
+        verdict_reasons=verdict.reasons,
     )

@@ -1,9 +1,11 @@
 """``xafs-stream analyze FILE [FILE...] [--plot out.png] [--json]``: preprocess spectrum files.
 
-Prints per file E0 (eV), edge step, χ(k) noise and the k range; ``--plot`` draws, per file, μ(E) with the
+The live service's ``xafs.normalize`` analysis on files: the same chain, settings (one option per setting
+of ``[analysis."xafs.normalize"]``) and verdict. Prints per file E0 (eV), edge step, χ(k) noise, the k
+range and a line ``quality: ok|warn|bad (reasons)``; ``--plot`` draws, per file, μ(E) with the
 pre-edge line and post-edge curve, k^w·χ(k) and |χ(R)| (Athena / Larch style). Scans that end less than
 3 Å⁻¹ above E0 (XANES only) get E0 and the edge step only. A file that fails is reported on stderr and the
-others are still analysed (exit code 2 if any failed).
+others are still analysed (exit code 2 if any failed, 3 if any verdict is bad).
 """
 
 from __future__ import annotations
@@ -16,7 +18,42 @@ from pathlib import Path
 
 import numpy as np
 
-_MIN_EXAFS_K = 3.0  # Å⁻¹ of data above E0 before χ(k) is extracted
+# options with their own help text; every other field of ProcessSettings gets --<field-name>
+_HELP = {
+    "e0": "edge energy, eV (default: maximum of dμ/dE)",
+    "rbkg": "AUTOBK Rbkg, Å (default 1.0)",
+    "kmin": "FT window start, Å⁻¹ (default 3)",
+    "kmax": "FT window end, Å⁻¹ (default: end of data - 1, rounded down to 0.5)",
+    "kweight": "k-weight of χ(k) for the FT and plot (default 2)",
+    "dk": "FT window taper, Å⁻¹ (default 1)",
+    "window": "FT window (hanning, kaiser, parzen, welch, sine, gaussian)",
+    "deglitch": "replace single-point glitches by interpolation before processing",
+}
+
+
+def add_processing_options(p: argparse.ArgumentParser) -> None:
+    """One option per field of :class:`~xafs_stream.engines.xafs.ProcessSettings` (the same settings as
+    ``[analysis."xafs.normalize"]``), default None: the engine's default applies."""
+    from dataclasses import fields
+
+    from ..engines.xafs import ProcessSettings
+
+    group = p.add_argument_group("processing (the same settings as [analysis.\"xafs.normalize\"])")
+    for f in fields(ProcessSettings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = _HELP.get(f.name, f"{f.name} (default {f.default})")
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+        else:
+            kind = str if "str" in f.type else int if f.type.startswith("int") else float
+            group.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def processing_config(args: argparse.Namespace) -> dict:
+    """The ``[analysis."xafs.normalize"]``-style settings given on the command line."""
+    from ..engines.xafs import ProcessSettings
+
+    return {name: getattr(args, name) for name in ProcessSettings.names() if getattr(args, name, None) is not None}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,71 +67,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="PNG", help="write a figure: μ(E) with pre/post lines, k^w χ(k), |χ(R)|")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--mu-column", help="column to use as μ (default: a mu-like column or ln(I0/It))")
-    p.add_argument("--e0", type=float, help="edge energy, eV (default: maximum of dμ/dE)")
-    p.add_argument("--rbkg", type=float, default=1.0, help="AUTOBK Rbkg, Å (default 1.0)")
-    p.add_argument("--kmin", type=float, default=3.0, help="FT window start, Å⁻¹ (default 3)")
-    p.add_argument("--kmax", type=float, help="FT window end, Å⁻¹ (default: end of data - 1)")
-    p.add_argument(
-        "--kweight", type=float, default=2, help="k-weight of χ(k) for the FT and plot (default 2)"
-    )
-    p.add_argument("--dk", type=float, default=1.0, help="FT window taper, Å⁻¹ (default 1)")
-    p.add_argument(
-        "--window", default="hanning", help="FT window (hanning, kaiser, parzen, welch, sine, gaussian)"
-    )
+    p.add_argument("--energy-column", help="column to use as energy (default: the one the header calls energy)")
+    add_processing_options(p)
     p.set_defaults(func=run)
 
 
 @dataclass
 class _FileResult:
     name: str
-    energy: np.ndarray
-    mu: np.ndarray
-    pre: object  # PreEdgeResult
-    full: object | None  # ProcessedSpectrum, None for XANES-only scans
-    k_data: float
+    result: object  # AnalysisResult of xafs.normalize
+
+    @property
+    def arrays(self) -> dict:
+        return self.result.arrays
 
     def row(self, path: str) -> dict:
-        row = {
-            "file": path,
-            "e0": round(float(self.pre.e0), 4),
-            "edge_step": float(self.pre.edge_step),
-            "k_data_max": round(self.k_data, 3),
-            "exafs": self.full is not None,
-        }
-        if self.full is not None:
-            row.update(
-                noise_chi=float(self.full.noise_chi),
-                kmin=float(self.full.kmin),
-                kmax=float(self.full.kmax),
-                kmax_suggest=float(self.full.kmax_suggest),
-            )
-        return row
+        return {"file": path, **self.result.summary, "quality": self.result.verdict,
+                "quality_reasons": list(self.result.verdict_reasons)}
 
 
 def _analyse(path: str, args: argparse.Namespace) -> _FileResult:
-    from ..engines.xafs import pre_edge, process_spectrum
-    from ..engines.xafs.kspace import ETOK
-    from ..engines.xafs.process import default_ft_kmax
+    """The live service's analysis (``xafs.normalize``) on one file: the same chain, settings and verdict."""
+    from ..analyses.preprocess import normalize_spectrum
+    from ..core import WorkUnit
     from ..io import read_spectrum
 
-    spec = read_spectrum(path, mu_column=args.mu_column)
-    pre = pre_edge(spec.energy, spec.mu, e0=args.e0)
-    k_data = float(np.sqrt(max(pre.energy[-1] - pre.e0, 0.0) * ETOK))
-    kmax = args.kmax if args.kmax is not None else default_ft_kmax(k_data)
-    full = None
-    if k_data >= _MIN_EXAFS_K and kmax > args.kmin:
-        full = process_spectrum(
-            spec.energy,
-            spec.mu,
-            e0=args.e0,
-            rbkg=args.rbkg,
-            kmin=args.kmin,
-            kmax=args.kmax,
-            kweight=args.kweight,
-            dk=args.dk,
-            window=args.window,
-        )
-    return _FileResult(Path(path).name, pre.energy, np.asarray(spec.mu, float), pre, full, k_data)
+    spec = read_spectrum(path, mu_column=args.mu_column, energy_column=args.energy_column)
+    unit = WorkUnit("analyze", "spectrum", 0, {"energy": spec.energy, "mu": spec.mu},
+                    {"energy_guessed": spec.energy_guessed})
+    return _FileResult(Path(path).name, normalize_spectrum(unit, {}, processing_config(args)))
 
 
 def _plot(results: list[_FileResult], out: str, kweight: float) -> None:
@@ -106,36 +107,33 @@ def _plot(results: list[_FileResult], out: str, kweight: float) -> None:
     axes = fig.subplots(len(results), 3, squeeze=False)
     kw = f"{kweight:g}"
     for row, res in zip(axes, results):
-        pre = res.pre
+        a, sm = res.arrays, res.result.summary
         ax = row[0]
-        ax.plot(res.energy, res.mu, "k", lw=1.2, label="μ(E)")
-        ax.plot(res.energy, pre.pre_edge_line, "b--", lw=1, label="pre-edge")
-        ax.plot(res.energy, pre.post_edge_curve, "r--", lw=1, label="post-edge")
-        ax.axvline(pre.e0, color="g", lw=0.8, label=f"E0 = {pre.e0:.2f} eV")
-        ax.set(xlabel="E (eV)", ylabel="μ(E)", title=f"{res.name}  (step {pre.edge_step:.4g})")
+        ax.plot(a["energy"], a["mu"], "k", lw=1.2, label="μ(E)")
+        ax.plot(a["energy"], a["pre_edge_line"], "b--", lw=1, label="pre-edge")
+        ax.plot(a["energy"], a["post_edge_curve"], "r--", lw=1, label="post-edge")
+        ax.axvline(sm["e0"], color="g", lw=0.8, label=f"E0 = {sm['e0']:.2f} eV")
+        ax.set(xlabel="E (eV)", ylabel="μ(E)", title=f"{res.name}  (step {sm['edge_step']:.4g}, "
+               f"quality {res.result.verdict})")
         ax.legend(fontsize=7)
-        r = res.full
-        if r is None:
+        if not sm["has_exafs"]:
             for ax in row[1:]:
-                ax.text(
-                    0.5,
-                    0.5,
-                    f"XANES only: data end at k = {res.k_data:.2f} Å⁻¹",
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
-                )
+                ax.text(0.5, 0.5, f"XANES only: data end at k = {sm['kmax_data']:.2f} Å⁻¹", ha="center",
+                        va="center", transform=ax.transAxes)
                 ax.set_axis_off()
             continue
-        kchi = r.chi * r.k**kweight
+        k = a["k"]
+        kchi = a["chi"] * k**kweight
         ax = row[1]
-        ax.plot(r.k, kchi, "k", lw=1.2)
-        ax.plot(r.k, r.ft.kwin[: r.k.size] * max(1e-12, np.abs(kchi).max()), "c", lw=0.8, label="window")
-        ax.set(xlabel="k (Å⁻¹)", ylabel=f"k^{kw} χ(k) (Å^-{kw})", title=f"χ(k), k {r.kmin:g}-{r.kmax:g} Å⁻¹")
+        ax.plot(k, kchi, "k", lw=1.2)
+        inside = (k >= sm["kmin"]) & (k <= sm["kmax"])
+        ax.axvspan(sm["kmin"], sm["kmax"], color="c", alpha=0.1, label="FT range")
+        ax.set(xlabel="k (Å⁻¹)", ylabel=f"k^{kw} χ(k) (Å^-{kw})", title=f"χ(k), k {sm['kmin']:g}-{sm['kmax']:g} Å⁻¹",
+               ylim=(-1.2 * max(1e-12, np.abs(kchi[inside]).max()), 1.2 * max(1e-12, np.abs(kchi[inside]).max())))
         ax.legend(fontsize=7)
         ax = row[2]
-        ax.plot(r.r, r.chir_mag, "k", lw=1.2, label="|χ(R)|")
-        ax.plot(r.r, r.chir_re, "b", lw=0.6, alpha=0.6, label="Re")
+        ax.plot(a["r"], a["chir_mag"], "k", lw=1.2, label="|χ(R)|")
+        ax.plot(a["r"], a["chir_re"], "b", lw=0.6, alpha=0.6, label="Re")
         ax.set(
             xlabel="R (Å)",
             ylabel=f"|χ(R)| (Å^-{float(kweight) + 1:g})",
@@ -147,23 +145,28 @@ def _plot(results: list[_FileResult], out: str, kweight: float) -> None:
 
 
 def _print_table(rows: list[dict]) -> None:
+    from ..engines.verdict import quality_line
+
     ok_rows = [row for row in rows if "error" not in row]
     if not ok_rows:
         return
     width = max(len(Path(row["file"]).name) for row in ok_rows)
     print(
         f"{'file':<{width}}  {'E0 (eV)':>10}  {'edge step':>10}  {'noise χ(k)':>10}  {'k range (1/Å)':>14}"
-        f"  {'k data':>7}"
+        f"  {'k data':>7}  quality"
     )
     for row in ok_rows:
-        if row["exafs"]:
+        if row["has_exafs"]:
             noise, krange = f"{row['noise_chi']:.2e}", f"{row['kmin']:g}-{row['kmax']:g}"
         else:
             noise, krange = "-", "XANES only"
         print(
             f"{Path(row['file']).name:<{width}}  {row['e0']:>10.2f}  {row['edge_step']:>10.4g}  {noise:>10}  "
-            f"{krange:>14}  {row['k_data_max']:>7.2f}"
+            f"{krange:>14}  {row['kmax_data']:>7.2f}  {row['quality']}"
         )
+    for row in ok_rows:
+        prefix = f"{Path(row['file']).name}: " if len(ok_rows) > 1 else ""
+        print(prefix + quality_line(row["quality"], row["quality_reasons"]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         if not done:
             raise CliError("--plot: no file could be analysed, nothing to draw")
-        _plot(done, args.plot, args.kweight)
+        _plot(done, args.plot, args.kweight if args.kweight is not None else 2.0)
         if not args.json:
             print(f"plot written to {args.plot}")
-    return 2 if len(done) < len(args.files) else 0
+    if len(done) < len(args.files):
+        return 2
+    return 3 if any(res.result.verdict == "bad" for res in done) else 0

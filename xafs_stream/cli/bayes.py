@@ -1,6 +1,8 @@
 """``xafs-stream bayes FILE``: Bayesian peak decomposition, the number of peaks K chosen by the free energy.
 
-Prints the F(K) table, a line naming the chosen K and the peak table. Models:
+Prints the F(K) table, a line naming the chosen K, the peak table and the verdict line
+``quality: ok|warn|bad (reasons)`` (R-hat, exchange rates, K at the top of the range, an undecided K); the
+exit code is 3 when the verdict is bad. Models:
 
 - ``xanes`` (default): FILE is a spectrum (XDI or columns). Raw μ(E) is normalised with the project's
   preprocessing engine (``--normalized`` if FILE already holds normalised μ); the fit covers
@@ -167,6 +169,7 @@ def _settings(args):
 def run(args) -> int:
 
     from ..engines import bayes as B
+    from ..engines.bayes.verdict import judge_selection
 
     noise = parse_noise(args.noise)
     kmax = args.kmax if args.kmax is not None else (5 if args.model == "peaks" else 4)
@@ -234,14 +237,17 @@ def run(args) -> int:
             head = f"{args.file}: XMCD, signed {args.shape} peaks"
         head += f", x {sel.x[0]:g} .. {sel.x[-1]:g} ({sel.x.size} points)"
     rep = B.report(sel, seed=args.seed)
+    verdict = judge_selection(sel, rep)
     print(format_report(head, rep, noise, preedge))
+    print(verdict.line())
     if args.plot:
         plot(args.plot, sel, rep)
         print(f"figure: {args.plot}")
     if args.json:
-        Path(args.json).write_text(json.dumps(to_json(rep, preedge), indent=2))
+        Path(args.json).write_text(json.dumps({**to_json(rep, preedge), "quality": verdict.level,
+                                               "quality_reasons": verdict.reasons}, indent=2))
         print(f"json: {args.json}")
-    return 0
+    return 3 if verdict.level == "bad" else 0
 
 
 def format_report(head: str, rep, noise, preedge=None) -> str:

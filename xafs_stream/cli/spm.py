@@ -3,6 +3,9 @@
 FILE is a μ(E) file (XDI or columns: E0, normalisation and AUTOBK are run with the project's preprocessing
 engine) or a χ(k) file (two columns k, chi; recognised by column names ``k``/``chi``, by a first column that
 runs from ~0 to < 30, or forced with ``--chi``).
+
+Ends with the verdict line ``quality: ok|warn|bad (reasons)`` (thresholds: ``xafs_stream.engines.verdict``);
+the exit code is 3 when the verdict is bad, 1 when the fit failed outright.
 """
 
 from __future__ import annotations
@@ -73,7 +76,14 @@ def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    spec = read_spectrum(path, mu_column=mu_column)
+    from ..io.spectrum_file import SpectrumFileError
+
+    try:
+        spec = read_spectrum(path, mu_column=mu_column)
+    except SpectrumFileError as exc:  # a χ(k) file names k and chi, no energy: its first column is x
+        if "no energy column" not in str(exc):
+            raise
+        spec = read_spectrum(path, mu_column=mu_column, energy_column=0)
     names = list(spec.columns)
     first = spec.columns[names[0]]
     is_chi = (
@@ -88,6 +98,7 @@ def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None
         return np.asarray(k, float)[order], np.asarray(chi, float)[order], "χ(k) file"
     from ..engines.errors import InputError
     from ..engines.xafs import process_spectrum
+    from ..engines.xafs.verdict import judge_processing
 
     try:
         proc = process_spectrum(spec.energy, spec.mu)
@@ -95,7 +106,11 @@ def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None
         raise CliError(
             f"{path}: read as μ(E), but preprocessing failed ({exc}); for a χ(k) file use --chi"
         ) from exc
+    LAST_PROCESSING_VERDICT[str(path)] = judge_processing(proc, energy_guessed=spec.energy_guessed)
     return proc.k, proc.chi, f"μ(E) file, E0 = {proc.e0:.1f} eV (AUTOBK Rbkg 1 Å)"
+
+
+LAST_PROCESSING_VERDICT: dict = {}  # file -> the verdict on its μ(E) processing (μ(E) files only)
 
 
 def fit_settings(args, k) -> dict:
@@ -134,11 +149,16 @@ def run(args) -> int:
     import numpy as np
 
     from ..engines.spm import spm_fit
+    from ..engines.spm.verdict import judge_spm
 
     k, chi, what = load_chi(args.file, force_chi=args.chi, mu_column=args.mu_column)
     pset = load_paths(args.paths)
     settings = fit_settings(args, k)
-    res = spm_fit(k, chi, pset.paths, **settings)
+    with np.errstate(all="ignore"):  # overflow in a hopeless fit is reported by the verdict, not by numpy
+        res = spm_fit(k, chi, pset.paths, **settings)
+    verdict = judge_spm(res)
+    if str(args.file) in LAST_PROCESSING_VERDICT:
+        verdict.merge(LAST_PROCESSING_VERDICT[str(args.file)], prefix="μ(E): ")
     print(
         f"{args.file}: {what}; paths {pset.name} ({len(pset.single_scattering())} single-scattering of "
         f"{len(pset.paths)})"
@@ -157,8 +177,7 @@ def run(args) -> int:
             notes.append(f"shell at {trial['r']} Å split in two (CV gain {trial['cv_gain_se']:.1f} SE)")
     for note in notes:
         print("note:", note)
-    for warning in res.diagnostics.get("warnings", []):
-        print("warning:", warning)
+    print(verdict.line())
     if args.json:
         payload = dict(
             file=str(args.file),
@@ -171,11 +190,15 @@ def run(args) -> int:
             redchi=res.fit.redchi,
             alpha=res.alpha,
             n_independent=res.fit.n_independent,
+            quality=verdict.level,
+            quality_reasons=verdict.reasons,
         )
         Path(args.json).write_text(json.dumps(payload, indent=2, default=float))
     if args.plot:
         plot_result(res, args.plot, title=Path(args.file).name)
-    return 0 if np.isfinite(res.fit.r_factor) else 1
+    if not np.isfinite(res.fit.r_factor):
+        return 1
+    return 3 if verdict.level == "bad" else 0
 
 
 def plot_result(res, out: str, *, title: str = "") -> None:

@@ -6,7 +6,8 @@ Examples::
     xafs-stream watch --run 3f2a... --analysis xafs.normalize
     xafs-stream watch --events tcp://broker-host:5562 --json   # one JSON object per line, for scripts
 
-Each line: time, run, analysis, unit, status, and the result's summary numbers (or the error). The events
+Each line: time, run, analysis, unit, status, the result's summary numbers (or the error) and its verdict
+(``quality: ok|warn|bad (reasons)``). The events
 come from the broker (best effort: results stored while nobody watched are in Tiled, see ``query``).
 """
 
@@ -19,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+from ..engines.verdict import quality_line
 from .common import add_service_options, config_from_args
 from .errors import CliError
 
@@ -37,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def format_event(event: Any, n_fields: int = 4) -> str:
-    """One line for a result event: ``12:00:01 3f2a1b2c xafs.normalize repeat_0 ok e0=8979.2 ...``."""
+    """One line for a result event: ``12:00:01 3f2a1b2c xafs.normalize repeat_0 ok e0=8979.2 ... | quality: ok``
+    (the verdict last: ``quality: bad (R-hat 1.42 above 1.2)``)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(event.written or time.time()))
     head = f"{stamp} {event.run_uid[:8]} {event.analysis} {event.unit} {event.status}"
     if not event.ok:
@@ -45,7 +48,8 @@ def format_event(event: Any, n_fields: int = 4) -> str:
     values = []
     for name, value in list(event.flat_summary.items())[: max(0, n_fields)]:
         values.append(f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}")
-    return " ".join([head, *values])
+    tail = ["|", quality_line(event.verdict, event.verdict_reasons)] if event.verdict else []
+    return " ".join([head, *values, *tail])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ Two kinds of nodes are searched (see :mod:`xafs_stream.storage.results` for the 
 - raw runs at the catalog root (``client[uid].metadata["start"]`` / ``["stop"]``): sample, element, edge,
   mode, kind, plan, scan id and the start time live here;
 - result run nodes ``/xafs_results/<uid>``: ``summary`` (the numbers of the run's representative unit,
-  nested by dotted name) and ``status`` (``{analysis_key: "ok" | "error" | "skipped"}``).
+  nested by dotted name), ``status`` (``{analysis_key: "ok" | "error" | "skipped"}``) and ``quality``
+  (``{analysis_key: "ok" | "warn" | "bad"}``, the verdict of each analysis on the run).
 
 Every condition becomes a Tiled query evaluated by the server (``Key("start.sample") == "Cu"``,
 ``Key("summary.spm.shell1.N") > 10``); the two sides are joined on the run uid. A run with no results yet is
@@ -18,6 +19,7 @@ Condition language (``where=[...]`` here, ``--where`` on the command line; condi
     spm.shell1.N>10       numbers: ints and floats
     bayes.K==2
     status.spm==ok        analysis status: ok, error or skipped
+    quality.spm==bad      analysis verdict: ok, warn or bad (an error is bad)
     has_exafs==true       booleans: true/false (yes/no, 1/0)
     time>=2026-11-20      start time: ISO date/datetime (local time unless an offset is given), a unix time,
                           or an age such as 3d, 12h, 30m, 2w ("3 days ago")
@@ -44,6 +46,7 @@ from ..storage.layout import (
     is_raw_run_key,
     lookup_summary,
     node_key,
+    quality_query_key,
     read_arrays,
     results_root,
     run_results,
@@ -54,7 +57,9 @@ from ..storage.layout import (
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
 STATUS_VALUES = ("ok", "error", "skipped")
 # Analyses whose status can be queried (``status.<name>``); dots or underscores both accepted.
-KNOWN_ANALYSES = ("xafs.normalize", "xafs.normalize_tile", "spm", "bayes.xanes", "imaging.features", "imaging.map")
+KNOWN_ANALYSES = ("xafs.normalize", "xafs.quality", "xafs.normalize_tile", "spm", "bayes.xanes", "imaging.features",
+                  "imaging.map")
+QUALITY_VALUES = ("ok", "warn", "bad")
 
 
 class QueryError(InputError):
@@ -115,10 +120,15 @@ FIELDS: tuple[Field, ...] = (
     _run("repeats", "int", "number of repeats of an XAFS scan"),
     _run("time", "time", "run start time (ISO date/datetime, unix time or an age: 3d, 12h)"),
     _run("exit_status", "str", "how the run ended", key="stop.exit_status", choices=("success", "abort", "fail")),
+    # xafs.quality (rescan verdict of the representative unit)
+    _res("quality.bad", "bool", "rescan recommended (beam dump, saturation, glitches beyond repair)"),
+    _res("quality.n_bad_repeats", "int", "repeats flagged for a rescan"),
     # xafs.normalize (merged spectrum)
     _res("e0", "float", "E0 found in the merged spectrum, eV"),
     _res("e0_tabulated", "float", "tabulated edge energy, eV"),
     _res("edge_step", "float", "edge step (absorption units)"),
+    _res("edge_snr", "float", "edge step over its standard error"),
+    _res("n_glitches", "int", "glitches replaced (deglitch) or left in mu(E)"),
     _res("energy_shift", "float", "energy calibration shift from the reference channel, eV"),
     _res("has_exafs", "bool", "the scan reaches far enough above E0 for chi(k)"),
     _res("kmax_data", "float", "end of the data in k, 1/Å"),
@@ -185,6 +195,7 @@ FIELDS: tuple[Field, ...] = (
     _res("imaging.gmrf.<name>.s2", "float", "GMRF noise variance"),
     _res("imaging.gmrf.<name>.lam", "float", "GMRF smoothness"),
     Field("status.<analysis>", "str", "status", "analysis status: ok, error, skipped", choices=STATUS_VALUES),
+    Field("quality.<analysis>", "str", "quality", "analysis verdict: ok, warn, bad", choices=QUALITY_VALUES),
 )
 
 
@@ -192,7 +203,7 @@ def describe_fields() -> str:
     """The valid fields, one per line, grouped by where they are stored."""
     lines = []
     for scope, title in (("run", "run metadata"), ("result", "results (merged spectrum / whole map)"),
-                         ("status", "analysis status")):
+                         ("status", "analysis status"), ("quality", "analysis verdict")):
         lines.append(f"{title}:")
         for f in FIELDS:
             if f.scope == scope:
@@ -209,14 +220,16 @@ def _field_names() -> str:
 def lookup_field(name: str) -> Field:
     """The :class:`Field` matching a concrete name (``spm.shell2.R``); QueryError if none."""
     name = name.strip()
+    known = {node_key(a) for a in KNOWN_ANALYSES}
     if name.startswith("status."):
         analysis = name[len("status."):]
-        known = {node_key(a) for a in KNOWN_ANALYSES}
         if node_key(analysis) not in known:
             raise QueryError(f"unknown analysis {analysis!r} in {name!r}; known: {', '.join(KNOWN_ANALYSES)}")
         return next(f for f in FIELDS if f.scope == "status")
+    if name.startswith("quality.") and node_key(name[len("quality."):]) in known:  # not xafs.quality's own
+        return next(f for f in FIELDS if f.scope == "quality")
     for f in FIELDS:
-        if f.regex.match(name):
+        if f.scope not in ("status", "quality") and f.regex.match(name):
             return f
     raise QueryError(f"unknown field {name!r}; valid fields: {_field_names()} "
                      f"(see `xafs-stream query --fields`)")
@@ -302,6 +315,8 @@ class Condition:
             return self.field.tiled_key
         if self.field.scope == "status":
             return status_query_key(self.key[len("status."):])
+        if self.field.scope == "quality":
+            return quality_query_key(self.key[len("quality."):])
         return summary_query_key(self.key)
 
     def tiled_query(self) -> Any:
@@ -416,6 +431,7 @@ class RunSummary:
     exit_status : from the stop document ("success", "abort", "fail"), None while running
     summary : nested result numbers (``summary["spm"]["shell1"]["N"]``), empty when not analysed
     status : ``{analysis_key: "ok" | "error" | "skipped"}``
+    quality : ``{analysis_key: "ok" | "warn" | "bad"}``, the verdicts
     """
 
     uid: str
@@ -430,6 +446,7 @@ class RunSummary:
     exit_status: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
+    quality: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_metadata(cls, uid: str, raw_md: Mapping[str, Any], results_md: Mapping[str, Any] | None) -> RunSummary:
@@ -441,7 +458,7 @@ class RunSummary:
             element=str(start.get("element", "")), edge=str(start.get("edge", "")), mode=str(start.get("mode", "")),
             xafs_kind=str(start.get("xafs_kind", "")), plan_name=str(start.get("plan_name", "")),
             exit_status=stop.get("exit_status"), summary=dict(results_md.get("summary") or {}),
-            status=dict(results_md.get("status") or {}),
+            status=dict(results_md.get("status") or {}), quality=dict(results_md.get("quality") or {}),
         )
 
     @property
@@ -455,6 +472,8 @@ class RunSummary:
             return getattr(self, name)
         if name.startswith("status."):
             return self.status.get(node_key(name[len("status."):]), default)
+        if name.startswith("quality.") and node_key(name[len("quality."):]) in self.quality:
+            return self.quality.get(node_key(name[len("quality."):]), default)
         return lookup_summary(self.summary, name, default)
 
     def flat_summary(self) -> dict[str, Any]:
@@ -464,7 +483,7 @@ class RunSummary:
         return {"uid": self.uid, "start_time": self.start_iso, "time": self.time, "scan_id": self.scan_id,
                 "sample": self.sample, "element": self.element, "edge": self.edge, "mode": self.mode,
                 "xafs_kind": self.xafs_kind, "plan_name": self.plan_name, "exit_status": self.exit_status,
-                "status": self.status, "summary": self.summary}
+                "status": self.status, "quality": self.quality, "summary": self.summary}
 
 
 # ------------------------------------------------------------------------------------------------ search
@@ -630,7 +649,7 @@ class RunData:
     start, stop : the start and stop documents (stop empty while running)
     events : primary-stream event table (pandas DataFrame) sorted by ``seq_num``
     results : analysis_key -> unit_key -> :class:`StoredResult`
-    summary, status : the result run node's summary (nested) and status
+    summary, status, quality : the result run node's summary (nested), status and verdicts
     configuration : device configuration readings of the primary stream, ``{"dcm_d_spacing": 3.1355, ...}``
     images : map frames (n_events, ny, nx) in ``seq_num`` order, or None (read on first use)
     """
@@ -642,6 +661,7 @@ class RunData:
     results: dict[str, dict[str, StoredResult]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     status: dict[str, str] = field(default_factory=dict)
+    quality: dict[str, str] = field(default_factory=dict)
     configuration: dict[str, Any] = field(default_factory=dict)
     image_loader: Callable[[], np.ndarray | None] | None = None
     _images: np.ndarray | None = None
@@ -719,6 +739,7 @@ def fetch_run(client: Any, uid: str, *, results: bool = True) -> RunData:
     if rnode is not None:
         rmd = dict(rnode.metadata)
         run.summary, run.status = dict(rmd.get("summary") or {}), dict(rmd.get("status") or {})
+        run.quality = dict(rmd.get("quality") or {})
         for akey, anode in rnode.items():
             units = {}
             for ukey, unode in anode.items():

@@ -246,6 +246,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-family: monospace; }
 .ok { color: #196619; } .error { color: #b00020; } .skipped { color: #8a6d00; }
+.warn { color: #c25400; } .bad { color: #b00020; font-weight: bold; } .unjudged { color: #555; }
 figure { display: inline-block; margin: 0.5em 1em 1em 0; max-width: 100%; }
 figure img { max-width: 100%; border: 1px solid #eee; } figcaption { font-size: 0.85em; color: #555; max-width: 60em; }
 .small { font-size: 0.85em; color: #555; }
@@ -274,6 +275,14 @@ class _Raw(str):
 
 def _status(status: str) -> _Raw:
     return _Raw(f'<span class="{_e(status)}">{_e(status)}</span>')
+
+
+def _verdict(res: StoredResult) -> _Raw:
+    """``quality warn: reasons`` (coloured) for a stored result."""
+    level = res.metadata.get("verdict") or ""
+    reasons = res.metadata.get("verdict_reasons") or []
+    text = f"quality {level or 'not judged'}" + (f": {'; '.join(map(str, reasons))}" if reasons else "")
+    return _Raw(f'<span class="{_e(level or "unjudged")}">{_e(text)}</span>')
 
 
 def _run_section(run: RunData) -> str:
@@ -343,7 +352,7 @@ def _spm_section(run: RunData) -> str:
             row += [format_pm(sh.get("N_err_boot")), format_pm(sh.get("R_err_boot")), format_pm(sh.get("sigma2_err_boot"))]
         rows.append(row)
     header = ["shell", "pair", "N", "R (Å)", "σ² (Å²)"] + (["N err (boot)", "R err (boot)", "σ² err (boot)"] if boot else [])
-    text = "<h3>Sparse modeling (spm)</h3>\n" + _table(header, rows, numeric_from=2)
+    text = f"<h3>Sparse modeling (spm)</h3>\n<p>{_verdict(res)}</p>\n" + _table(header, rows, numeric_from=2)
     text += _table(["fit", "value"], [
         ["ΔE0 (eV)", format_pm(spm.get("de0"), spm.get("de0_err"))], ["R-factor", format_pm(spm.get("r_factor"))],
         ["reduced χ²", format_pm(spm.get("redchi"))], ["LASSO α (CV)", format_pm(spm.get("alpha"))],
@@ -379,7 +388,7 @@ def _bayes_section(run: RunData) -> str:
         text += _table(["peak", "centre (eV)", "height", "width", "area"], peaks)
     rows = [["chosen K", chosen], ["noise", format_pm(b.get("noise"))], ["noise mode", b.get("noise_mode")],
             ["largest R-hat", format_pm(b.get("rhat_max"))], ["smallest exchange rate", format_pm(b.get("exchange_min"))],
-            ["converged (R-hat < 1.2)", b.get("converged")]]
+            ["converged (R-hat ≤ 1.05)", b.get("converged")], ["verdict", _verdict(res)]]
     if "preedge_centroid" in b:
         rows.append(["pre-edge centroid (eV)", format_pm(b.get("preedge_centroid"), b.get("preedge_centroid_err"))])
         rows.append(["pre-edge area", format_pm(b.get("preedge_area"))])
@@ -428,13 +437,14 @@ def _status_section(run: RunData) -> str:
     for akey, units in sorted(run.results.items()):
         for ukey, res in sorted(units.items()):
             t = (res.metadata.get("timings") or {}).get("compute_s")
-            rows.append([res.analysis, ukey, _status(res.status), res.metadata.get("version", ""),
-                         f"{t:.2f}" if isinstance(t, (int, float)) else "", res.error])
+            rows.append([res.analysis, ukey, _status(res.status), _verdict(res) if res.ok else "",
+                         res.metadata.get("version", ""), f"{t:.2f}" if isinstance(t, (int, float)) else "",
+                         res.error])
     if not rows:
         return "<h2>Analysis status</h2><p>No analysis results stored for this run (see "\
                "<code>xafs-stream reprocess</code>).</p>"
-    return "<h2>Analysis status</h2>\n" + _table(["analysis", "unit", "status", "version", "compute (s)", "error"],
-                                                 rows, numeric_from=4)
+    return "<h2>Analysis status</h2>\n" + _table(["analysis", "unit", "status", "quality", "version", "compute (s)",
+                                                  "error"], rows, numeric_from=5)
 
 
 def render_html(run: RunData, figures: list[tuple[Figure, str]]) -> str:

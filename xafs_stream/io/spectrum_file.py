@@ -17,6 +17,7 @@ import numpy as np
 
 from ..engines.errors import InputError
 
+_ENERGY_NAMES = ("energy", "e", "ev", "energy_ev", "enc", "en", "mono_energy", "energy_kev", "kev")
 _MU_NAMES = ("mutrans", "mu", "xmu", "mufluor", "mu_trans", "norm", "normtrans")
 _I0_NAMES = ("i0", "izero")
 _IT_NAMES = ("itrans", "it", "i1")
@@ -38,6 +39,7 @@ class SpectrumFile:
     columns : dict of column name -> ndarray of shape (n,)
     metadata : flat dict of header fields ("Element.symbol": "Cu", ...)
     path : where it came from
+    energy_guessed : how the energy column was chosen when the file does not name one ("" when it does)
     """
 
     energy: np.ndarray
@@ -45,6 +47,7 @@ class SpectrumFile:
     columns: dict[str, np.ndarray]
     metadata: dict[str, str] = field(default_factory=dict)
     path: str = ""
+    energy_guessed: str = ""
 
     @property
     def element(self) -> str | None:
@@ -55,8 +58,9 @@ class SpectrumFile:
         return self.metadata.get("Element.edge")
 
 
-def _column_names_from_header(header: list[str], n_cols: int) -> list[str]:
-    """Find column labels: XDI ``Column.N`` fields, else the last comment line with n_cols words."""
+def _column_names_from_header(header: list[str], n_cols: int) -> list[str] | None:
+    """Find column labels: XDI ``Column.N`` fields, else the last comment line with n_cols words (None:
+    the file names no columns)."""
     xdi_cols: dict[int, str] = {}
     for line in header:
         m = re.match(r"#\s*Column\.(\d+)\s*:\s*(\S+)", line, flags=re.IGNORECASE)
@@ -68,8 +72,7 @@ def _column_names_from_header(header: list[str], n_cols: int) -> list[str]:
         words = line.lstrip("#%").split()
         if len(words) == n_cols and not any(":" in w for w in words):
             return [w.lower() for w in words]
-    names = ["energy", "mu"] + [f"col{i + 1}" for i in range(2, n_cols)]
-    return names[:n_cols]
+    return None
 
 
 def _header_fields(header: list[str]) -> dict[str, str]:
@@ -92,11 +95,15 @@ def _pick(columns: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray 
     return None
 
 
-def read_spectrum(path: str | Path, *, mu_column: str | None = None) -> SpectrumFile:
+def read_spectrum(path: str | Path, *, mu_column: str | None = None,
+                  energy_column: str | int | None = None) -> SpectrumFile:
     """Read an XDI or column file into a :class:`SpectrumFile`.
 
     ``mu_column`` names the column to use as μ (case-insensitive) in multi-column files such as
     Athena ``.nor`` exports; by default a ``mu``-like column, ln(I0/It) or If/I0 is used.
+    ``energy_column`` names the energy column (or gives its 0-based index); by default the column the
+    header calls energy (``energy``, ``e``, ``ev``, ...). A file whose header names its columns but none as energy is refused (give
+    ``energy_column``); a file without column names uses its first column, and ``energy_guessed`` says so.
 
     Raises :class:`SpectrumFileError` naming the file when there is no numeric data, rows of unequal
     length, or no way to obtain μ(E).
@@ -130,9 +137,27 @@ def read_spectrum(path: str | Path, *, mu_column: str | None = None) -> Spectrum
     if n_cols < 2:
         raise SpectrumFileError(f"{path}: need at least two columns (energy, mu), found {n_cols}")
     data = np.asarray(rows, dtype=float)
-    names = _column_names_from_header(header, n_cols)
+    named = _column_names_from_header(header, n_cols)
+    names = named or (["energy", "mu"] + [f"col{i + 1}" for i in range(2, n_cols)])[:n_cols]
     columns = {name: data[:, i].copy() for i, name in enumerate(names)}
-    energy = columns.get("energy", data[:, 0])
+    guessed = ""
+    if isinstance(energy_column, int) and not isinstance(energy_column, bool):
+        if not 0 <= energy_column < n_cols:
+            raise SpectrumFileError(f"{path}: no column {energy_column} (0-based); the file has {n_cols}")
+        energy = data[:, energy_column]
+    elif energy_column is not None:
+        if energy_column.lower() not in columns:
+            raise SpectrumFileError(f"{path}: no column {energy_column!r}; columns are {names}")
+        energy = columns[energy_column.lower()]
+    elif named is None:
+        energy, guessed = data[:, 0], "the first column (the file names no columns)"
+    else:
+        energy = _pick(columns, _ENERGY_NAMES)
+        if energy is None:
+            raise SpectrumFileError(f"{path}: no energy column among {names}; name it with --energy-column")
+    if not np.all(np.isfinite(energy)):
+        raise SpectrumFileError(f"{path}: the energy column has {int(np.sum(~np.isfinite(energy)))} "
+                                f"NaN/inf value(s)")
     if energy.max() < 100:  # keV files
         energy = energy * 1000.0
     if mu_column is not None:
@@ -154,7 +179,7 @@ def read_spectrum(path: str | Path, *, mu_column: str | None = None) -> Spectrum
         raise SpectrumFileError(f"{path}: no mu column and no i0/itrans pair among columns {names}")
     return SpectrumFile(
         energy=np.asarray(energy, float), mu=np.asarray(mu, float), columns=columns,
-        metadata=_header_fields(header), path=str(path),
+        metadata=_header_fields(header), path=str(path), energy_guessed=guessed,
     )
 
 

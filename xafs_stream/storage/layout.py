@@ -119,6 +119,11 @@ def status_query_key(analysis: str) -> str:
     return f"status.{node_key(analysis)}"
 
 
+def quality_query_key(analysis: str) -> str:
+    """The metadata key of an analysis's verdict on a result run node (``quality.spm``)."""
+    return f"quality.{node_key(analysis)}"
+
+
 def flatten_summary(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"spm": {"shell1": {"N": 12}}}`` → ``{"spm.shell1.N": 12}`` (the inverse of :func:`nest_summary`)."""
     out: dict[str, Any] = {}

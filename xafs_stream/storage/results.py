@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import AnalysisResult, ResultRecord, check_id, check_index, check_name, to_json_safe
+from ..core import VERDICTS, AnalysisResult, ResultRecord, check_id, check_index, check_name, to_json_safe
 from .layout import (
     RESULTS_ROOT,
     RUN_FIELDS,
@@ -98,6 +98,7 @@ class ResultStore:
         key = unit_key(record.kind, check_index(record.index))
         result = record.result or AnalysisResult()
         summary = nest_summary(result.summary) if record.status == "ok" else {}
+        verdict, reasons = record_verdict(record)
         metadata = to_json_safe({
             "analysis": record.analysis,
             "version": record.version,
@@ -112,6 +113,8 @@ class ResultStore:
             "params": result.params,
             "diagnostics": result.diagnostics,
             "summary": summary,
+            "verdict": verdict,
+            "verdict_reasons": reasons,
             "written": time.time(),
         })
         layout = plan_arrays(result) if record.status == "ok" else ArrayPlan()
@@ -134,7 +137,8 @@ class ResultStore:
         # the run's per-analysis status: its representative unit, or an error anywhere (a skip of a unit the
         # analysis does not apply to, e.g. a Bayes fit of a single repeat, says nothing about the run)
         if record.representative or record.status == "error":
-            update: dict[str, Any] = {"status": {node_key(record.analysis): record.status}}
+            update: dict[str, Any] = {"status": {node_key(record.analysis): record.status},
+                                      "quality": {node_key(record.analysis): verdict}}
             if record.representative and summary:
                 update["summary"] = summary
             run.update_metadata(metadata=update, drop_revision=True)
@@ -142,7 +146,8 @@ class ResultStore:
             "run_uid": record.run_uid, "analysis": record.analysis, "unit": key, "unit_id": record.unit_id,
             "path": result_path(record.run_uid, record.analysis, key),
             "status": record.status, "family": "table" if table_md else "container", "error": record.error,
-            "summary": summary, "worker": record.worker, "written": metadata["written"],
+            "summary": summary, "verdict": verdict, "verdict_reasons": reasons, "worker": record.worker,
+            "written": metadata["written"],
             "table": None if table_md is None else {"columns": table_md["table_columns"],
                                                     "lengths": table_md["table_lengths"],
                                                     "dtypes": table_md["table_dtypes"]},
@@ -214,3 +219,14 @@ def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | 
 def _is_conflict(exc: Exception) -> bool:
     text = f"{type(exc).__name__} {exc}"
     return "409" in text or "Conflict" in text or "already exists" in text
+
+
+def record_verdict(record: ResultRecord) -> tuple[str, list[str]]:
+    """The verdict stored with a result: the analysis's own; ``bad`` for an error (its message the reason);
+    ``""`` for a skip or an analysis that gives none."""
+    if record.status == "error":
+        return "bad", [f"error: {record.error}"[:300]]
+    result = record.result or AnalysisResult()
+    if record.status != "ok" or result.verdict not in VERDICTS:
+        return "", []
+    return result.verdict, [str(r)[:300] for r in result.verdict_reasons][:20]

@@ -58,6 +58,8 @@ class ResultEvent:
     table: dict[str, Any] | None = None
     worker: str = ""
     written: float = 0.0  # when the worker wrote it (time.time(), s)
+    verdict: str = ""  # "ok", "warn", "bad" ("" for a skip or an analysis that does not judge)
+    verdict_reasons: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -89,7 +91,8 @@ class ResultEvent:
                    unit_id=str(info.get("unit_id", "")), path=info["path"], status=info["status"],
                    family=info["family"], error=str(info.get("error") or ""), summary=info.get("summary") or {},
                    table=info.get("table"), worker=str(info.get("worker", "")),
-                   written=float(info.get("written") or 0.0))
+                   written=float(info.get("written") or 0.0), verdict=str(info.get("verdict") or ""),
+                   verdict_reasons=tuple(info.get("verdict_reasons") or ()))
 
 
 class ResultEvents:

@@ -300,6 +300,7 @@ def encode_stored(event: dict[str, Any]) -> bytes:
         {"schema": 1, "run_uid": "...", "analysis": "xafs.normalize", "unit": "repeat_0", "unit_id": "...",
          "path": "xafs_results/<uid>/xafs_normalize/repeat_0", "status": "ok"|"error"|"skipped",
          "family": "table"|"container", "error": "", "summary": {...nested...},
+         "verdict": ""|"ok"|"warn"|"bad", "verdict_reasons": ["..."],
          "table": null | {"columns": [...], "lengths": {...}, "dtypes": {...}}, "worker": "...", "written": s}
     """
     return dumps({"schema": SCHEMA_VERSION, **event})
@@ -330,6 +331,11 @@ def decode_stored(body: list) -> dict[str, Any]:
         raise ProtocolError("STORED table must be null or an object with a 'columns' list and 'lengths' object")
     if not isinstance(info.get("summary", {}), dict):
         raise ProtocolError("STORED summary must be a JSON object")
+    if info.get("verdict", "") not in ("", "ok", "warn", "bad"):
+        raise ProtocolError(f"STORED verdict must be '', 'ok', 'warn' or 'bad', got {brief(info.get('verdict'))}")
+    reasons = info.get("verdict_reasons", [])
+    if not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
+        raise ProtocolError("STORED verdict_reasons must be a list of strings")
     return info
 
 

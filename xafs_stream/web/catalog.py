@@ -77,9 +77,9 @@ def total_events(start: Mapping[str, Any]) -> int | None:
 
 
 def run_flags(start: Mapping[str, Any], stop: Mapping[str, Any] | None, status: Mapping[str, Any],
-              summary: Mapping[str, Any]) -> list[str]:
-    """Why a run deserves a second look: an unsuccessful stop, analysis errors, repeats left out of the
-    merge, glitches found."""
+              summary: Mapping[str, Any], quality: Mapping[str, Any] | None = None) -> list[str]:
+    """Why a run deserves a second look: an unsuccessful stop, analysis errors, a warn or bad verdict,
+    repeats left out of the merge, glitches found."""
     flags = []
     if stop and stop.get("exit_status") not in (None, "success"):
         reason = stop.get("reason") or ""
@@ -87,6 +87,8 @@ def run_flags(start: Mapping[str, Any], stop: Mapping[str, Any] | None, status: 
     for analysis, state in sorted(status.items()):
         if state == "error":
             flags.append(f"{analysis}: error")
+        elif state == "ok" and quality and quality.get(analysis) in ("warn", "bad"):
+            flags.append(f"{analysis}: quality {quality[analysis]}")
     n_rep, n_used = summary.get("n_repeats"), summary.get("n_repeats_merged")
     if isinstance(n_rep, int) and isinstance(n_used, int) and n_used < n_rep:
         flags.append(f"{n_rep - n_used} of {n_rep} repeats left out of the merge")
@@ -436,6 +438,7 @@ def run_row(uid: str, start: Mapping[str, Any], stop: Mapping[str, Any] | None,
             results_md: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of one line of the run list."""
     status = dict(results_md.get("status") or {})
+    quality = dict(results_md.get("quality") or {})
     summary = dict(results_md.get("summary") or {})
     return {
         "uid": uid,
@@ -449,5 +452,6 @@ def run_row(uid: str, start: Mapping[str, Any], stop: Mapping[str, Any] | None,
         "running": stop is None,
         "exit_status": stop.get("exit_status") if stop else None,
         "status": status,
-        "flags": run_flags(start, stop, status, summary),
+        "quality": quality,
+        "flags": run_flags(start, stop, status, summary, quality),
     }

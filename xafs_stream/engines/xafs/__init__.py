@@ -14,7 +14,7 @@ from .kspace import ETOK, KTOE, etok, ktoe
 from .merge import MergeResult, merge_spectra
 from .noise import NoiseResult, estimate_chi_noise
 from .normalize import PreEdgeResult, pre_edge
-from .process import ProcessedSpectrum, process_spectrum
+from .process import ProcessedSpectrum, ProcessSettings, process, process_spectrum
 from .xft import BackFTResult, FTResult, ftwindow, xftf, xftr
 
 __all__ = [
@@ -41,7 +41,9 @@ __all__ = [
     "ktoe",
     "merge_spectra",
     "pre_edge",
+    "process",
     "process_spectrum",
+    "ProcessSettings",
     "xftf",
     "xftr",
 ]

@@ -2,29 +2,104 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
 from .autobk import AutobkResult, autobk
+from .deglitch import deglitch as deglitch_spectrum
+from .kspace import ETOK
 from .noise import NoiseResult, estimate_chi_noise
 from .normalize import PreEdgeResult, pre_edge
 from .xft import FTResult, xftf
 
 _PRE_KEYS = ("pre1", "pre2", "norm1", "norm2", "nnorm", "npre", "smooth_ev", "min_edge_snr")
-_BKG_KEYS = {
-    "rbkg": "rbkg",
-    "bkg_kweight": "kweight",
-    "bkg_kmin": "kmin",
-    "bkg_kmax": "kmax",
-    "bkg_dk": "dk",
-    "nknots": "nknots",
-    "nclamp": "nclamp",
-    "clamp_lo": "clamp_lo",
-    "clamp_hi": "clamp_hi",
-}
-_FT_KEYS = ("kmin", "kmax", "kweight", "dk", "dk2", "window", "rmax_out")
+_BKG_KEYS = {"rbkg": "rbkg", "bkg_kweight": "kweight", "bkg_kmin": "kmin", "bkg_kmax": "kmax", "bkg_dk": "dk",
+             "nknots": "nknots", "nclamp": "nclamp", "clamp_lo": "clamp_lo", "clamp_hi": "clamp_hi"}
+_FT_KEYS = ("kmin", "kweight", "dk", "dk2", "window", "rmax_out")
+MIN_EXAFS_K = 3.0  # Å⁻¹ of data above E0 needed before χ(k) is attempted
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """Every setting of the μ(E) → χ(R) chain, with its default. One object for the live service
+    (``[analysis."xafs.normalize"]``), ``reprocess`` and ``xafs-stream analyze`` (one option per field).
+
+    Pre-edge (eV relative to E0; None: found from the data): ``e0`` (eV, absolute), ``pre1``, ``pre2``,
+    ``norm1``, ``norm2``, ``nnorm``, ``npre``, ``smooth_ev``, ``min_edge_snr``. Deglitching: ``deglitch``
+    (single-point glitches replaced by interpolation before processing). AUTOBK: ``rbkg`` (Å),
+    ``bkg_kweight``, ``bkg_kmin``, ``bkg_kmax``, ``bkg_dk`` (Å⁻¹), ``nknots``, ``nclamp``, ``clamp_lo``,
+    ``clamp_hi``. Forward FT: ``kmin``, ``kmax`` (Å⁻¹; None: 1 Å⁻¹ below the end of χ(k), rounded down to
+    0.5), ``kweight``, ``dk``, ``dk2`` (Å⁻¹), ``window``, ``rmax_out`` (Å).
+    """
+
+    e0: float | None = None
+    pre1: float | None = None
+    pre2: float | None = None
+    norm1: float | None = None
+    norm2: float | None = None
+    nnorm: int | None = None
+    npre: int = 1
+    smooth_ev: float | None = None
+    min_edge_snr: float = 3.0
+    deglitch: bool = False
+    rbkg: float = 1.0
+    bkg_kweight: float = 2.0
+    bkg_kmin: float = 0.0
+    bkg_kmax: float | None = None
+    bkg_dk: float = 0.1
+    nknots: int | None = None
+    nclamp: int = 3
+    clamp_lo: float = 0.0
+    clamp_hi: float = 1.0
+    kmin: float = 3.0
+    kmax: float | None = None
+    kweight: float = 2.0
+    dk: float = 1.0
+    dk2: float | None = None
+    window: str = "hanning"
+    rmax_out: float = 10.0
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> "ProcessSettings":
+        """Settings from a config table or CLI options; unknown names (other than ``ignore``) and values of
+        the wrong type are an InputError naming them."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known) - set(ignore))
+        if unknown:
+            raise InputError(f"unknown processing setting(s) {unknown}; known: {sorted(known)}")
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in known or value is None:
+                continue
+            kind = known[name].type
+            try:
+                if "bool" in kind:
+                    if not isinstance(value, (bool, np.bool_)):
+                        raise TypeError
+                    out[name] = bool(value)
+                elif "str" in kind:
+                    out[name] = str(value)
+                elif "int" in kind:
+                    if isinstance(value, bool) or float(value) != int(value):
+                        raise TypeError
+                    out[name] = int(value)
+                else:
+                    if isinstance(value, bool):
+                        raise TypeError
+                    out[name] = float(value)
+                    if not np.isfinite(out[name]):
+                        raise TypeError
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(f"{name}: expected {kind.replace(' | None', '')}, got {value!r}") from None
+        return cls(**out)
 
 
 @dataclass
@@ -41,15 +116,29 @@ class ProcessedSpectrum:
     noise_chi : ε_k, noise of χ(k); noise_chir : ε_R; kmax_suggest : Å⁻¹
     kmin, kmax : the FT window range used, Å⁻¹
     params_used : {"pre_edge": ..., "autobk": ..., "xftf": ..., "noise": ...}
-    pre, bkg_result, ft, noise : the step results
+    pre, bkg_result, ft, noise : the step results (the last three None for a XANES-only spectrum)
+    settings : the :class:`ProcessSettings` used
+    k_data : how far the data reach above E0, Å⁻¹
+    glitch : boolean mask of the points replaced by deglitching (None without deglitching)
+    mu_used : μ after deglitching (the input μ without it)
+    exafs_note : why there is no χ(k), "" when there is
     """
 
     energy: np.ndarray
     mu: np.ndarray
     pre: PreEdgeResult
-    bkg_result: AutobkResult
-    ft: FTResult
-    noise: NoiseResult
+    bkg_result: AutobkResult | None
+    ft: FTResult | None
+    noise: NoiseResult | None
+    settings: ProcessSettings = field(default_factory=ProcessSettings)
+    k_data: float = float("nan")
+    glitch: np.ndarray | None = None
+    mu_used: np.ndarray | None = None
+    exafs_note: str = ""
+
+    @property
+    def has_exafs(self) -> bool:
+        return self.bkg_result is not None
 
     @property
     def e0(self) -> float:
@@ -129,12 +218,10 @@ class ProcessedSpectrum:
 
     @property
     def params_used(self) -> dict:
-        return {
-            "pre_edge": self.pre.params_used,
-            "autobk": self.bkg_result.params_used,
-            "xftf": self.ft.params_used,
-            "noise": self.noise.params_used,
-        }
+        out = {"settings": asdict(self.settings), "pre_edge": self.pre.params_used}
+        if self.has_exafs:
+            out.update(autobk=self.bkg_result.params_used, xftf=self.ft.params_used, noise=self.noise.params_used)
+        return out
 
 
 def default_ft_kmax(k_last: float) -> float:
@@ -142,52 +229,53 @@ def default_ft_kmax(k_last: float) -> float:
     return float(np.floor(2.0 * (k_last - 1.0)) / 2.0)
 
 
+def process(energy: np.ndarray, mu: np.ndarray, settings: ProcessSettings | None = None) -> ProcessedSpectrum:
+    """The one μ(E) → χ(R) chain: optional deglitching, :func:`pre_edge`, then, when the data reach far
+    enough above E0 (``kmin`` + 2 Å⁻¹, at least 3 Å⁻¹), :func:`autobk`, :func:`xftf` and
+    :func:`estimate_chi_noise`. A XANES-only spectrum gets its normalisation with ``has_exafs`` false.
+
+    ``energy`` (n,) eV, ``mu`` (n,); ``settings`` default :class:`ProcessSettings()`. Raises InputError for
+    bad input or a spectrum that cannot be processed (no edge, too short, an empty FT range, ...)."""
+    s = settings or ProcessSettings()
+    if np.ndim(mu) != 1:
+        raise InputError(f"mu: one spectrum (1-D) at a time, got shape {np.shape(mu)}")
+    mu_in = np.asarray(mu, dtype=float)
+    mu_used, glitch = mu_in, None
+    if s.deglitch:
+        dg = deglitch_spectrum(energy, mu_in, e0=s.e0)
+        mu_used, glitch = np.asarray(dg.mu), np.asarray(dg.glitch)
+    pre_kw = {k: getattr(s, k) for k in _PRE_KEYS}
+    pre = pre_edge(energy, mu_used, e0=s.e0, **{k: v for k, v in pre_kw.items() if v is not None})
+    k_data = float(np.sqrt(max(float(pre.energy[-1]) - float(pre.e0), 0.0) * ETOK))
+    need = max(MIN_EXAFS_K, s.kmin + 2.0)
+    base = dict(energy=pre.energy, mu=mu_in, pre=pre, settings=s, k_data=k_data, glitch=glitch, mu_used=mu_used)
+    if k_data < need:
+        note = f"data reach only k = {k_data:.2f} Å⁻¹ above E0; χ(k) needs at least {need:g}"
+        return ProcessedSpectrum(bkg_result=None, ft=None, noise=None, exafs_note=note, **base)
+    bkg_kw = {_BKG_KEYS[k]: getattr(s, k) for k in _BKG_KEYS if getattr(s, k) is not None}
+    bkg = autobk(pre.energy, mu_used, e0=pre.e0, edge_step=pre.edge_step, **bkg_kw)
+    k_last = float(bkg.k[-1])
+    kmax_ft = default_ft_kmax(k_last) if s.kmax is None else float(s.kmax)
+    if not s.kmin < kmax_ft:
+        raise InputError(
+            f"kmin, kmax: the FT range {s.kmin:g} .. {kmax_ft:g} Å⁻¹ is empty (χ(k) ends at {k_last:.2f} Å⁻¹)"
+        )
+    ft_kw = {k: getattr(s, k) for k in _FT_KEYS if getattr(s, k) is not None}
+    ft = xftf(bkg.k, bkg.chi, **{**ft_kw, "kmax": kmax_ft})
+    noise = estimate_chi_noise(bkg.k, bkg.chi)
+    return ProcessedSpectrum(bkg_result=bkg, ft=ft, noise=noise, **base)
+
+
 def process_spectrum(
     energy: np.ndarray,
     mu: np.ndarray,
-    *,
-    e0: float | None = None,
-    kmin: float = 3.0,
-    kmax: float | None = None,
-    kweight: float = 2,
-    dk: float = 1.0,
-    window: str = "hanning",
-    rbkg: float = 1.0,
-    bkg_kweight: float = 2,
-    **params,
+    settings: ProcessSettings | None = None,
+    **params: Any,
 ) -> ProcessedSpectrum:
-    """Run :func:`pre_edge`, :func:`autobk`, :func:`xftf` and :func:`estimate_chi_noise` on one spectrum.
-
-    Parameters
-    ----------
-    energy : ndarray of shape (n,), eV; mu : ndarray of shape (n,)
-    e0 : edge energy, eV (default: found)
-    kmin, kmax, kweight, dk, window : Fourier transform (kmax default: 1 Å⁻¹ below the end of χ(k),
-        rounded down to 0.5 Å⁻¹)
-    rbkg, bkg_kweight : AUTOBK Rbkg (Å) and k-weight
-    **params : more pre-edge settings (pre1, pre2, norm1, norm2, nnorm, npre, smooth_ev, min_edge_snr),
-        AUTOBK settings (bkg_kmin, bkg_kmax, bkg_dk, nknots, nclamp, clamp_lo, clamp_hi) and FT settings
-        (dk2, rmax_out)
-
-    Raises InputError for bad input or a spectrum that cannot be processed (no edge, too short, ...).
-    """
-    if np.ndim(mu) != 1:
-        raise InputError(f"mu: process_spectrum takes one spectrum (1-D), got shape {np.shape(mu)}")
-    unknown = set(params) - set(_PRE_KEYS) - set(_BKG_KEYS) - set(_FT_KEYS)
-    if unknown:
-        raise InputError(f"process_spectrum: unknown parameter(s) {sorted(unknown)}")
-    pre = pre_edge(energy, mu, e0=e0, **{k: v for k, v in params.items() if k in _PRE_KEYS})
-    bkg_kw = {_BKG_KEYS[k]: v for k, v in params.items() if k in _BKG_KEYS}
-    bkg = autobk(pre.energy, mu, e0=pre.e0, edge_step=pre.edge_step, rbkg=rbkg, kweight=bkg_kweight, **bkg_kw)
-    k_last = float(bkg.k[-1])
-    kmax_ft = default_ft_kmax(k_last) if kmax is None else float(kmax)
-    if not kmin < kmax_ft:
-        raise InputError(
-            f"kmin, kmax: the FT range {kmin:g} .. {kmax_ft:g} Å⁻¹ is empty (χ(k) ends at {k_last:.2f} Å⁻¹)"
-        )
-    ft_kw = {k: v for k, v in params.items() if k in _FT_KEYS}
-    ft = xftf(bkg.k, bkg.chi, kmin=kmin, kmax=kmax_ft, kweight=kweight, dk=dk, window=window, **ft_kw)
-    noise = estimate_chi_noise(bkg.k, bkg.chi)
-    return ProcessedSpectrum(
-        energy=pre.energy, mu=np.asarray(mu, dtype=float), pre=pre, bkg_result=bkg, ft=ft, noise=noise
-    )
+    """:func:`process` for a spectrum that must have χ(k): ``settings`` or keyword settings (the fields of
+    :class:`ProcessSettings`, e.g. ``kmin=3, kmax=15, rbkg=1.1``). InputError when it has no EXAFS."""
+    s = ProcessSettings.from_mapping(params) if settings is None else replace(settings, **params)
+    out = process(energy, mu, s)
+    if not out.has_exafs:
+        raise InputError(out.exafs_note)
+    return out

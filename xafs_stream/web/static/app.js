@@ -148,7 +148,11 @@ function renderStatus(st) {
 function renderRuns() {
   const tbody = $("#runs-table tbody");
   tbody.innerHTML = D.runs.map((r) => {
-    const statuses = Object.entries(r.status || {}).map(([a, s]) => `<span class="badge st-${esc(s)}" title="${esc(a)}">${esc(a.replace("xafs_", ""))}</span>`).join("");
+    const statuses = Object.entries(r.status || {}).map(([a, s]) => {
+      const q = (r.quality || {})[a];
+      const cls = s === "ok" ? verdictClass(q) : s;  // a result is green only when its verdict is ok
+      return `<span class="badge st-${esc(cls)}" title="${esc(a)}: ${esc(s)}${q ? ", quality " + esc(q) : ""}">${esc(a.replace("xafs_", ""))}</span>`;
+    }).join("");
     const state = r.running ? '<span class="badge st-running">running</span>' :
       (r.exit_status && r.exit_status !== "success" ? `<span class="badge st-error">${esc(r.exit_status)}</span>` : "");
     const flag = r.flags && r.flags.length ? ` <span title="${esc(r.flags.join("; "))}">⚠</span>` : "";
@@ -205,6 +209,12 @@ function family(unit) {
   return unit.startsWith("tile_") ? "tile" : unit === "map" ? "map" : "spectrum";
 }
 
+// status ok + verdict → badge class: ok (green) only for an ok verdict, warn (amber), bad (red); "unjudged"
+// for an analysis that gives no verdict (grey-green, never the plain green of a checked result)
+function verdictClass(verdict) {
+  return verdict === "warn" ? "warn" : verdict === "bad" ? "bad" : verdict === "ok" ? "ok" : "unjudged";
+}
+
 function renderUnits(d) {
   const analyses = Object.keys(d.results || {});
   const units = [...d.expected_units];
@@ -218,8 +228,11 @@ function renderUnits(d) {
       const r = d.results[a][u];
       if (!r && !families.has(family(u))) return "<td></td>";  // not a unit this analysis works on
       const st = r ? r.status : "pending";
-      const title = r ? `${a}/${u}: ${st}${r.error ? " — " + r.error : ""} (worker ${r.worker || "?"}, ${clock(r.written)})` : `${a}/${u}: not yet`;
-      return `<td><span class="badge st-${esc(st)} unit" data-analysis="${esc(a)}" data-unit="${esc(u)}" data-status="${esc(st)}" title="${esc(title)}">${st === "ok" ? "✓" : st === "error" ? "✗" : st === "skipped" ? "–" : "…"}</span></td>`;
+      const cls = st === "ok" ? verdictClass(r.verdict) : st;
+      const why = r && r.verdict_reasons && r.verdict_reasons.length ? ` · quality ${r.verdict}: ${r.verdict_reasons.join("; ")}` : "";
+      const title = r ? `${a}/${u}: ${st}${r.error ? " — " + r.error : ""}${why} (worker ${r.worker || "?"}, ${clock(r.written)})` : `${a}/${u}: not yet`;
+      const mark = { ok: "✓", unjudged: "✓", warn: "!", bad: "✗", error: "✗", skipped: "–" }[cls] || "…";
+      return `<td><span class="badge st-${esc(cls)} unit" data-analysis="${esc(a)}" data-unit="${esc(u)}" data-status="${esc(st)}" data-verdict="${esc(r ? r.verdict || "" : "")}" title="${esc(title)}">${mark}</span></td>`;
     }).join("") + "</tr>";
   }
   html += "</tbody></table>";
@@ -227,7 +240,10 @@ function renderUnits(d) {
   if (!analyses.length) html += '<p class="small muted">no results yet (waiting for the workers)</p>';
   $("#units").innerHTML = html;
   const errors = [];
-  for (const a of analyses) for (const [u, r] of Object.entries(d.results[a])) if (r.status === "error") errors.push(`${a}/${u}: ${r.error}`);
+  for (const a of analyses) for (const [u, r] of Object.entries(d.results[a])) {
+    if (r.status === "error") errors.push(`${a}/${u}: ${r.error}`);
+    else if (r.status === "ok" && (r.verdict === "warn" || r.verdict === "bad")) errors.push(`${a}/${u}: quality ${r.verdict} (${(r.verdict_reasons || []).join("; ")})`);
+  }
   for (const f of d.flags || []) if (!f.endsWith(": error")) errors.push(f);
   $("#run-errors").innerHTML = errors.map((e) => `<li>${esc(e)}</li>`).join("");
 }
@@ -414,7 +430,8 @@ async function loadBayes(d) {
   $("#bayes-peaks tbody").innerHTML = peaks.map((p, i) =>
     `<tr><td>${i + 1}</td><td>${pm(p.center, p.center_err, 6)}</td><td>${pm(p.height, p.height_err)}</td><td>${pm(p.width, p.width_err)}</td></tr>`).join("");
   $("#bayes-info").textContent = `K = ${b.K} by minimum F · noise ${fmt(b.noise)} (${b.noise_mode || ""}) · R̂max ${fmt(b.rhat_max)}` +
-    (b.converged === false ? " · not converged: screening result" : "");
+    ` · quality ${meta.verdict || "not judged"}` + ((meta.verdict_reasons || []).length ? `: ${meta.verdict_reasons.join("; ")}` : "");
+  $("#bayes-info").className = `small verdict-${esc(meta.verdict || "none")}`;
   const x = a.bayes_energy || [];
   const shape = res.metadata.params?.config?.peak_shape || "gaussian";
   const series = [
