@@ -74,6 +74,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--burn", type=int, default=500, help="burn-in sweeps (default 500)")
     p.add_argument("--sweeps", type=int, default=1500, help="recorded sweeps (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--priors", choices=("nagata", "scaled"), default="nagata",
+                   help="peaks: Nagata et al. (2012)'s priors exactly as published (default; their data's "
+                        "units: x in [0, 3], heights ~1) or the same shapes scaled to the data")
+    p.add_argument("--target-se", type=float, default=0.1, metavar="NAT",
+                   help="extend the runs of the best two K until se(ΔF) and the run-length drift of ΔF are "
+                        "within this (default 0.1 nat; 0 = one run each)")
+    p.add_argument("--budget", type=float, default=120.0, metavar="S",
+                   help="wall-time budget of the run-length control, s (default 120)")
     p.add_argument("--jobs", type=int, default=1, help="processes running candidates in parallel (default 1)")
     p.add_argument("--plot", metavar="PNG", help="write a figure: data, fit, band, peaks and F(K)")
     p.add_argument("--json", metavar="FILE", help="write the F table, peaks and parameters as JSON")
@@ -219,8 +227,13 @@ def run(args) -> int:
                 settings=settings,
                 seed=args.seed,
                 n_jobs=args.jobs,
+                priors=args.priors,
+                target_se=args.target_se or None,
+                budget_s=args.budget,
             )
-            head = f"{args.file}: {args.shape} peaks, Nagata et al. (2012) priors scaled to the data"
+            head = f"{args.file}: {args.shape} peaks, " + (
+                "Nagata et al. (2012) priors as published" if args.priors == "nagata"
+                else "Nagata et al. (2012) priors scaled to the data")
         else:
             edges = parse_range(args.edges) if args.edges else None
             sel = B.decompose_xmcd(
@@ -238,7 +251,16 @@ def run(args) -> int:
         head += f", x {sel.x[0]:g} .. {sel.x[-1]:g} ({sel.x.size} points)"
     rep = B.report(sel, seed=args.seed)
     verdict = judge_selection(sel, rep)
+    if args.model == "peaks" and args.priors == "nagata":
+        from ..engines.bayes.models.peaks import published_nagata_priors
+        from ..engines.bayes.priors import mass_in
+
+        inside = mass_in(published_nagata_priors()["center"], float(sel.x[0]), float(sel.x[-1]))
+        if inside < 0.9:
+            verdict.warn(f"Nagata's published priors are for x in [0, 3]: only {inside:.0%} of the centre "
+                         f"prior lies in the data's x range; use --priors scaled")
     print(format_report(head, rep, noise, preedge))
+    print(run_length_line(sel.run_length))
     print(verdict.line())
     if args.plot:
         plot(args.plot, sel, rep)
@@ -248,6 +270,16 @@ def run(args) -> int:
                                                "quality_reasons": verdict.reasons}, indent=2))
         print(f"json: {args.json}")
     return 3 if verdict.level == "bad" else 0
+
+
+def run_length_line(info: dict) -> str:
+    """``run length: se(ΔF K=3, K=4) 0.07 nat, drift 0.03 nat after 2 extensions (target reached)``."""
+    if info.get("stopped") == "not requested":
+        return "run length: one run per K (no target; --target-se)"
+    pair = " vs ".join(info["pair"])
+    return (f"run length: ΔF {pair} = {info['dF']:.2f} ± {info['se_diff']:.2f} nat, drift {info['drift_diff']:+.2f} "
+            f"nat, after {info['extensions']} extension(s) in {info['elapsed_s']:.0f} s ({info['stopped']}; "
+            f"target {info['target_se']:g} nat)")
 
 
 def format_report(head: str, rep, noise, preedge=None) -> str:

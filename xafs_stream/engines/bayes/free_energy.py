@@ -7,7 +7,9 @@ With E(w) = (1/2) sum (y_i - f(x_i; w))² and rungs 0 = b_1 < ... < b_L, the bri
 and for Gaussian noise of variance s² = 1/b the free energy is F(b) = -log z(b) + (N/2) log(2 pi / b).
 Any b between rungs is reached from the rung below it, so F is a continuous function of the noise
 variance: minimising it over b is the noise-variance estimate of Tokuda, Nagata, Okada (JPSJ 2017).
-Error bars come from batch means over independent chains and contiguous blocks of each chain.
+Error bars come from batch means over independent chains and contiguous blocks of each chain, and from the
+scatter of the chains' own estimates (the larger is quoted); the drift between the first half of a run and
+the whole run measures the estimator's bias left by the run length.
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ class FreeEnergy:
     Attributes
     ----------
     F : free energy (nat) from all recorded sweeps of all chains
-    se : standard error from batch means (chains x blocks)
+    se : standard error: the larger of the batch-means error (chains x blocks) and the scatter of the
+         independent chains' own F values (std / sqrt(n_chains)), so chains stuck in different modes show
     beta : 1/noise² it refers to
     noise : noise standard deviation (y units)
     per_chain : F of each chain alone
     batches : F of each (chain, block) batch
+    se_batch, se_chains : the two error estimates behind ``se``
+    drift : F of the first half of the run minus F of the whole run (nat). The bridge estimator's bias
+            falls as 1/run length, so this is about the bias left in F; a drift beyond the standard error
+            says the run is too short
     """
 
     F: float
@@ -41,6 +48,9 @@ class FreeEnergy:
     noise: float
     per_chain: np.ndarray
     batches: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    se_batch: float = float("nan")
+    se_chains: float = float("nan")
+    drift: float = float("nan")
 
 
 def _log_mean_exp(a: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
@@ -108,8 +118,13 @@ def free_energy(
     m = n // nb
     blocks = energies[: m * nb].reshape(nb, m, C, L).transpose(1, 0, 2, 3).reshape(m, nb * C, L)
     batches = -log_z_at(betas, blocks, b)[0] + const
-    se = float(np.std(batches, ddof=1) / math.sqrt(batches.size)) if batches.size > 1 else float("nan")
-    return FreeEnergy(F=F, se=se, beta=b, noise=1.0 / math.sqrt(b), per_chain=per_chain, batches=batches)
+    se_batch = float(np.std(batches, ddof=1) / math.sqrt(batches.size)) if batches.size > 1 else float("nan")
+    se_chains = float(np.std(per_chain, ddof=1) / math.sqrt(C)) if C > 1 else float("nan")
+    se = float(np.nanmax([se_batch, se_chains])) if np.isfinite([se_batch, se_chains]).any() else float("nan")
+    half = energies[: max(1, n // 2)]
+    drift = float(-log_z_at(betas, half.reshape(-1, L), b)[0] + const - F) if n >= 20 else float("nan")
+    return FreeEnergy(F=F, se=se, beta=b, noise=1.0 / math.sqrt(b), per_chain=per_chain, batches=batches,
+                      se_batch=se_batch, se_chains=se_chains, drift=drift)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -407,4 +407,24 @@ def run_remc(
         elapsed_s=time.perf_counter() - t0,
         state=state,
         diagnostics=diagnostics,
+    )
+
+
+def extend_run(model: SpectrumModel, y: np.ndarray, run: RemcResult, n_sweeps: int,
+               seed: int | np.random.SeedSequence | None = None) -> RemcResult:
+    """``run`` continued from its final state for ``n_sweeps`` more recorded sweeps, the records of both
+    joined (energies, samples; acceptance and exchange rates weighted by sweeps; round trips and times
+    summed). The ladder stays as it was."""
+    more = run_remc(model, y, beta_max=float(run.betas[-1]), settings=replace(run.settings, n_sweeps=n_sweeps),
+                    seed=seed, state=run.state)
+    n0, n1 = run.energies.shape[0], more.energies.shape[0]
+    w0, w1 = n0 / (n0 + n1), n1 / (n0 + n1)
+    return RemcResult(
+        betas=run.betas, energies=np.concatenate([run.energies, more.energies]),
+        samples=np.concatenate([run.samples, more.samples]), names=run.names,
+        acceptance=w0 * run.acceptance + w1 * more.acceptance,
+        exchange_rate=w0 * run.exchange_rate + w1 * more.exchange_rate,
+        round_trips=run.round_trips + more.round_trips, n_points=run.n_points,
+        settings=replace(run.settings, n_sweeps=n0 + n1), elapsed_s=run.elapsed_s + more.elapsed_s,
+        state=more.state, diagnostics={**run.diagnostics, "extended_by": run.diagnostics.get("extended_by", 0) + n1},
     )

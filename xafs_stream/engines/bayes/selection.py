@@ -5,9 +5,10 @@ prior regions, and over the noise variance (known, or estimated as in Tokuda et 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from ..errors import InputError
 from .free_energy import FreeEnergy, NoiseScan, free_energy, scan_noise
 from .models.base import SpectrumModel
 from .noise import difference_noise
-from .sampler import RemcResult, RemcSettings, run_remc, split_rhat
+from .sampler import RemcResult, RemcSettings, extend_run, run_remc, split_rhat
 
 
 @dataclass
@@ -71,12 +72,26 @@ class Selection:
     best : index of the candidate with the lowest F
     noise_mode : "known" or "auto"
     y : ndarray (N,)  the data (on ``fits[i].model.x``)
+    run_length : how the run length was decided (:func:`select_models` with ``target_se``): the target, the
+        standard error of the best two candidates' ΔF and their drift reached, the extensions made and
+        ``stopped`` ("target reached", "time budget spent" or "not requested")
     """
 
     fits: list[CandidateFit]
     best: int
     noise_mode: str
     y: np.ndarray
+    run_length: dict = field(default_factory=lambda: {"stopped": "not requested"})
+
+    def contest(self) -> tuple[int, int, float, float, float]:
+        """(best, runner-up, ΔF, se(ΔF), drift of ΔF): the two lowest free energies and how sure the data
+        and the run are of their order (se and drift in nat; NaN with one candidate)."""
+        order = sorted(range(len(self.fits)), key=lambda i: self.fits[i].F)
+        if len(order) < 2:
+            return order[0], order[0], float("nan"), float("nan"), float("nan")
+        a, b = self.fits[order[0]], self.fits[order[1]]
+        drift = b.free_energy.drift - a.free_energy.drift
+        return order[0], order[1], b.F - a.F, math.hypot(a.F_se, b.F_se), drift
 
     @property
     def x(self) -> np.ndarray:
@@ -171,6 +186,8 @@ def select_models(
     settings: RemcSettings | Sequence[RemcSettings] | None = None,
     seed: int | None = None,
     n_jobs: int = 1,
+    target_se: float | None = None,
+    budget_s: float = 60.0,
 ) -> Selection:
     """Sample every candidate and pick the one with the lowest free energy.
 
@@ -183,7 +200,12 @@ def select_models(
     settings : one RemcSettings for all candidates or one per candidate
     seed : base seed; each candidate gets an independent child stream
     n_jobs : candidates run in this many processes (1 = in this process)
+    target_se : run-length control: while the standard error of ΔF between the best two candidates, or the
+        drift of ΔF between the first half of the runs and the whole, is above this (nat), both runs are
+        extended (each by its recorded length so far) until it is not or ``budget_s`` of wall time (s,
+        the whole selection) is spent; ``Selection.run_length`` says which happened. None: one run each.
     """
+    t0 = time.perf_counter()
     if not candidates:
         raise InputError("no candidate models to select from")
     n = candidates[0][1].n_points
@@ -214,7 +236,34 @@ def select_models(
         runs = [_run_one(j) for j in jobs]
     fits = [_fit(name, m, r, mode) for (name, m), r in zip(candidates, runs)]
     best = int(np.argmin([f.F for f in fits]))
-    return Selection(fits=fits, best=best, noise_mode=mode, y=y)
+    selection = Selection(fits=fits, best=best, noise_mode=mode, y=y)
+    if target_se is not None and len(fits) > 1:
+        _control_run_length(selection, y, float(target_se), float(budget_s), t0, seeds)
+    return selection
+
+
+def _control_run_length(sel: Selection, y: np.ndarray, target: float, budget_s: float, t0: float,
+                        seeds: list) -> None:
+    """Extend the best two candidates' runs until se(ΔF) and |drift(ΔF)| are within ``target`` or the
+    budget is spent (see :func:`select_models`)."""
+    extensions = 0
+    while True:
+        a, b, gap, se, drift = sel.contest()
+        elapsed = time.perf_counter() - t0
+        done = se <= target and abs(drift) <= max(target, 2 * se)
+        spent_per_round = max(sel.fits[a].run.elapsed_s, sel.fits[b].run.elapsed_s) * 2
+        if done or elapsed + spent_per_round > budget_s:
+            sel.run_length = {"target_se": target, "se_diff": se, "drift_diff": drift, "dF": gap,
+                              "pair": [sel.fits[a].name, sel.fits[b].name], "extensions": extensions,
+                              "elapsed_s": elapsed,
+                              "stopped": "target reached" if done else "time budget spent"}
+            return
+        for i in (a, b):
+            f = sel.fits[i]
+            more = extend_run(f.model, y, f.run, f.run.energies.shape[0], seed=seeds[i].spawn(1)[0])
+            sel.fits[i] = _fit(f.name, f.model, more, sel.noise_mode)
+        sel.best = int(np.argmin([f.F for f in sel.fits]))
+        extensions += 1
 
 
 def check_k_range(k_min: int, k_max: int) -> range:

@@ -28,6 +28,10 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None) -> Verdic
     fits = selection.fits
     if len(fits) > 1 and selection.best == len(fits) - 1:
         v.warn(f"{fits[-1].name} is the largest model searched: extend the range")
+    info = getattr(selection, "run_length", {}) or {}
+    if info.get("stopped") == "time budget spent":
+        v.warn(f"run length: se(ΔF) {info['se_diff']:.2f} nat, drift {info['drift_diff']:+.2f} nat, above the "
+               f"target {info['target_se']:g} when the time budget was spent")
     if len(fits) > 1:
         order = sorted(range(len(fits)), key=lambda i: fits[i].F)
         a, b = fits[order[0]], fits[order[1]]

@@ -10,6 +10,7 @@ from scipy.signal import savgol_filter
 
 from ..errors import InputError
 from .models import PeakModel, XanesModel, XmcdModel, check_grid, nagata_priors, xanes_priors, xmcd_priors
+from .models.peaks import published_nagata_priors
 from .priors import Normal, Uniform
 from .sampler import RemcSettings
 from .selection import Selection, check_k_range, select_models
@@ -70,11 +71,22 @@ def decompose_peaks(
     settings: RemcSettings | Sequence[RemcSettings] | None = None,
     seed: int | None = 0,
     n_jobs: int = 1,
+    priors: str = "scaled",
+    target_se: float | None = None,
+    budget_s: float = 60.0,
 ) -> Selection:
-    """K peaks with Nagata et al. (2012) priors scaled to the data, K chosen by minimum F."""
+    """K peaks, K chosen by minimum F. ``priors``: "scaled" (Nagata et al. 2012's prior shapes rescaled to the
+    data's x range and height) or "nagata" (their priors exactly as published, for data in their units:
+    x in [0, 3], heights ~1; the CLI's default for ``--model peaks``).
+    ``target_se``, ``budget_s``: run-length control (see :func:`select_models`)."""
     x, y = check_xy(x, y)
     ks = _k_values(k_range)
-    pri = nagata_priors(x, y)
+    if priors == "nagata":
+        pri = published_nagata_priors()
+    elif priors == "scaled":
+        pri = nagata_priors(x, y)
+    else:
+        raise InputError(f"priors must be 'nagata' or 'scaled', got {priors!r}")
     cands = [
         (
             f"K={k}",
@@ -84,7 +96,8 @@ def decompose_peaks(
         )
         for k in ks
     ]
-    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs)
+    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs, target_se=target_se,
+                         budget_s=budget_s)
 
 
 def decompose_xmcd(

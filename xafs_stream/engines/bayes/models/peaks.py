@@ -31,6 +31,23 @@ def check_grid(x: np.ndarray, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+NAGATA_2012_PRIORS = {  # Nagata, Sugita, Okada, Neural Networks 28 (2012) 82, for their data (x in [0, 3])
+    "amplitude": ("Gamma", 5.0, 5.0),  # shape, rate
+    "center": ("Normal", 1.5, 5.0),  # mean, precision
+    "width": ("Gamma", 5.0, 0.04),  # shape, rate (b: 1/x²)
+}
+
+
+def published_nagata_priors() -> dict[str, Prior]:
+    """Nagata et al. (2012)'s priors exactly as published: a ~ Gamma(5, rate 5), μ ~ Normal(1.5, precision 5),
+    b ~ Gamma(5, rate 0.04). They are in the units of their synthetic data (x in [0, 3], heights ~1)."""
+    return {
+        "amplitude": Gamma(5.0, 5.0),
+        "center": Normal(1.5, math.sqrt(1.0 / 5.0)),
+        "width": Gamma(5.0, 0.04),
+    }
+
+
 def nagata_priors(x: np.ndarray, y: np.ndarray) -> dict[str, Prior]:
     """Nagata et al. (2012) priors rescaled to the data's x and y ranges.
 
