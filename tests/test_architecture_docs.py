@@ -91,8 +91,9 @@ def test_a_misspelt_setting_stops_startup_with_one_line(command, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f'xafs-stream {command}: error: [analysis."xafs.normalize"] kweigth: unknown setting; valid: '
-        "bkg_kweight, calibrate, clamp_hi, clamp_lo, deglitch, dk, kmax, kmin, kweight, min_edge_snr, "
-        "nknots, nnorm, norm1, norm2, pre1, pre2, rbkg, window"]
+        "bkg_dk, bkg_kmax, bkg_kmin, bkg_kweight, calibrate, clamp_hi, clamp_lo, deglitch, dk, dk2, e0, kmax, "
+        "kmin, kweight, min_edge_snr, nclamp, nknots, nnorm, norm1, norm2, npre, pre1, pre2, rbkg, rmax_out, "
+        "smooth_ev, window"]
     assert not (tmp_path / "logs").exists()  # nothing was started
 
 
