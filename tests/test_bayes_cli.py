@@ -9,7 +9,7 @@ import pytest
 from xafs_stream.cli.main import main
 from xafs_stream.data import SPECTRA_DIR, XANES_REFS_DIR
 
-FAST = ["--replicas", "10", "--burn", "150", "--sweeps", "300"]
+FAST = ["--replicas", "10", "--burn", "150", "--sweeps", "300", "--target-se", "0"]  # run length: test_bayes_run_length
 TRUE = [(1.0, 1.2, 60.0), (0.7, 1.7, 90.0)]  # two Gaussian peaks (height, centre, b = 1/sigma²)
 
 

@@ -41,10 +41,9 @@ import numpy as np
 from ..core import WorkUnit
 from ..engines.errors import InputError
 from ..engines.imaging.verdict import judge_pixels
-from ..engines.verdict import THRESHOLDS
-from ..engines.xafs import calibrate_energy, deglitch, merge_spectra, pre_edge
+from ..engines.xafs import calibrate_energy, merge_spectra, pre_edge
 from ..engines.xafs.process import ProcessedSpectrum, ProcessSettings, process
-from ..engines.xafs.verdict import judge_processing
+from ..engines.xafs.verdict import glitches_left, judge_processing
 from .registry import AnalysisResult, register
 
 _PRE_KEYS = ("pre1", "pre2", "norm1", "norm2", "nnorm")
@@ -153,14 +152,8 @@ def result_from_processing(proc: ProcessedSpectrum, *, summary: dict | None = No
         summary["n_glitches"] = int(np.count_nonzero(proc.glitch))
         diagnostics["glitch_energies"] = proc.energy[np.asarray(proc.glitch, bool)].tolist()
         n_left = None
-    else:  # count what deglitching would have replaced: glitches left in μ(E)
-        try:
-            found = deglitch(proc.energy, proc.mu, e0=float(proc.e0))
-            size = np.abs(np.asarray(proc.mu) - np.asarray(found.mu)) / max(abs(float(proc.edge_step)), 1e-300)
-            n_left = int(np.count_nonzero(size[found.indices[0]] > THRESHOLDS["glitch_size"]))
-        except InputError:
-            n_left = 0
-        summary["n_glitches"] = n_left
+    else:
+        n_left = summary["n_glitches"] = glitches_left(proc)
     arrays.update(extra_arrays or {})
     dims = {name: ("energy",) for name in arrays}
     if proc.has_exafs:

@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from ..verdict import Verdict, threshold
+from .deglitch import deglitch
 from .process import ProcessedSpectrum
+
+
+def glitches_left(proc: ProcessedSpectrum, *, thresholds: dict | None = None) -> int:
+    """Glitches in the measured μ(E) that deglitching would replace and that leave μ by more than
+    ``glitch_size`` of the edge step (0 when deglitching ran, or when it cannot run on this spectrum)."""
+    if proc.glitch is not None:
+        return 0
+    try:
+        found = deglitch(proc.energy, proc.mu, e0=float(proc.e0))
+    except InputError:
+        return 0
+    size = np.abs(np.asarray(proc.mu) - np.asarray(found.mu)) / max(abs(float(proc.edge_step)), 1e-300)
+    return int(np.count_nonzero(size[found.indices[0]] > threshold("glitch_size", thresholds)))
 
 
 def judge_processing(proc: ProcessedSpectrum, *, n_glitches: int | None = None, energy_guessed: str = "",
