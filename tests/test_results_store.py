@@ -113,6 +113,31 @@ def test_a_rewrite_replaces_the_node_even_when_its_kind_changes(tiled):
     assert tiled.client[RESULTS_ROOT]["run-c"].metadata["status"]["xafs_normalize"] == "ok"
 
 
+def test_two_workers_writing_the_same_result_at_once_both_succeed(tiled):
+    """A redelivered unit can be stored by two workers at the same time (the soak saw it after a broker
+    restart): one's delete can find the node already gone. Both writes succeed, one node remains, ok."""
+    import threading
+
+    errors = []
+
+    def writer(seed: int) -> None:
+        store = ResultStore(tiled.client)
+        for i in range(8):
+            try:
+                store.write(record("run-race", 0, spectrum_result(n_e=200, n_k=50, seed=seed + i)))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in (0, 100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    analysis = tiled.client[RESULTS_ROOT]["run-race"]["xafs_normalize"]
+    assert list(analysis) == ["repeat_0"] and analysis["repeat_0"].metadata["status"] == "ok"
+
+
 def test_a_skip_of_one_repeat_does_not_touch_the_run_status(tiled):
     store = ResultStore(tiled.client)
     store.write(record("run-d", "merge", spectrum_result(), analysis="bayes_xanes"))

@@ -11,6 +11,7 @@ the only node ever deleted is a result node being replaced.
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -91,7 +92,22 @@ class ResultStore:
         """Create or replace the node of (run, analysis, unit) and update the run's summary.
 
         Returns the result's event (JSON-able, see :func:`~xafs_stream.transport.protocol.encode_stored`):
-        where the node is and what a reader needs to read its data in one request."""
+        where the node is and what a reader needs to read its data in one request.
+
+        Another worker may be writing the same result at the same moment (a redelivered unit racing the
+        original after a broker restart): a node that appears or vanishes under this write (HTTP 409/404) is
+        written again, after a short random pause, up to 5 times."""
+        for attempt in range(5):
+            try:
+                return self._write(record)
+            except Exception as exc:
+                if attempt == 4 or not (_is_conflict(exc) or _is_missing(exc)):
+                    raise
+                self._in_place.clear()
+                time.sleep(random.uniform(0.02, 0.2))
+        raise AssertionError("unreachable")
+
+    def _write(self, record: ResultRecord) -> dict[str, Any]:
         t0 = time.perf_counter()
         run = self.run_node(record.run_uid, record.unit_metadata)
         analysis_node = self.analysis_node(record.run_uid, record.analysis, run)
@@ -202,8 +218,8 @@ def _replace(parent: Any, key: str, create: Any) -> Any:
     except Exception as exc:
         if not _is_conflict(exc):
             raise
-    parent[key].delete(recursive=True, external_only=False)
-    return create()
+    parent[key].delete(recursive=True, external_only=False)  # a 404 here: another writer got there first;
+    return create()  # ResultStore.write tries the whole write again
 
 
 def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | None = None) -> Any:
@@ -214,6 +230,11 @@ def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | 
         if _is_conflict(exc):
             return parent[key]
         raise
+
+
+def _is_missing(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return isinstance(exc, KeyError) or "404" in text or "No such entry" in text
 
 
 def _is_conflict(exc: Exception) -> bool:
