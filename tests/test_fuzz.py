@@ -181,6 +181,9 @@ def fuzz_the_broker(tmp_path: Path, n: int, wait_for, rounds: int = 1) -> dict:
             assert wait_for(lambda: any(r.unit_id == "run-after:spectrum:0" for r in store.records), 60)
         finally:
             pub.close(1)
+        # counted once the broker has worked through everything (a STATUS on the frontend can be answered
+        # before the last messages on the backend socket are read)
+        status = broker_status(info["frontend"], timeout_s=30)
         return {"status": status, "rss_kb": rss, "log_bytes": log_path.stat().st_size, "elapsed_s": elapsed,
                 "records": store.records}
     finally:

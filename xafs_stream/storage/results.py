@@ -101,7 +101,7 @@ class ResultStore:
             try:
                 return self._write(record)
             except Exception as exc:
-                if attempt == 4 or not (_is_conflict(exc) or _is_missing(exc)):
+                if attempt == 4 or not (isinstance(exc, _Raced) or _is_conflict(exc) or _is_missing(exc)):
                     raise
                 self._in_place.clear()
                 time.sleep(random.uniform(0.02, 0.2))
@@ -218,8 +218,11 @@ def _replace(parent: Any, key: str, create: Any) -> Any:
     except Exception as exc:
         if not _is_conflict(exc):
             raise
-    parent[key].delete(recursive=True, external_only=False)  # a 404 here: another writer got there first;
-    return create()  # ResultStore.write tries the whole write again
+    try:
+        parent[key].delete(recursive=True, external_only=False)
+    except Exception as exc:  # another writer replaced it meanwhile (gone, or half-written): write again
+        raise _Raced(f"{key}: changed by another writer while being replaced ({type(exc).__name__}: {exc})") from exc
+    return create()
 
 
 def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | None = None) -> Any:
@@ -230,6 +233,10 @@ def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | 
         if _is_conflict(exc):
             return parent[key]
         raise
+
+
+class _Raced(RuntimeError):
+    """The node being replaced changed under this write (another worker writing the same result)."""
 
 
 def _is_missing(exc: Exception) -> bool:
