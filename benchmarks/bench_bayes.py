@@ -38,9 +38,15 @@ from xafs_stream.engines.bayes import RemcSettings, decompose_peaks
 X = np.linspace(0.0, 3.0, 301)
 TRUE = [(0.587, 1.210, 95.689), (1.522, 1.455, 146.837), (1.183, 1.703, 164.469)]
 NOISE = 0.1
-Y = sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in TRUE) + NOISE * np.random.default_rng(
-    2012
-).standard_normal(X.size)
+
+
+def nagata_data(seed: int) -> np.ndarray:
+    """Nagata et al.'s three peaks on X plus Gaussian noise of sd NOISE (one realisation per seed)."""
+    return sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in TRUE) + NOISE * np.random.default_rng(
+        seed).standard_normal(X.size)
+
+
+Y = nagata_data(2012)
 
 
 def run_dynesty(args: tuple[int, int, int]) -> dict:
@@ -66,8 +72,7 @@ def scatter(n_real: int) -> int:
     """ΔF(K4 - K3) over noise realisations and over sampler seeds, against the quoted errors."""
     rows = []
     for i in range(n_real):
-        y = sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in TRUE) + NOISE * np.random.default_rng(
-            1000 + i).standard_normal(X.size)
+        y = nagata_data(1000 + i)
         (f3, t3), (f4, t4) = _published_fit(y, 3, i), _published_fit(y, 4, i)
         rows.append({"realisation": i, "dF": f4.F - f3.F, "se": float(np.hypot(f3.se, f4.se)),
                      "drift": f4.drift - f3.drift, "time_s": t3 + t4})
@@ -75,8 +80,7 @@ def scatter(n_real: int) -> int:
         print(f"realisation {i}: ΔF(K4-K3) {r['dF']:+.3f} ± {r['se']:.3f} nat, drift {r['drift']:+.3f}, "
               f"{r['time_s']:.0f} s", flush=True)
     wins = sum(r["dF"] > 0 for r in rows)
-    y0 = sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in TRUE) + NOISE * np.random.default_rng(
-        1000).standard_normal(X.size)
+    y0 = nagata_data(1000)
     seeds = []
     for s in range(5):
         (f3, _), (f4, _) = _published_fit(y0, 3, 100 + s), _published_fit(y0, 4, 100 + s)

@@ -143,8 +143,7 @@ def result_from_processing(proc: ProcessedSpectrum, *, summary: dict | None = No
     s = proc.settings
     summary.update(e0=float(proc.e0), edge_step=float(proc.edge_step), rbkg=float(s.rbkg),
                    kweight=float(s.kweight), kmax_data=float(proc.k_data), has_exafs=proc.has_exafs)
-    summary["edge_snr"] = float(proc.pre.edge_step / proc.pre.edge_step_err) \
-        if proc.pre.edge_step_err > 0 else None
+    summary["edge_snr"] = proc.edge_snr  # inf (no error estimate) is stored as None below
     arrays = {"energy": proc.energy, "mu": proc.mu, "norm": proc.norm, "flat": proc.flat,
               "pre_edge_line": proc.pre_edge_line, "post_edge_curve": proc.post_edge_curve}
     if proc.glitch is not None:

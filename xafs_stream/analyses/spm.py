@@ -235,8 +235,7 @@ def spm_analysis(
         covariance=res.fit.covariance.tolist(),
     )
     verdict = judge_spm(res)
-    upstream_verdict = getattr(norm, "verdict", "")
-    if upstream_verdict == "bad":  # a fit of a spectrum whose own processing is bad cannot be better
+    if norm.verdict == "bad":  # a fit of a spectrum whose own processing is bad cannot be better
         verdict.bad("the normalisation's verdict is bad: " + "; ".join(norm.verdict_reasons))
     return AnalysisResult(
         arrays=arrays,

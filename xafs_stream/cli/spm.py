@@ -70,6 +70,12 @@ def add_parser(subparsers) -> None:
 
 def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None):
     """(k, chi, description) from a χ(k) or μ(E) file."""
+    return load_chi_judged(path, force_chi=force_chi, mu_column=mu_column)[:3]
+
+
+def load_chi_judged(path: str, *, force_chi: bool = False, mu_column: str | None = None):
+    """(k, chi, description, verdict) from a χ(k) or μ(E) file; the verdict on the μ(E) processing, None
+    for a χ(k) file."""
     import numpy as np
 
     from ..io import read_spectrum
@@ -95,7 +101,7 @@ def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None
         k = spec.columns["k"] if "k" in spec.columns else first
         chi = spec.columns["chi"] if "chi" in spec.columns else spec.columns[names[1]]
         order = np.argsort(k)
-        return np.asarray(k, float)[order], np.asarray(chi, float)[order], "χ(k) file"
+        return np.asarray(k, float)[order], np.asarray(chi, float)[order], "χ(k) file", None
     from ..engines.errors import InputError
     from ..engines.xafs import process_spectrum
     from ..engines.xafs.verdict import judge_processing
@@ -106,11 +112,8 @@ def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None
         raise CliError(
             f"{path}: read as μ(E), but preprocessing failed ({exc}); for a χ(k) file use --chi"
         ) from exc
-    LAST_PROCESSING_VERDICT[str(path)] = judge_processing(proc, energy_guessed=spec.energy_guessed)
-    return proc.k, proc.chi, f"μ(E) file, E0 = {proc.e0:.1f} eV (AUTOBK Rbkg 1 Å)"
-
-
-LAST_PROCESSING_VERDICT: dict = {}  # file -> the verdict on its μ(E) processing (μ(E) files only)
+    return (proc.k, proc.chi, f"μ(E) file, E0 = {proc.e0:.1f} eV (AUTOBK Rbkg 1 Å)",
+            judge_processing(proc, energy_guessed=spec.energy_guessed))
 
 
 def fit_settings(args, k) -> dict:
@@ -151,14 +154,14 @@ def run(args) -> int:
     from ..engines.spm import spm_fit
     from ..engines.spm.verdict import judge_spm
 
-    k, chi, what = load_chi(args.file, force_chi=args.chi, mu_column=args.mu_column)
+    k, chi, what, processing = load_chi_judged(args.file, force_chi=args.chi, mu_column=args.mu_column)
     pset = load_paths(args.paths)
     settings = fit_settings(args, k)
     with np.errstate(all="ignore"):  # overflow in a hopeless fit is reported by the verdict, not by numpy
         res = spm_fit(k, chi, pset.paths, **settings)
     verdict = judge_spm(res)
-    if str(args.file) in LAST_PROCESSING_VERDICT:
-        verdict.merge(LAST_PROCESSING_VERDICT[str(args.file)], prefix="μ(E): ")
+    if processing is not None:
+        verdict.merge(processing, prefix="μ(E): ")
     print(
         f"{args.file}: {what}; paths {pset.name} ({len(pset.single_scattering())} single-scattering of "
         f"{len(pset.paths)})"

@@ -149,6 +149,12 @@ class ProcessedSpectrum:
         return self.pre.edge_step
 
     @property
+    def edge_snr(self) -> float:
+        """Edge step over its standard error (inf when the error is zero or unknown)."""
+        err = float(self.pre.edge_step_err)
+        return float(self.pre.edge_step) / err if err > 0 and np.isfinite(err) else float("inf")
+
+    @property
     def norm(self) -> np.ndarray:
         return self.pre.norm
 

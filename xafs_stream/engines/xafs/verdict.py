@@ -35,8 +35,7 @@ def judge_processing(proc: ProcessedSpectrum, *, n_glitches: int | None = None, 
     v = Verdict()
     if energy_guessed:
         v.warn(f"energy column guessed: {energy_guessed}")
-    step, err = float(proc.pre.edge_step), float(proc.pre.edge_step_err)
-    snr = step / err if err > 0 and np.isfinite(err) else float("inf")
+    step, snr = float(proc.edge_step), proc.edge_snr
     if snr < t("edge_snr_bad"):
         v.bad(f"edge step {step:.3g} is only {snr:.1f}x its error")
     elif snr < t("edge_snr_warn"):
