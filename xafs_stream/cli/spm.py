@@ -82,13 +82,11 @@ def load_chi_judged(path: str, *, force_chi: bool = False, mu_column: str | None
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    from ..io.spectrum_file import SpectrumFileError
+    from ..io.spectrum_file import NoEnergyColumn
 
     try:
         spec = read_spectrum(path, mu_column=mu_column)
-    except SpectrumFileError as exc:  # a χ(k) file names k and chi, no energy: its first column is x
-        if "no energy column" not in str(exc):
-            raise
+    except NoEnergyColumn:  # a χ(k) file names k and chi, no energy: its first column is x
         spec = read_spectrum(path, mu_column=mu_column, energy_column=0)
     names = list(spec.columns)
     first = spec.columns[names[0]]

@@ -28,6 +28,10 @@ class SpectrumFileError(InputError):
     """A spectrum file could not be understood (names the file and what was wrong)."""
 
 
+class NoEnergyColumn(SpectrumFileError):
+    """The file names its columns, none of them energy (a χ(k) file, or give ``energy_column``)."""
+
+
 @dataclass
 class SpectrumFile:
     """One spectrum read from a file.
@@ -154,7 +158,7 @@ def read_spectrum(path: str | Path, *, mu_column: str | None = None,
     else:
         energy = _pick(columns, _ENERGY_NAMES)
         if energy is None:
-            raise SpectrumFileError(f"{path}: no energy column among {names}; name it with --energy-column")
+            raise NoEnergyColumn(f"{path}: no energy column among {names}; name it with --energy-column")
     if not np.all(np.isfinite(energy)):
         raise SpectrumFileError(f"{path}: the energy column has {int(np.sum(~np.isfinite(energy)))} "
                                 f"NaN/inf value(s)")
