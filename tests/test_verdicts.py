@@ -177,3 +177,28 @@ def test_watch_prints_the_verdict():
                         status="ok", family="container", summary={"bayes": {"K": 4}}, written=0.0,
                         verdict="bad", verdict_reasons=("not converged: R-hat 1.69 above 1.2",))
     assert format_event(event).endswith("bayes.K=4 | quality: bad (not converged: R-hat 1.69 above 1.2)")
+
+
+def test_the_rescan_check_gives_its_verdict_too():
+    """xafs.quality: a beam dump is bad; in a merge, some bad repeats are a warning (left out of the merge),
+    all bad is bad."""
+    from xafs_stream.analyses.quality import quality
+
+    spec = read_spectrum(CU)
+    n = spec.energy.size
+    i0 = 1e6 * (1 - 0.1 * np.arange(n) / n)  # a slowly decaying ring current (a constant one reads as saturated)
+    dumped = i0.copy()
+    dumped[100:103] = 10.0  # beam lost for three points
+    good = quality(WorkUnit("r", "spectrum", 0, {"energy": spec.energy, "mu": spec.mu, "i0": i0}), {}, {})
+    assert (good.verdict, good.verdict_reasons) == ("ok", [])
+    bad = quality(WorkUnit("r", "spectrum", 1, {"energy": spec.energy, "mu": spec.mu, "i0": dumped}), {}, {})
+    assert bad.verdict == "bad" and bad.verdict_reasons[0].startswith("beam dump at 3 point(s)")
+
+    def merge(*i0s):
+        arrays = {"energy_repeats": np.tile(spec.energy, (len(i0s), 1)), "mu_repeats": np.tile(spec.mu, (len(i0s), 1)),
+                  "i0_repeats": np.vstack(i0s)}
+        return quality(WorkUnit("r", "spectrum", "merge", arrays), {}, {})
+
+    some = merge(i0, dumped, i0)
+    assert some.verdict == "warn" and some.verdict_reasons[0].startswith("repeat 1: beam dump")
+    assert merge(dumped, dumped).verdict == "bad" and merge(i0, i0).verdict == "ok"

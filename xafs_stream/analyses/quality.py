@@ -4,7 +4,8 @@ Unit kind "spectrum". A repeat unit is judged from its ``mu`` and counter channe
 ``ifluor``, ``clock``); a merge unit judges each of its repeats. Summary (queryable):
 ``quality.bad`` (bool), ``quality.reasons`` (text), ``quality.beam_dump_points``, ``quality.saturated_points``,
 ``quality.glitch_points``; merge units also ``quality.n_bad_repeats`` and ``quality.bad_repeats``
-(comma-separated repeat numbers). Config: the keyword arguments of
+(comma-separated repeat numbers). Verdict: ``bad`` when a rescan is recommended (every repeat of a merge),
+``warn`` when some repeats of a merge are (they are left out of it). Config: the keyword arguments of
 :func:`xafs_stream.engines.quality.assess_spectrum` (``beam_dump_fraction``, ``saturation_points``,
 ``max_glitches``, ``glitch_fraction``, ``glitch_sigmas``).
 """
@@ -64,11 +65,16 @@ def quality(unit: WorkUnit, upstream: Mapping[str, AnalysisResult], config: Mapp
                    "quality.beam_dump_points": sum(r.beam_dump_points for r in reports),
                    "quality.saturated_points": sum(r.saturated_points for r in reports),
                    "quality.glitch_points": sum(r.glitch_points for r in reports)}
+        # every repeat bad: the merge is of bad data; some bad: they are left out of the merge, worth a look
+        level = "bad" if len(bad) == len(reports) else "warn" if bad else "ok"
         return AnalysisResult(summary=summary,
                               diagnostics={"repeats": [{"bad": r.bad, "reasons": r.reasons,
-                                                        "glitch_energies": r.glitch_energies} for r in reports]})
+                                                        "glitch_energies": r.glitch_energies} for r in reports]},
+                              verdict=level, verdict_reasons=[f"repeat {i}: {', '.join(reports[i].reasons)}"
+                                                              for i in bad])
     if "energy" not in unit.arrays or "mu" not in unit.arrays:
         raise InputError(f"unit {unit.unit_id}: needs energy and mu arrays")
     channels = {c: unit.arrays[c] for c in CHANNELS if c in unit.arrays}
     report = assess_spectrum(unit.arrays["energy"], unit.arrays["mu"], channels=channels, **_settings(config))
-    return AnalysisResult(summary=_summary(report), diagnostics={"glitch_energies": report.glitch_energies})
+    return AnalysisResult(summary=_summary(report), diagnostics={"glitch_energies": report.glitch_energies},
+                          verdict="bad" if report.bad else "ok", verdict_reasons=list(report.reasons))
