@@ -59,7 +59,7 @@ def test_cli_peaks_uses_the_published_priors_and_says_so(tmp_path, capsys):
     fast = ["--replicas", "10", "--burn", "150", "--sweeps", "200", "--target-se", "0"]
     main(["bayes", str(path), "--model", "peaks", "--kmin", "2", "--kmax", "3", "--noise", "0.1", *fast])
     out = capsys.readouterr().out
-    assert "Nagata et al. (2012) priors as published" in out and "run length: one run per K" in out
+    assert "Nagata et al. (2012) priors as published" in out and "run length: one run per candidate" in out
     far = tmp_path / "far.txt"  # far outside the published centre prior: a one-line error
     np.savetxt(far, np.column_stack([X + 100, Y]))
     assert main(["bayes", str(far), "--model", "peaks", "--kmax", "2", "--noise", "0.1", *fast]) == 2

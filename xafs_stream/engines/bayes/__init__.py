@@ -9,9 +9,11 @@
 - models: peaks (Gaussian / Lorentzian / pseudo-Voigt), XANES (edge step + peaks), XMCD (signed peaks),
   cluster-model Hamiltonian.
 - :func:`report`: medians and 68/95 % intervals, peak table, predictive band.
+- :func:`scan_delta`: Hamiltonian selection over charge-transfer-energy (Δ) regions, with the free-Δ check.
 - workflows: :func:`decompose_peaks`, :func:`decompose_xmcd`, :func:`fit_xanes`, :func:`fit_preedge`.
 """
 
+from .cluster_scan import ClusterScan, delta_regions, scan_delta
 from .free_energy import FreeEnergy, NoiseScan, free_energy, free_energy_curve, scan_noise
 from .ladder import geometric_ladder, retune
 from .models import (
@@ -59,6 +61,7 @@ __all__ = [
     "PUBLISHED",
     "Band",
     "CandidateFit",
+    "ClusterScan",
     "ClusterModel",
     "FitReport",
     "FreeEnergy",
@@ -84,6 +87,7 @@ __all__ = [
     "cluster_hamiltonians",
     "cluster_lines",
     "cluster_spectrum",
+    "delta_regions",
     "decompose_peaks",
     "decompose_xmcd",
     "difference_noise",
@@ -101,6 +105,7 @@ __all__ = [
     "retune",
     "run_remc",
     "scan_noise",
+    "scan_delta",
     "select_models",
     "split_rhat",
     "summarize_parameters",

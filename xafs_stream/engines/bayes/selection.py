@@ -242,6 +242,14 @@ def select_models(
     return selection
 
 
+def control_run_length(sel: Selection, y: np.ndarray, target_se: float, budget_s: float,
+                       seed: int | None = None) -> None:
+    """Run-length control of an existing selection (as ``select_models(target_se=...)`` does): extend the
+    best two candidates until se(ΔF) and |drift(ΔF)| are within ``target_se`` nat or ``budget_s`` s pass."""
+    seeds = np.random.SeedSequence(seed).spawn(len(sel.fits))
+    _control_run_length(sel, np.asarray(y, float), target_se, budget_s, time.perf_counter(), seeds)
+
+
 def _control_run_length(sel: Selection, y: np.ndarray, target: float, budget_s: float, t0: float,
                         seeds: list) -> None:
     """Extend the best two candidates' runs until se(ΔF) and |drift(ΔF)| are within ``target`` or the

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..verdict import Verdict, threshold
 
 
-def judge_selection(selection, rep, *, thresholds: dict | None = None) -> Verdict:
+def judge_selection(selection, rep, *, thresholds: dict | None = None, ordered: bool = True) -> Verdict:
     """``ok``/``warn``/``bad`` for a :class:`~.selection.Selection` and its :class:`~.summary.FitReport`.
 
     - R-hat of the chosen candidate: warn above ``rhat_warn`` (1.05), bad above ``rhat_bad`` (1.2);
     - the smallest neighbour exchange rate of its ladder below ``exchange_min`` (0.05): warn;
-    - the chosen candidate the last of several (the top of the searched K range): warn, "extend the range";
+    - the chosen candidate the last of several (the top of the searched K range): warn, "extend the range"
+      (only for ``ordered`` candidates such as K = 1, 2, ...);
     - the best two candidates closer than ``undecided_se`` (2) standard errors of their difference: warn.
     """
     t = lambda name: threshold(name, thresholds)  # noqa: E731
@@ -26,7 +29,7 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None) -> Verdic
     if math.isfinite(rep.exchange_min) and rep.exchange_min < t("exchange_min"):
         v.warn(f"replica exchange rate {rep.exchange_min:.3f} below {t('exchange_min'):g}")
     fits = selection.fits
-    if len(fits) > 1 and selection.best == len(fits) - 1:
+    if ordered and len(fits) > 1 and selection.best == len(fits) - 1:
         v.warn(f"{fits[-1].name} is the largest model searched: extend the range")
     info = getattr(selection, "run_length", {}) or {}
     if info.get("stopped") == "time budget spent":
@@ -39,4 +42,27 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None) -> Verdic
         gap = b.F - a.F
         if math.isfinite(se) and gap < t("undecided_se") * se:
             v.warn(f"undecided: {a.name} vs {b.name}, ΔF = {gap:.2f} ± {se:.2f} nat")
+    return v
+
+
+def judge_cluster_scan(scan, rep, *, thresholds: dict | None = None) -> Verdict:
+    """The verdict on a Δ-region scan (:class:`~.cluster_scan.ClusterScan`): the selection's rules (regions
+    are not ordered like K), plus
+
+    - F(Δ free) and -ln Σ (w_r/W) exp(-F_r) further apart than ``undecided_se`` (2) standard errors: warn,
+      the sampler did not explore Δ the same way in both (a sign of poor mixing);
+    - the chosen region at the end of the scanned range with the Δ posterior piled against that end (its
+      2.5 % or 97.5 % quantile within 2 % of the range from it): warn, "extend the Δ range".
+    """
+    t = lambda name: threshold(name, thresholds)  # noqa: E731
+    v = judge_selection(scan.selection, rep, thresholds=thresholds, ordered=False)
+    gap, se = scan.consistency()
+    if math.isfinite(se) and abs(gap) > t("undecided_se") * se:
+        v.warn(f"F(Δ free) differs from the regions' combined F by {gap:+.2f} ± {se:.2f} nat: poor mixing")
+    lo, hi = scan.regions[0][0], scan.regions[-1][1]
+    q = np.quantile(scan.delta_posterior(), [0.025, 0.975])
+    near = 0.02 * (hi - lo)
+    best = scan.selection.best
+    if (best == 0 and q[0] - lo < near) or (best == len(scan.regions) - 1 and hi - q[1] < near):
+        v.warn(f"the Δ posterior reaches the end of the scanned range {lo:g}..{hi:g} eV: extend the Δ range")
     return v
