@@ -9,12 +9,16 @@ difference, and wall times; overall: total wall time of each and the ratio. Goal
     python benchmarks/bench_bayes.py [--quick]
     python benchmarks/bench_bayes.py --scatter 10     # ΔF(K4 - K3) over realisations and sampler seeds
     python benchmarks/bench_bayes.py --live           # the live bayes.xanes analysis on the packaged spectra
+    python benchmarks/bench_bayes.py --cluster 5      # the cluster-model Δ scan and its free-Δ check
 
 --quick runs K = 1..3 with shorter chains and nlive = 250. Results: benchmarks/results/bayes.json.
-``--scatter N``: N noise realisations of Nagata's data with their published priors and the CLI's sampler
-defaults (16 replicas x 4 chains, 500 + 1500 sweeps), K = 3 and 4: ΔF, its quoted se and drift per
-realisation, how often K = 3 wins; then 5 sampler seeds on realisation 0: the seed-to-seed scatter of ΔF
-against the mean quoted se(ΔF). Results: benchmarks/results/bayes_scatter.json.
+``--scatter N``: N noise realisations of Nagata's data with the CLI's default settings (K = 1..5, published
+priors, 16 replicas x 4 chains, 500 + 1500 sweeps, run-length control to se(ΔF) <= 0.1 nat within 120 s):
+the chosen K and ΔF(K4 - K3) with its se per realisation; then 5 sampler seeds on realisation 0 (the
+seed-to-seed scatter of ΔF against the mean quoted se), a long reference run (8x the sweeps) and dynesty
+(nlive 1000, 2 seeds) on it. Results: benchmarks/results/bayes_scatter.json.
+``--cluster N``: the Δ-region scan (4 regions over -2..18 eV) on N realisations of the published CeO2 and
+La2O3 spectra: chosen region, Δ coverage, F(Δ free) vs the regions' combined F. Results: bayes_cluster.json.
 ``--live``: the worker's ``bayes.xanes`` analysis (default settings) on every packaged spectrum: R-hat,
 converged (R-hat <= 1.05), the verdict and the wall time per fit (goal: 90 % converged within 10 s).
 Results: benchmarks/results/bayes_live.json.
@@ -68,33 +72,109 @@ def _published_fit(y: np.ndarray, k: int, seed: int):
     return free_energy(run.betas, run.energies, X.size), run.elapsed_s
 
 
-def scatter(n_real: int) -> int:
-    """ΔF(K4 - K3) over noise realisations and over sampler seeds, against the quoted errors."""
+def _default_selection(y: np.ndarray, seed: int, jobs: int):
+    """What ``xafs-stream bayes FILE --model peaks --noise 0.1`` does: K = 1..5, published priors, 16 replicas
+    x 4 chains, 500 + 1500 sweeps, run-length control to se(ΔF) <= 0.1 nat within 120 s."""
+    return decompose_peaks(X, y, k_range=range(1, 6), noise=NOISE, priors="nagata", seed=seed, n_jobs=jobs,
+                           settings=RemcSettings(n_replicas=16, n_chains=4, n_burn=500, n_sweeps=1500, thin=6),
+                           target_se=0.1, budget_s=120.0)
+
+
+def _dF(sel) -> tuple[float, float]:
+    f = {fit.name: fit for fit in sel.fits}
+    a, b = f["K=3"], f["K=4"]
+    return b.F - a.F, float(np.hypot(a.F_se, b.F_se))
+
+
+def scatter(n_real: int, jobs: int, dynesty: bool) -> int:
+    """With the CLI's default settings: the chosen K over noise realisations, the seed-to-seed scatter of
+    ΔF(K4 - K3) against its quoted se, a long reference run and dynesty on realisation 0."""
+    from xafs_stream.engines.bayes import free_energy, run_remc
+    from xafs_stream.engines.bayes.models.peaks import PeakModel, published_nagata_priors
+
     rows = []
     for i in range(n_real):
-        y = nagata_data(1000 + i)
-        (f3, t3), (f4, t4) = _published_fit(y, 3, i), _published_fit(y, 4, i)
-        rows.append({"realisation": i, "dF": f4.F - f3.F, "se": float(np.hypot(f3.se, f4.se)),
-                     "drift": f4.drift - f3.drift, "time_s": t3 + t4})
+        t0 = time.perf_counter()
+        sel = _default_selection(nagata_data(1000 + i), i, jobs)
+        dF, se = _dF(sel)
+        rows.append({"realisation": i, "chosen": sel.best_fit.name, "dF": dF, "se": se,
+                     "stopped": sel.run_length.get("stopped"), "time_s": time.perf_counter() - t0})
         r = rows[-1]
-        print(f"realisation {i}: ΔF(K4-K3) {r['dF']:+.3f} ± {r['se']:.3f} nat, drift {r['drift']:+.3f}, "
+        print(f"realisation {i}: chosen {r['chosen']}, ΔF(K4-K3) {dF:+.3f} ± {se:.3f} nat ({r['stopped']}), "
               f"{r['time_s']:.0f} s", flush=True)
-    wins = sum(r["dF"] > 0 for r in rows)
+    wins = sum(r["chosen"] == "K=3" for r in rows)
     y0 = nagata_data(1000)
     seeds = []
     for s in range(5):
-        (f3, _), (f4, _) = _published_fit(y0, 3, 100 + s), _published_fit(y0, 4, 100 + s)
-        seeds.append({"seed": 100 + s, "dF": f4.F - f3.F, "se": float(np.hypot(f3.se, f4.se))})
-        print(f"realisation 0, sampler seed {100 + s}: ΔF {seeds[-1]['dF']:+.3f} ± {seeds[-1]['se']:.3f}",
+        sel = _default_selection(y0, 100 + s, jobs)
+        dF, se = _dF(sel)
+        seeds.append({"seed": 100 + s, "chosen": sel.best_fit.name, "dF": dF, "se": se})
+        print(f"realisation 0, sampler seed {100 + s}: chosen {sel.best_fit.name}, ΔF {dF:+.3f} ± {se:.3f}",
               flush=True)
     sd = float(np.std([s["dF"] for s in seeds], ddof=1))
     quoted = float(np.mean([s["se"] for s in seeds]))
-    print(f"K = 3 chosen in {wins} of {n_real} realisations; on realisation 0 the seed-to-seed sd of ΔF is "
-          f"{sd:.3f} nat against a mean quoted se(ΔF) of {quoted:.3f}")
+    mean_dF = float(np.mean([s["dF"] for s in seeds]))
+    # long reference: 8x the default recorded sweeps, K = 3 and 4
+    ref = {}
+    for k in (3, 4):
+        run = run_remc(PeakModel(X, k, **published_nagata_priors()), y0, beta_max=1 / NOISE**2, seed=7,
+                       settings=RemcSettings(n_replicas=16, n_chains=4, n_burn=1000, n_sweeps=12000, thin=48))
+        ref[k] = free_energy(run.betas, run.energies, X.size)
+    ref_dF, ref_se = ref[4].F - ref[3].F, float(np.hypot(ref[3].se, ref[4].se))
+    print(f"K = 3 chosen in {wins} of {n_real} realisations (goal >= 9 of 10)")
+    print(f"realisation 0: seed-to-seed sd of ΔF {sd:.3f} nat, mean quoted se {quoted:.3f} (covers: {quoted >= sd}); "
+          f"mean ΔF {mean_dF:+.3f} vs long reference {ref_dF:+.3f} ± {ref_se:.3f} (goal within 0.15)")
     out = {"realisations": rows, "k3_wins": wins, "sampler_seeds": seeds, "seed_sd": sd, "mean_quoted_se": quoted,
-           "settings": "published priors, noise 0.1 known, 16 replicas x 4 chains, 500 + 1500 sweeps"}
+           "mean_seed_dF": mean_dF, "reference": {"dF": ref_dF, "se": ref_se, "sweeps": 12000},
+           "settings": "CLI defaults: K 1..5, published priors, noise 0.1 known, 16 replicas x 4 chains, "
+                       "500 + 1500 sweeps, target se 0.1 nat, budget 120 s"}
+    if dynesty:
+        from xafs_stream.engines.bayes.nested import nested_free_energy
+
+        dyn = []
+        for s in (1, 2):
+            e3 = nested_free_energy(X, y0, NOISE, 3, nlive=1000, seed=s, priors="nagata")
+            e4 = nested_free_energy(X, y0, NOISE, 4, nlive=1000, seed=s, priors="nagata")
+            dyn.append({"seed": s, "dF": e4.F - e3.F, "se": float(np.hypot(e3.se, e4.se)),
+                        "time_s": e3.time_s + e4.time_s})
+            print(f"dynesty nlive 1000 seed {s}: ΔF {dyn[-1]['dF']:+.3f} ± {dyn[-1]['se']:.3f} "
+                  f"({dyn[-1]['time_s']:.0f} s); REMC reference {ref_dF:+.3f} ± {ref_se:.3f}", flush=True)
+        out["dynesty"] = dyn
     path = Path(__file__).resolve().parent / "results" / "bayes_scatter.json"
     path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+def cluster(n_seeds: int, jobs: int) -> int:
+    """The Δ-region scan on the published CeO2 and La2O3 parameters over noise realisations: the chosen
+    region, Δ in its 95 % interval, and F(Δ free) against -ln Σ (w/W) exp(-F_r) in units of its se."""
+    from xafs_stream.engines.bayes import PUBLISHED, cluster_spectrum, delta_regions, scan_delta
+
+    x = np.linspace(-20, 12, 81)
+    rows = []
+    for compound in ("CeO2", "La2O3"):
+        p = PUBLISHED[compound]
+        f = 10 * cluster_spectrum(x, p["delta"], p["v"], p["uff"], p["ufc"], p["gamma"])[0]
+        noise = 0.05 * f.max()
+        for s in range(n_seeds):
+            y = f + noise * np.random.default_rng(500 + s).standard_normal(x.size)
+            t0 = time.perf_counter()
+            scan = scan_delta(x, y, delta_regions(-2, 18, 4), noise=noise, seed=s, n_jobs=jobs,
+                              settings=RemcSettings(n_replicas=16, n_chains=4, n_burn=500, n_sweeps=1500, thin=6))
+            gap, se = scan.consistency()
+            q = np.quantile(scan.delta_posterior(), [0.025, 0.975])
+            rows.append({"compound": compound, "seed": s, "chosen": scan.selection.best_fit.name,
+                         "delta_95": [float(q[0]), float(q[1])], "covers": bool(q[0] <= p["delta"] <= q[1]),
+                         "free_minus_combined": gap, "se": se, "time_s": time.perf_counter() - t0})
+            r = rows[-1]
+            print(f"{compound} seed {s}: {r['chosen']}, Δ 95 % [{q[0]:.2f}, {q[1]:.2f}] (true {p['delta']}), "
+                  f"F(free) - combined {gap:+.2f} ± {se:.2f} nat, {r['time_s']:.0f} s", flush=True)
+    z = np.array([r["free_minus_combined"] / r["se"] for r in rows])
+    print(f"|difference| <= 2 se in {int(np.sum(np.abs(z) <= 2))} of {len(rows)}; Δ covered in "
+          f"{sum(r['covers'] for r in rows)} of {len(rows)}")
+    path = Path(__file__).resolve().parent / "results" / "bayes_cluster.json"
+    path.write_text(json.dumps({"scans": rows}, indent=2))
     print(f"wrote {path}")
     return 0
 
@@ -137,9 +217,12 @@ def main() -> int:
     ap.add_argument("--no-dynesty", action="store_true", help="REMC only")
     ap.add_argument("--scatter", type=int, metavar="N", help="ΔF(K4-K3) over N realisations and 5 sampler seeds")
     ap.add_argument("--live", action="store_true", help="the live bayes.xanes analysis on the packaged spectra")
+    ap.add_argument("--cluster", type=int, metavar="N", help="the Δ-region scan over N realisations per compound")
     args = ap.parse_args()
     if args.scatter:
-        return scatter(args.scatter)
+        return scatter(args.scatter, args.jobs, not args.no_dynesty)
+    if args.cluster:
+        return cluster(args.cluster, args.jobs)
     if args.live:
         return live()
     kmax = 3 if args.quick else 5

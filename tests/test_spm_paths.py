@@ -68,7 +68,7 @@ def test_packaged_name_and_errors(tmp_path):
         resolve_path_set("packaged:nope")
     with pytest.raises(FeffFileError, match="not a directory"):
         read_feff_dir(tmp_path / "missing")
-    with pytest.raises(FeffFileError, match="no feffNNNN.dat"):
+    with pytest.raises(FeffFileError, match="no FEFF path files"):
         read_feff_dir(tmp_path)
     bad = tmp_path / "feff0001.dat"
     bad.write_text("just some text\n1 2 3\n")
@@ -177,3 +177,20 @@ def test_generate_paths_with_feff6l(tmp_path):
     assert ss[0].degeneracy == 6 and ss[1].degeneracy == 12
     with pytest.raises(InputError, match="ATOMS"):
         generate_feff_paths("TITLE nothing here", tmp_path / "bad")
+
+
+def test_a_path_set_is_recognised_by_content_whatever_the_file_names(tmp_path):
+    """larch writes feff_<label>NN.dat files and no files.dat; a copied set may have a stale files.dat."""
+    import shutil
+
+    folder = tmp_path / "feo_larch"
+    folder.mkdir()
+    ref = read_feff_dir(CU)
+    for i, name in enumerate(p.name for p in sorted(CU.glob("feff0*.dat"))):
+        shutil.copy(CU / name, folder / f"feff_cu{i + 1:02d}.dat")
+    (folder / "notes.dat").write_text("# not a path\n1 2 3\n")
+    got = read_feff_dir(folder)
+    assert [p.reff for p in got.paths] == [p.reff for p in ref.paths]
+    assert [p.degeneracy for p in got.paths] == [p.degeneracy for p in ref.paths]
+    (folder / "files.dat").write_text((CU / "files.dat").read_text())  # names that are not here
+    assert len(read_feff_dir(folder).paths) == len(ref.paths)

@@ -11,7 +11,6 @@ others are still analysed (exit code 2 if any failed, 3 if any verdict is bad).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--chi", action="store_true",
+                   help="FILE holds χ(k) (columns k, chi); recognised without this when the header names k and chi")
     p.add_argument("files", nargs="+", metavar="FILE", help="XDI or column files (energy in eV, μ or I0/It)")
     p.add_argument("--plot", metavar="PNG", help="write a figure: μ(E) with pre/post lines, k^w χ(k), |χ(R)|")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
@@ -87,15 +88,38 @@ class _FileResult:
 
 
 def _analyse(path: str, args: argparse.Namespace) -> _FileResult:
-    """The live service's analysis (``xafs.normalize``) on one file: the same chain, settings and verdict."""
+    """The live service's analysis (``xafs.normalize``) on one file: the same chain, settings and verdict.
+    A χ(k) file (columns k and chi, or ``--chi``) gets the FT and noise steps of the same chain."""
     from ..analyses.preprocess import normalize_spectrum
     from ..core import WorkUnit
-    from ..io import read_spectrum
+    from ..io.spectrum_file import read_chi_or_spectrum
 
-    spec = read_spectrum(path, mu_column=args.mu_column, energy_column=args.energy_column)
+    spec, chi_data = read_chi_or_spectrum(path, force_chi=args.chi, mu_column=args.mu_column,
+                                          energy_column=args.energy_column)
+    if chi_data is not None:
+        return _FileResult(Path(path).name, _analyse_chi(*chi_data, args))
     unit = WorkUnit("analyze", "spectrum", 0, {"energy": spec.energy, "mu": spec.mu},
                     {"energy_guessed": spec.energy_guessed})
     return _FileResult(Path(path).name, normalize_spectrum(unit, {}, processing_config(args)))
+
+
+def _analyse_chi(k: np.ndarray, chi: np.ndarray, args: argparse.Namespace):
+    """An AnalysisResult for a χ(k) file: FT k range, noise, suggested kmax and the k-range verdict."""
+    from ..core import AnalysisResult
+    from ..engines.xafs import ProcessSettings
+    from ..engines.xafs.process import process_chi
+    from ..engines.xafs.verdict import judge_chi
+
+    settings = ProcessSettings.from_mapping(processing_config(args))
+    proc = process_chi(k, chi, settings)
+    verdict = judge_chi(proc)
+    summary = {"input": "chi", "e0": None, "edge_step": None, "has_exafs": True, "noise_chi": float(proc.noise_chi),
+               "noise_chir": float(proc.noise_chir), "kmin": float(proc.kmin), "kmax": float(proc.kmax),
+               "kmax_suggest": float(proc.kmax_suggest), "kmax_data": proc.k_data}
+    arrays = {"k": proc.k, "chi": proc.chi, "r": proc.ft.r, "chir_mag": proc.ft.chir_mag,
+              "chir_re": proc.ft.chir_re}
+    return AnalysisResult(summary=summary, arrays=arrays, verdict=verdict.level,
+                          verdict_reasons=list(verdict.reasons))
 
 
 def _plot(results: list[_FileResult], out: str, kweight: float) -> None:
@@ -109,13 +133,12 @@ def _plot(results: list[_FileResult], out: str, kweight: float) -> None:
     for row, res in zip(axes, results):
         a, sm = res.arrays, res.result.summary
         ax = row[0]
-        ax.plot(a["energy"], a["mu"], "k", lw=1.2, label="μ(E)")
-        ax.plot(a["energy"], a["pre_edge_line"], "b--", lw=1, label="pre-edge")
-        ax.plot(a["energy"], a["post_edge_curve"], "r--", lw=1, label="post-edge")
-        ax.axvline(sm["e0"], color="g", lw=0.8, label=f"E0 = {sm['e0']:.2f} eV")
-        ax.set(xlabel="E (eV)", ylabel="μ(E)", title=f"{res.name}  (step {sm['edge_step']:.4g}, "
-               f"quality {res.result.verdict})")
-        ax.legend(fontsize=7)
+        if sm.get("input") == "chi":
+            ax.text(0.5, 0.5, f"{res.name}: χ(k) file (no μ(E)); quality {res.result.verdict}", ha="center",
+                    va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        else:
+            _plot_mu(ax, res, a, sm)
         if not sm["has_exafs"]:
             for ax in row[1:]:
                 ax.text(0.5, 0.5, f"XANES only: data end at k = {sm['kmax_data']:.2f} Å⁻¹", ha="center",
@@ -144,6 +167,16 @@ def _plot(results: list[_FileResult], out: str, kweight: float) -> None:
     fig.savefig(out, dpi=110)
 
 
+def _plot_mu(ax, res: _FileResult, a: dict, sm: dict) -> None:
+    ax.plot(a["energy"], a["mu"], "k", lw=1.2, label="μ(E)")
+    ax.plot(a["energy"], a["pre_edge_line"], "b--", lw=1, label="pre-edge")
+    ax.plot(a["energy"], a["post_edge_curve"], "r--", lw=1, label="post-edge")
+    ax.axvline(sm["e0"], color="g", lw=0.8, label=f"E0 = {sm['e0']:.2f} eV")
+    ax.set(xlabel="E (eV)", ylabel="μ(E)", title=f"{res.name}  (step {sm['edge_step']:.4g}, "
+           f"quality {res.result.verdict})")
+    ax.legend(fontsize=7)
+
+
 def _print_table(rows: list[dict]) -> None:
     from ..engines.verdict import quality_line
 
@@ -160,8 +193,10 @@ def _print_table(rows: list[dict]) -> None:
             noise, krange = f"{row['noise_chi']:.2e}", f"{row['kmin']:g}-{row['kmax']:g}"
         else:
             noise, krange = "-", "XANES only"
+        e0, step = ((f"{row['e0']:>10.2f}", f"{row['edge_step']:>10.4g}") if row.get("input") != "chi"
+                    else (f"{'χ(k) file':>10}", f"{'-':>10}"))
         print(
-            f"{Path(row['file']).name:<{width}}  {row['e0']:>10.2f}  {row['edge_step']:>10.4g}  {noise:>10}  "
+            f"{Path(row['file']).name:<{width}}  {e0}  {step}  {noise:>10}  "
             f"{krange:>14}  {row['kmax_data']:>7.2f}  {row['quality']}"
         )
     for row in ok_rows:
@@ -171,6 +206,7 @@ def _print_table(rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engines.errors import InputError
+    from .common import strict_json
     from .errors import CliError
 
     rows: list[dict] = []
@@ -186,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         done.append(res)
         rows.append(res.row(path))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(strict_json(rows))
     else:
         _print_table(rows)
     if args.plot:

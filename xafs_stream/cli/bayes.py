@@ -20,11 +20,11 @@ Negative ranges need the ``=`` form or are accepted directly: ``--xrange=-20:30`
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from pathlib import Path
 
+from .common import strict_json
 from .errors import CliError
 
 
@@ -233,8 +233,7 @@ def run(args) -> int:
             print(run_length_line(scan.selection.run_length))
             print(verdict.line())
             if args.json:
-                Path(args.json).write_text(json.dumps(cluster_json(scan, rep, verdict), indent=2,
-                                                      allow_nan=False))
+                Path(args.json).write_text(strict_json(cluster_json(scan, rep, verdict)))
                 print(f"json: {args.json}")
             return 3 if verdict.level == "bad" else 0
         if args.model == "peaks":
@@ -286,8 +285,8 @@ def run(args) -> int:
         plot(args.plot, sel, rep)
         print(f"figure: {args.plot}")
     if args.json:
-        Path(args.json).write_text(json.dumps({**to_json(rep, preedge), "quality": verdict.level,
-                                               "quality_reasons": verdict.reasons}, indent=2))
+        Path(args.json).write_text(strict_json({**to_json(rep, preedge), "quality": verdict.level,
+                                                "quality_reasons": verdict.reasons}))
         print(f"json: {args.json}")
     return 3 if verdict.level == "bad" else 0
 

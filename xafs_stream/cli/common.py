@@ -47,3 +47,12 @@ def analysis_registry(cfg: Config) -> Any:
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     return registry
+
+
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (RFC 8259): numpy values converted, NaN and inf written as null, never bare NaN."""
+    import json
+
+    from ..core import to_json_safe
+
+    return json.dumps(to_json_safe(obj), indent=indent, allow_nan=False)

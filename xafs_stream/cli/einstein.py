@@ -7,9 +7,9 @@ of the lowest-temperature spectrum, and in the others the shell of the same pair
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from .common import strict_json
 from .errors import CliError
 from .spm import add_fit_arguments, fit_settings, load_chi, load_paths
 
@@ -118,5 +118,5 @@ def run(args) -> int:
                 for m, f in fits.items()
             },
         )
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        Path(args.json).write_text(strict_json(payload))
     return 0

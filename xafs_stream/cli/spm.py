@@ -11,9 +11,9 @@ the exit code is 3 when the verdict is bad, 1 when the fit failed outright.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from .common import strict_json
 from .errors import CliError
 
 
@@ -22,8 +22,8 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--paths",
         required=True,
-        help="FEFF path set: a folder of feffNNNN.dat files, or packaged:<name> "
-        "(packaged: cu_fcc_a3.615_feff6l, fe_bcc_a2.8665_feff6l)",
+        help="FEFF path set: a folder of FEFF path files whatever their names (feffNNNN.dat, larch's "
+        "feff_*.dat), or packaged:<name> (packaged: cu_fcc_a3.615_feff6l, fe_bcc_a2.8665_feff6l)",
     )
     p.add_argument("--kmin", type=float, default=3.0, help="k range start, 1/Å (default 3)")
     p.add_argument(
@@ -76,30 +76,13 @@ def load_chi(path: str, *, force_chi: bool = False, mu_column: str | None = None
 def load_chi_judged(path: str, *, force_chi: bool = False, mu_column: str | None = None):
     """(k, chi, description, verdict) from a χ(k) or μ(E) file; the verdict on the μ(E) processing, None
     for a χ(k) file."""
-    import numpy as np
-
-    from ..io import read_spectrum
+    from ..io.spectrum_file import read_chi_or_spectrum
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    from ..io.spectrum_file import NoEnergyColumn
-
-    try:
-        spec = read_spectrum(path, mu_column=mu_column)
-    except NoEnergyColumn:  # a χ(k) file names k and chi, no energy: its first column is x
-        spec = read_spectrum(path, mu_column=mu_column, energy_column=0)
-    names = list(spec.columns)
-    first = spec.columns[names[0]]
-    is_chi = (
-        force_chi
-        or ("k" in spec.columns and "chi" in spec.columns)
-        or (first.min() >= 0 and first.min() < 1.0 and first.max() < 30.0)
-    )
-    if is_chi:
-        k = spec.columns["k"] if "k" in spec.columns else first
-        chi = spec.columns["chi"] if "chi" in spec.columns else spec.columns[names[1]]
-        order = np.argsort(k)
-        return np.asarray(k, float)[order], np.asarray(chi, float)[order], "χ(k) file", None
+    spec, chi_data = read_chi_or_spectrum(path, force_chi=force_chi, mu_column=mu_column)
+    if chi_data is not None:
+        return chi_data[0], chi_data[1], "χ(k) file", None
     from ..engines.errors import InputError
     from ..engines.xafs import process_spectrum
     from ..engines.xafs.verdict import judge_processing
@@ -194,7 +177,7 @@ def run(args) -> int:
             quality=verdict.level,
             quality_reasons=verdict.reasons,
         )
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=float))
+        Path(args.json).write_text(strict_json(payload))
     if args.plot:
         plot_result(res, args.plot, title=Path(args.file).name)
     if not np.isfinite(res.fit.r_factor):

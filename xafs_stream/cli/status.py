@@ -7,10 +7,9 @@ broker does not answer (for scripts and monitoring).
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from .common import add_service_options, config_from_args
+from .common import add_service_options, config_from_args, strict_json
 from .errors import CliError
 
 
@@ -57,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
         st = broker_status(cfg.broker.frontend, timeout_s=args.timeout, keys=cfg.security.keys or None)
     except TimeoutError as exc:
         raise CliError(f"{exc} (is the service running? is [broker] frontend right?)") from None
-    print(json.dumps(st, indent=1) if args.json else format_status(st))
+    print(strict_json(st, indent=1) if args.json else format_status(st))
     return 1 if st.get("failing") else 0

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
 
 from ..engines.verdict import quality_line
-from .common import add_service_options, config_from_args
+from .common import add_service_options, config_from_args, strict_json
 from .errors import CliError
 
 
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             for event in events.iter(timeout_s=args.timeout):
                 if args.json:
-                    print(json.dumps(dataclasses.asdict(event)), flush=True)
+                    print(strict_json(dataclasses.asdict(event), indent=None), flush=True)
                 else:
                     print(format_event(event, args.fields), flush=True)
                 shown += 1

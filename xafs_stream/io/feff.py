@@ -209,24 +209,58 @@ def resolve_path_set(spec: str | Path) -> Path:
     folder = Path(text).expanduser()
     if not folder.is_dir():
         raise FeffFileError(
-            f"path set {text!r}: not a directory (give a folder of feffNNNN.dat files "
+            f"path set {text!r}: not a directory (give a folder of FEFF path files "
             f"or packaged:<name>, known: {packaged_path_sets()})"
         )
-    if not any(folder.glob("feff*.dat")):
-        raise FeffFileError(f"path set {text!r}: no feffNNNN.dat files in {folder}")
+    if not path_files(folder):
+        raise FeffFileError(
+            f"path set {text!r}: no FEFF path files in {folder} (files with FEFF's "
+            f"'k real[2*phc] mag[feff] ...' column header, e.g. feffNNNN.dat or larch's feff_*.dat)"
+        )
     return folder
 
 
+#: The column header of a FEFF scattering-path file (FEFF6/8 ``feffNNNN.dat``, larch's ``feff_*.dat``).
+_PATH_HEADER = re.compile(r"^\s*k\s+real\[2\*phc\]\s+mag\[feff\]", re.I)
+
+
+def is_path_file(path: Path) -> bool:
+    """True when ``path`` holds one FEFF scattering path (recognised by its column header, not its name)."""
+    try:
+        with open(path, errors="replace") as fh:
+            for _, line in zip(range(400), fh):
+                if _PATH_HEADER.match(line):
+                    return True
+    except (OSError, UnicodeError):
+        return False
+    return False
+
+
+def path_files(folder: Path) -> list[str]:
+    """Names of the FEFF path files in ``folder`` whatever their names, in FEFF's order: ``files.dat``'s
+    order when present, else by path index (``feff0001.dat``, ``feff_feo01.dat``: the trailing number),
+    then by name."""
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in (".dat", "")
+             and p.name.lower() not in ("files.dat", "paths.dat", "chi.dat", "xmu.dat")]
+    names = [p.name for p in files if is_path_file(p)]
+
+    def index(name: str) -> tuple[int, str]:
+        m = re.search(r"(\d+)\D*$", name)
+        return (int(m.group(1)) if m else 10**9, name)
+
+    return sorted(names, key=index)
+
+
 def read_feff_dir(spec: str | Path) -> FeffPathSet:
-    """Read every ``feffNNNN.dat`` of a path set (order of ``files.dat`` when present, else file names)."""
+    """Read every FEFF path file of a path set, whatever its name (see :func:`path_files`); the order of
+    ``files.dat`` when present, else by path index."""
     folder = resolve_path_set(spec)
     files_info = read_files_dat(folder / "files.dat") if (folder / "files.dat").is_file() else []
-    if files_info:
-        names = [row["file"] for row in files_info if (folder / row["file"]).is_file()]
-    else:
-        names = sorted(p.name for p in folder.glob("feff*.dat") if re.match(r"feff\d+\.dat$", p.name, re.I))
+    names = [row["file"] for row in files_info if (folder / row["file"]).is_file()] if files_info else []
+    if not names:  # no files.dat, or one listing files that are not here (renamed by larch, copied)
+        names = path_files(folder)
     if not names:
-        raise FeffFileError(f"{folder}: no feffNNNN.dat files")
+        raise FeffFileError(f"{folder}: no FEFF path files")
     paths = [read_feff_dat(folder / n) for n in names]
     return FeffPathSet(
         name=folder.name,

@@ -228,3 +228,34 @@ def write_xdi(
     body = "\n".join(" ".join(f"{v:.10g}" for v in row) for row in table)
     path.write_text("\n".join(lines) + "\n" + body + "\n")
     return path
+
+
+def chi_columns(spec: SpectrumFile, *, force: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """(k, chi) sorted by k when ``spec`` is a χ(k) file, else None.
+
+    A χ(k) file names columns ``k`` and ``chi``, or (``force``, the ``--chi`` option) is taken as one; a
+    file without those names whose first column lies in 0 <= x < 30 starting below 1 is read as k too
+    (an energy column in eV or keV never does: keV edges start above 1).
+    """
+    names = list(spec.columns)
+    first = np.asarray(spec.columns[names[0]], float)
+    named = "k" in spec.columns and "chi" in spec.columns
+    if not (force or named or (first.min() >= 0 and first.min() < 1.0 and first.max() < 30.0)):
+        return None
+    if len(names) < 2:
+        raise SpectrumFileError(f"{spec.path}: a χ(k) file needs columns k and chi")
+    k = np.asarray(spec.columns["k"] if "k" in spec.columns else first, float)
+    chi = np.asarray(spec.columns["chi"] if "chi" in spec.columns else spec.columns[names[1]], float)
+    order = np.argsort(k, kind="stable")
+    return k[order], chi[order]
+
+
+def read_chi_or_spectrum(path: str | Path, *, force_chi: bool = False, mu_column: str | None = None,
+                         energy_column: str | int | None = None
+                         ) -> tuple[SpectrumFile, tuple[np.ndarray, np.ndarray] | None]:
+    """Read a file that holds μ(E) or χ(k): (spec, (k, chi)) for χ(k), (spec, None) for μ(E)."""
+    try:
+        spec = read_spectrum(path, mu_column=mu_column, energy_column=energy_column)
+    except NoEnergyColumn:  # a χ(k) file names k and chi, no energy: its first column is x
+        spec = read_spectrum(path, mu_column=mu_column, energy_column=0)
+    return spec, chi_columns(spec, force=force_chi)

@@ -28,8 +28,10 @@ class NestedEvidence:
 
 
 def nested_free_energy(x: np.ndarray, y: np.ndarray, noise: float, n_peaks: int, *, nlive: int = 1000,
-                       seed: int = 0, dlogz: float = 0.01) -> NestedEvidence:
+                       seed: int = 0, dlogz: float = 0.01, priors: str = "scaled") -> NestedEvidence:
     """-log Z of ``n_peaks`` Gaussian peaks (Nagata priors) for data ``y`` on ``x`` with noise sd ``noise``.
+
+    ``priors``: "scaled" (:func:`.nagata_priors`, scaled to the data) or "nagata" (as published).
 
     dynesty (rslice, multi-ellipsoid bounds); raises InputError when dynesty is not installed.
     """
@@ -38,7 +40,14 @@ def nested_free_energy(x: np.ndarray, y: np.ndarray, noise: float, n_peaks: int,
     except ImportError as exc:
         raise InputError("nested_free_energy needs dynesty (pip install dynesty)") from exc
     x, y = np.asarray(x, float), np.asarray(y, float)
-    model = nagata_peak_model(x, y, n_peaks)
+    if priors == "nagata":
+        from .models.peaks import PeakModel, published_nagata_priors
+
+        model = PeakModel(x, n_peaks, **published_nagata_priors())
+    elif priors == "scaled":
+        model = nagata_peak_model(x, y, n_peaks)
+    else:
+        raise InputError(f"priors must be 'scaled' or 'nagata', got {priors!r}")
     b = 1 / noise**2
     const = 0.5 * x.size * math.log(b / (2 * math.pi))
 

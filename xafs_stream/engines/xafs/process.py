@@ -285,3 +285,48 @@ def process_spectrum(
     if not out.has_exafs:
         raise InputError(out.exafs_note)
     return out
+
+
+@dataclass
+class ProcessedChi:
+    """The FT part of the chain for a χ(k) input (a χ(k) file: no μ(E), no E0).
+
+    k : ndarray (n_k,) Å⁻¹, uniform 0.05 from 0 (the input interpolated, zero below its first k);
+    chi : χ(k) on it; ft, noise : as in :class:`ProcessedSpectrum`; k_data : last k of the input, Å⁻¹.
+    """
+
+    k: np.ndarray
+    chi: np.ndarray
+    ft: FTResult
+    noise: NoiseResult
+    k_data: float
+    settings: ProcessSettings = field(default_factory=ProcessSettings)
+
+    noise_chi = property(lambda self: self.noise.epsilon_k)
+    noise_chir = property(lambda self: self.noise.epsilon_r)
+    kmax_suggest = property(lambda self: self.noise.kmax_suggest)
+    kmin = property(lambda self: self.ft.params_used["kmin"])
+    kmax = property(lambda self: self.ft.params_used["kmax"])
+
+
+def process_chi(k: np.ndarray, chi: np.ndarray, settings: ProcessSettings | None = None) -> ProcessedChi:
+    """The FT and noise steps of :func:`process` for χ(k) given directly (k in Å⁻¹, increasing)."""
+    s = settings or ProcessSettings()
+    k = np.asarray(k, float)
+    chi = np.asarray(chi, float)
+    if k.ndim != 1 or k.shape != chi.shape or k.size < 10:
+        raise InputError(f"k, chi: need two 1-D arrays of the same length (>= 10), got {k.shape} and {chi.shape}")
+    if not (np.all(np.isfinite(k)) and np.all(np.isfinite(chi))):
+        raise InputError("k, chi: NaN or inf values")
+    if np.any(np.diff(k) <= 0) or k[0] < 0:
+        raise InputError("k: must be >= 0 and strictly increasing")
+    grid = np.arange(0.0, float(k[-1]) + 1e-9, 0.05)
+    chi_u = np.where(grid >= k[0], np.interp(grid, k, chi), 0.0)
+    kmax_ft = default_ft_kmax(float(k[-1])) if s.kmax is None else float(s.kmax)
+    if not max(s.kmin, float(k[0])) < kmax_ft:
+        raise InputError(f"kmin, kmax: the FT range {s.kmin:g} .. {kmax_ft:g} Å⁻¹ is empty "
+                         f"(χ(k) spans {k[0]:.2f} .. {k[-1]:.2f} Å⁻¹)")
+    ft_kw = {key: getattr(s, key) for key in _FT_KEYS if getattr(s, key) is not None}
+    ft = xftf(grid, chi_u, **{**ft_kw, "kmax": kmax_ft})
+    return ProcessedChi(k=grid, chi=chi_u, ft=ft, noise=estimate_chi_noise(grid, chi_u), k_data=float(k[-1]),
+                        settings=s)

@@ -53,9 +53,20 @@ def judge_processing(proc: ProcessedSpectrum, *, n_glitches: int | None = None, 
         elif n_glitches >= t("glitches_warn"):
             v.warn(f"{n_glitches} glitch(es) left in μ(E)")
     if proc.has_exafs:
-        dk = float(proc.kmax) - float(proc.kmin)
-        if dk < t("k_range_bad"):
-            v.bad(f"FT k range {proc.kmin:g}-{proc.kmax:g} Å⁻¹ is only {dk:.1f} Å⁻¹ long")
-        elif dk < t("k_range_warn"):
-            v.warn(f"FT k range {proc.kmin:g}-{proc.kmax:g} Å⁻¹ is shorter than {t('k_range_warn'):g} Å⁻¹")
+        _judge_k_range(v, proc, t)
+    return v
+
+
+def _judge_k_range(v: Verdict, proc, t) -> None:
+    dk = float(proc.kmax) - float(proc.kmin)
+    if dk < t("k_range_bad"):
+        v.bad(f"FT k range {proc.kmin:g}-{proc.kmax:g} Å⁻¹ is only {dk:.1f} Å⁻¹ long")
+    elif dk < t("k_range_warn"):
+        v.warn(f"FT k range {proc.kmin:g}-{proc.kmax:g} Å⁻¹ is shorter than {t('k_range_warn'):g} Å⁻¹")
+
+
+def judge_chi(proc, *, thresholds: dict | None = None) -> Verdict:
+    """``ok``/``warn``/``bad`` for a χ(k) input (:class:`~.process.ProcessedChi`): its FT k range."""
+    v = Verdict()
+    _judge_k_range(v, proc, lambda name: threshold(name, thresholds))
     return v
