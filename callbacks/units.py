@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 Sink = Callable[[UnitEnvelope], Any]
 #: ``announce(run_uid, kind, affinity, run_metadata)``: a run of this builder's kind started
 Announce = Callable[[str, str, str, dict], Any]
-RUN_CONTEXT_KEYS = ("sample", "element", "edge", "e0", "mode", "plan_name", "scan_id", "xafs_kind", "repeats")
+RUN_CONTEXT_KEYS = ("sample", "element", "edge", "e0", "mode", "plan_name", "scan_id", "xafs_kind", "repeats",
+                    "feff_paths")
 
 
 def _context(start: dict) -> dict:

@@ -96,9 +96,16 @@ def test_config_maps_sample_then_element(tmp_path):
 
 def test_defaults_only_for_metal_samples():
     assert find_path_set({}, "Cu", "Cu") == "packaged:cu_fcc_a3.615_feff6l"
-    assert find_path_set({}, "Fe2O3", "Fe") is None  # never bcc-Fe paths for an oxide by default
-    unit, upstream = unit_and_upstream("fe_metal_rt", "Fe2O3", "Fe")
-    with pytest.raises(SkipAnalysis, match="no FEFF path set"):
+    assert "fe_bcc" not in str(find_path_set({}, "Fe2O3", "Fe"))  # never bcc-Fe paths for an oxide
+    assert find_path_set({}, "my catalyst", "Pt") is None
+    # the run's own metadata first, then exact names, "<element> <edge>", patterns
+    assert find_path_set({}, "my catalyst", "Pt", "L3", "/data/ptpaths") == "/data/ptpaths"
+    table = {"paths": {"Fe*O*": "packaged:oxide", "Pt L3": "packaged:pt", "Zn": "packaged:zn"}}
+    assert find_path_set(table, "FeO sample 2", "Fe", "K") == "packaged:oxide"
+    assert find_path_set(table, "catalyst", "Pt", "L3") == "packaged:pt"
+    assert find_path_set(table, "ZnO", "Zn", "K") == "packaged:zn"
+    unit, upstream = unit_and_upstream("fe_metal_rt", "Fe3O4 film", "Fe")
+    with pytest.raises(SkipAnalysis, match=r"no path set for 'Fe3O4 film' \(element Fe\); set \[analysis.spm\] paths"):
         spm_analysis(unit, upstream, {})
     unit, upstream = unit_and_upstream("cu_metal_rt", "Cu", "Cu")
     with pytest.raises(SkipAnalysis):

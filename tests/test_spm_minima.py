@@ -115,7 +115,8 @@ def test_feo_low_noise_errors_are_the_local_covariance():
     k = np.where(crb.K > 0, crb.K, 1e-3)
     for seed in range(3):
         chi = crb.model_chi(pp, truth, k) + np.random.default_rng(700 + seed).normal(0.0, eps, k.shape)
-        res = spm_fit(crb.K, chi, paths, kmin=3, kmax=14, kweight=2, space="r", rmin=1.0, rmax=2.6)
+        res = spm_fit(crb.K, chi, paths, kmin=3, kmax=14, kweight=2, space="r", rmin=1.0, rmax=2.6,
+                      structure_window=None, max_n_factor=None)  # Fe-Fe at 2.10 Å: not the path set's 3.06 Å
         shells = {s.pair: s for s in res.shells}
         assert sorted(shells) == ["Fe-Fe", "Fe-O"], res.shell_table()
         others = res.diagnostics["other_minima"]

@@ -12,15 +12,24 @@ Needs ``xafs.normalize`` (arrays ``k`` and ``chi``, summary ``e0``). Configurati
     rmax = 3.2
     s02 = 1.0             # N is reported as N·S0²/s02
     n_bootstrap = 0       # bootstrap refits over k (errors ``*_err_boot``)
+    split_test = "auto"   # "auto", "on" or "off" (see engines.spm.SpmSettings)
+    structure_window = 0.35   # Å; candidates near the path set's distances only (false: any distance)
+    max_n_factor = 1.5    # N above this × the path set's neighbours is rejected (false: no limit)
     [analysis.spm.paths]  # sample name or element -> path set ("packaged:<name>" or a folder)
     Cu = "packaged:cu_fcc_a3.615_feff6l"
     Fe = "packaged:fe_bcc_a2.8665_feff6l"
 
-Path-set lookup: the unit's ``sample`` (exact, then case-insensitive), then its ``element`` the same way.
-Without a ``paths`` table the packaged defaults apply to metal samples only, by sample name (``Cu``,
-``Cu foil``, ``Cu metal``, ``Fe``, ``Fe foil``, ``Fe metal``): an Fe oxide is never fitted with bcc-iron
-paths unless the configuration says so. ``paths = {}`` switches the analysis off. No path set →
-:class:`SkipAnalysis`.
+Path-set lookup, first match wins:
+
+1. the run's own metadata: ``RE(xafs_scan(..., md={"feff_paths": "packaged:<name>" or a folder}))``;
+2. the ``paths`` table: the unit's ``sample``, then ``"<element> <edge>"``, then ``element``, each exact,
+   then case-insensitive, then as a shell-style pattern (``"Fe*O*" = ...``, ``"Fe K" = ...``);
+3. without a ``paths`` table, the packaged path sets by sample name: the metals (``Cu``, ``Cu foil``,
+   ``Fe``, ``Fe metal``, ...) and the packaged compounds (``FeO``, ``Fe2O3``/hematite, ``ZnSe``) when
+   their path sets are installed; an Fe oxide is never fitted with bcc-iron paths.
+
+``paths = {}`` switches the table lookup off. No path set → a stored ``skipped`` result that names the
+sample and says how to give one (the dashboard and ``watch`` show it).
 
 Summary keys (flat, queryable): ``spm.n_shells``, ``spm.shell<i>.{N,R,sigma2}`` with ``_err`` (covariance)
 and ``_err_boot`` (bootstrap, when run), ``spm.shell<i>.pair``, ``spm.de0``, ``spm.r_factor``,
@@ -73,26 +82,51 @@ SETTING_KEYS = (
     "prune_sigma",
     "split_test",
     "split_z",
+    "structure_window",
+    "max_n_factor",
     "n_bootstrap",
     "seed",
 )
 
 
-def find_path_set(config: Mapping[str, Any], sample: str | None, element: str | None) -> str | None:
-    """Path-set spec for a sample/element, or None (lookup order in the module docstring)."""
+#: Packaged compound path sets by lower-case sample name (used when installed, see ``packaged_path_sets``).
+COMPOUND_PATHS = {
+    "feo": "feo_rocksalt_a4.33_feff6l",
+    "wustite": "feo_rocksalt_a4.33_feff6l",
+    "fe2o3": "fe2o3_hematite_feff6l",
+    "hematite": "fe2o3_hematite_feff6l",
+    "znse": "znse_zincblende_a5.6687_feff6l",
+}
+
+
+def find_path_set(config: Mapping[str, Any], sample: str | None, element: str | None,
+                  edge: str | None = None, run_paths: str | None = None) -> str | None:
+    """Path-set spec for a unit, or None (lookup order in the module docstring)."""
+    from fnmatch import fnmatchcase
+
+    if run_paths:
+        return str(run_paths)
+    names = [n for n in (sample, f"{element} {edge}" if element and edge else None, element) if n]
     if "paths" in config:
         table = {str(k): str(v) for k, v in dict(config["paths"]).items()}
-        for name in (sample, element):
-            if not name:
-                continue
+        lowered = {k.lower(): v for k, v in table.items()}
+        for name in names:
             if name in table:
                 return table[name]
-            lowered = {k.lower(): v for k, v in table.items()}
             if name.lower() in lowered:
                 return lowered[name.lower()]
+            for pattern, spec in table.items():
+                if any(c in pattern for c in "*?[") and fnmatchcase(name.lower(), pattern.lower()):
+                    return spec
         return None
-    if sample and sample.strip().lower() in DEFAULT_PATHS:
-        return DEFAULT_PATHS[sample.strip().lower()]
+    key = (sample or "").strip().lower()
+    if key in DEFAULT_PATHS:
+        return DEFAULT_PATHS[key]
+    if key in COMPOUND_PATHS:
+        from ..io.feff import packaged_path_sets
+
+        if COMPOUND_PATHS[key] in packaged_path_sets():
+            return "packaged:" + COMPOUND_PATHS[key]
     return None
 
 
@@ -124,6 +158,9 @@ def settings_from_config(config: Mapping[str, Any], k: np.ndarray) -> dict:
     for key in ("r_range", "pairs"):
         if key in out and out[key] is not None:
             out[key] = tuple(out[key])
+    for key in ("structure_window", "max_n_factor"):  # TOML has no null: false switches the rule off
+        if out.get(key, None) is False:
+            out[key] = None
     if "sigma2_grid" in out and out["sigma2_grid"] is not None:
         out["sigma2_grid"] = np.asarray(out["sigma2_grid"], dtype=float)
     dk = float(out.get("dk", 1.0))
@@ -183,9 +220,12 @@ def spm_analysis(
 
     sample = unit.metadata.get("sample")
     element = unit.metadata.get("element")
-    spec = find_path_set(config, sample, element)
+    spec = find_path_set(config, sample, element, unit.metadata.get("edge"), unit.metadata.get("feff_paths"))
     if spec is None:
-        raise SkipAnalysis(f"no FEFF path set configured for sample {sample!r} / element {element!r}")
+        raise SkipAnalysis(
+            f"no path set for {sample!r} (element {element}); set [analysis.spm] paths, e.g. "
+            f"\"{sample or element}\" = \"packaged:<name>\" or a folder, or run with md={{\"feff_paths\": ...}}"
+        )
     norm = upstream.get("xafs.normalize")
     if norm is not None and norm.summary.get("has_exafs") is False:
         raise SkipAnalysis("no EXAFS: the spectrum does not reach far enough above the edge for χ(k)")

@@ -19,11 +19,13 @@ from .errors import CliError
 
 def add_fit_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``spm`` and ``einstein``."""
+    from ..io.feff import packaged_path_sets
+
     p.add_argument(
         "--paths",
         required=True,
         help="FEFF path set: a folder of FEFF path files whatever their names (feffNNNN.dat, larch's "
-        "feff_*.dat), or packaged:<name> (packaged: cu_fcc_a3.615_feff6l, fe_bcc_a2.8665_feff6l)",
+        f"feff_*.dat), or packaged:<name> (packaged: {', '.join(packaged_path_sets())})",
     )
     p.add_argument("--kmin", type=float, default=3.0, help="k range start, 1/Å (default 3)")
     p.add_argument(
@@ -49,8 +51,29 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
         "--bootstrap", type=int, default=0, metavar="N", help="bootstrap refits over k (default 0)"
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    p.add_argument("--split-test", choices=("auto", "on", "off"), default="auto",
+                   help="try two sub-shells for a strong shell: auto (default) where the path set has two or "
+                        "more distances of the pair near it, on for every strong shell, off")
+    p.add_argument("--structure-window", type=_positive_or_off, default=0.35, metavar="Å|off",
+                   help="candidates of a pair only within this of one of its FEFF paths (default 0.35 Å); "
+                        "off: any distance (for a path set that is not a model of the sample)")
+    p.add_argument("--max-n-factor", type=_positive_or_off, default=1.5, metavar="F|off",
+                   help="a shell with N above F times the path set's neighbours near its R is rejected "
+                        "(default 1.5; off: no limit)")
     p.add_argument("--chi", action="store_true", help="FILE holds χ(k) (columns k, chi)")
     p.add_argument("--mu-column", help="column to use as μ in a multi-column μ(E) file")
+
+
+def _positive_or_off(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'off', got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'off', got {text!r}")
+    return value
 
 
 def add_parser(subparsers) -> None:
@@ -117,6 +140,9 @@ def fit_settings(args, k) -> dict:
         s02=args.s02,
         n_bootstrap=args.bootstrap,
         seed=args.seed,
+        split_test=args.split_test,
+        structure_window=args.structure_window,
+        max_n_factor=args.max_n_factor,
     )
     if args.pairs:
         out["pairs"] = tuple(args.pairs)
@@ -159,6 +185,11 @@ def run(args) -> int:
     for trial in res.diagnostics.get("split_tests", []):
         if trial["accepted"]:
             notes.append(f"shell at {trial['r']} Å split in two (CV gain {trial['cv_gain_se']:.1f} SE)")
+        elif trial.get("reason"):
+            notes.append(f"split of the shell at {trial['r']} Å refused: {trial['reason']}")
+    for rej in res.diagnostics.get("rejected_shells", []):
+        notes.append(f"rejected as implausible: {rej['pair']} N = {rej['n']:.2f} at {rej['r']:.3f} Å "
+                     f"({rej['reason']})")
     for note in notes:
         print("note:", note)
     print(verdict.line())
@@ -174,6 +205,8 @@ def run(args) -> int:
             redchi=res.fit.redchi,
             alpha=res.alpha,
             n_independent=res.fit.n_independent,
+            rejected_shells=res.diagnostics.get("rejected_shells", []),
+            split_tests=res.diagnostics.get("split_tests", []),
             quality=verdict.level,
             quality_reasons=verdict.reasons,
         )

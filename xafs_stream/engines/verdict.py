@@ -24,6 +24,9 @@ Rationale of the thresholds (conventions of IFEFFIT/larch and of MCMC practice w
   parameters; at fewer than ``idp_margin`` spare points the fit is ``warn``, at none ``bad``.
 - ``rel_err_warn`` 0.5: a coordination number whose standard error exceeds half its value is not
   determined (the issue's N = 13.4 ± 11.3 case); ``rel_err_bad`` 1.0.
+- ``missing_pair_peak`` 0.3: a pair of the path set whose first shell lies in the fit's range, where the
+  data's |χ(R)| reaches at least 30 % of its maximum in the fit range, must be in the result; if it is
+  not, the fit lost a shell the data show (FeO fitted over R 1-3 Å lost its Fe-O shell, R-factor 0.45).
 - ``rhat_warn`` 1.05, ``rhat_bad`` 1.2: Gelman-Rubin R-hat (Vehtari et al. 2021 recommend < 1.01 for
   final numbers; 1.05 is the common live threshold, above 1.2 chains disagree outright).
 - ``exchange_min`` 0.05: a replica-exchange ladder with an adjacent-pair swap rate below ~5 % is broken
@@ -56,6 +59,7 @@ THRESHOLDS: dict[str, float] = {
     "idp_margin": 1.0,
     "rel_err_warn": 0.5,
     "rel_err_bad": 1.0,
+    "missing_pair_peak": 0.3,
     "rhat_warn": 1.05,
     "rhat_bad": 1.2,
     "exchange_min": 0.05,

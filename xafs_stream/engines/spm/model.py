@@ -27,6 +27,7 @@ from ..errors import InputError
 from .dictionary import build_dictionary
 from .minima import combine_minima
 from .paths import ScatteringPath
+from .plausibility import StructurePrior
 from .results import ShellFit, SpmResult
 from .selection import kweight_score, merge_close, prune_once, try_splits
 from .shells import SEED_STARTS, ShellModel, ShellSeed, group_atoms, refine_shells
@@ -37,6 +38,8 @@ DEFAULT_KSTEP = 0.05
 OVERLAP_R = 0.3  # Å: shells closer than this get several refinement starts
 FIXED_SIGMA2_STARTS = (0.003, 0.006, 0.010)  # Å²: extra starts (all shells) for overlapping shells
 MERGE_R = 0.04  # Å: two refined shells of one pair closer than this are one shell
+MAX_RESTARTS = 3  # refits from the sparse step after implausible shells were rejected
+EXCLUDE_HALF = 0.2  # Å: a rejected shell's pair loses its candidates this close to its R (and its seed's)
 
 
 @dataclass
@@ -58,7 +61,17 @@ class SpmSettings:
     de0 : E0 shift used for the dictionary and as the refinement's start, eV [0]
     noise : noise σ in χ(k) [None → estimated from 15-25 Å of the transform]
     prune_sigma : drop shells with N < prune_sigma · σ_N and refit [2.0]
-    split_test : try two sub-shells for each strong shell, keep when CV error drops by split_z SEs [True, 2.0]
+    split_test : "auto", "on" or "off" (True/False mean on/off): try two sub-shells for a strong shell, kept
+        when the CV error drops by split_z SEs and both are plausible; "auto" tries only where the path set
+        has two or more distances of the pair within structure_window ["auto", 2.0]
+    structure_window : candidates of a pair only within this of one of its FEFF paths' reff, Å; None: any R
+        (see :mod:`.plausibility`) [0.35]
+    max_n_factor : a shell with N above this times the path set's neighbours near its R is implausible
+        (None: no limit) [1.5]; shells with σ² at the refinement bound are implausible too; implausible
+        shells are removed and the rest refitted; then the whole fit is redone (up to
+        ``MAX_RESTARTS`` times) with their pair's candidates near them excluded, so that the signal they
+        took can go to the shells the data hold
+    exclude : (pair, rlo, rhi) candidate regions left out of the dictionary, Å [()]
     select_kweights : k weights whose summed residual chooses between the refinement minima of overlapping
         shells (each weight below kweight also gives a start) [None → kweight, kweight - 1, … ≥ 0]
     n_bootstrap : bootstrap refits over k [0]; seed : bootstrap random seed [0]
@@ -87,8 +100,11 @@ class SpmSettings:
     de0: float = 0.0
     noise: float | None = None
     prune_sigma: float = 2.0
-    split_test: bool = True
+    split_test: bool | str = "auto"
     split_z: float = 2.0
+    structure_window: float | None = 0.35
+    max_n_factor: float | None = 1.5
+    exclude: tuple[tuple[str, float, float], ...] = ()
     select_kweights: tuple[float, ...] | None = None
     n_bootstrap: int = 0
     seed: int = 0
@@ -147,6 +163,18 @@ def _check_inputs(k, chi, paths, s: SpmSettings) -> tuple[np.ndarray, np.ndarray
         raise InputError(f"s02: must be > 0, got {s.s02}")
     if s.noise is not None and not (s.noise > 0):
         raise InputError(f"noise: must be > 0 when given, got {s.noise}")
+    if s.split_test not in (True, False, "auto", "on", "off"):
+        raise InputError(f"split_test: must be 'auto', 'on' or 'off', got {s.split_test!r}")
+    try:
+        ok = all(isinstance(e[0], str) and float(e[1]) <= float(e[2]) and len(e) == 3 for e in s.exclude)
+    except (TypeError, ValueError, IndexError):
+        ok = False
+    if not ok:
+        raise InputError(f"exclude: give (pair, rlo, rhi) triples with rlo <= rhi (Å), got {s.exclude!r}")
+    for name in ("structure_window", "max_n_factor"):
+        value = getattr(s, name)
+        if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise InputError(f"{name}: must be a number > 0 or None, got {value!r}")
     if s.select_kweights is not None:
         try:
             weights = np.asarray(s.select_kweights, dtype=float).ravel()
@@ -211,6 +239,44 @@ def _prune_all(fs, chi, seeds, fit, s: SpmSettings, refine_kw: dict):
         pruned += [round(x.r, 3) for x in seeds if x not in fewer]
         seeds = fewer
         fit = refine_shells(fs, chi, seeds, de0=fit.de0, **refine_kw)
+
+
+def _reject_implausible(fs, chi, seeds, fit, s: SpmSettings, refine_kw: dict, prior: StructurePrior):
+    """Remove implausible shells (:meth:`StructurePrior.implausible`) one at a time, refitting after each,
+    until none is left; returns the seeds, fit and one note per removed shell (pair, n, r, sigma2, reason)."""
+    rejected: list[dict] = []
+    while len(seeds) > 1:
+        reasons = [prior.implausible(sh.pair, sh.n, sh.r, sh.sigma2, sh.n_err) for sh in fit.shells]
+        bad = [i for i, why in enumerate(reasons) if why]
+        if not bad:
+            break
+        i = bad[0]
+        sh = fit.shells[i]
+        rejected.append(dict(pair=sh.pair, n=round(float(sh.n), 3), r=round(float(sh.r), 4),
+                             seed_r=round(float(seeds[i].r), 4), sigma2=round(float(sh.sigma2), 5),
+                             reason=reasons[i]))
+        seeds = [x for j, x in enumerate(seeds) if j != i]
+        fit = refine_shells(fs, chi, seeds, de0=fit.de0, **refine_kw)
+    return seeds, fit, rejected
+
+
+def _first_shell_peaks(prior: StructurePrior, pairs, r_range, r, chir, s: SpmSettings) -> dict:
+    """Per pair: its shortest reff inside the candidate range and how high the data's |χ(R)| is where that
+    shell would show (R - 0.6 … R - 0.1 Å, the phase shift), as a fraction of the |χ(R)| maximum in the
+    fit's R range. The verdict flags a pair with a clear peak that the result does not contain."""
+    mag = np.abs(chir)
+    inside = (r >= s.rmin) & (r <= s.rmax)
+    top = float(mag[inside].max()) if inside.any() else 0.0
+    out = {}
+    for pair in pairs:
+        reffs = [reff for reff, _ in prior.neighbours.get(pair, ()) if r_range[0] <= reff <= r_range[1] + 0.3]
+        if not reffs or top <= 0:
+            continue
+        reff = min(reffs)
+        win = (r >= max(reff - 0.6, s.rmin)) & (r <= min(reff - 0.1, s.rmax))
+        frac = float(mag[win].max()) / top if win.any() else 0.0
+        out[pair] = {"reff": round(reff, 4), "peak_fraction": round(frac, 3)}
+    return out
 
 
 def _refined_as_seeds(fit, seeds: list[ShellSeed]) -> list[ShellSeed]:
@@ -304,6 +370,23 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
         )
     s = SpmSettings(**settings)
     k, chi = _check_inputs(k, chi, paths, s)
+    rejected: list[dict] = []
+    for restart in range(MAX_RESTARTS + 1):
+        res = _fit_once(k, chi, paths, s)
+        now = [dict(r, restart=restart) for r in res.diagnostics["rejected_shells"]]
+        rejected += now
+        new = tuple((r["pair"], round(min(r["r"], r["seed_r"]) - EXCLUDE_HALF, 3),
+                     round(max(r["r"], r["seed_r"]) + EXCLUDE_HALF, 3)) for r in now)
+        if not now or restart == MAX_RESTARTS or set(new) <= set(s.exclude):
+            break
+        s = replace(s, exclude=(*s.exclude, *new))
+    res.diagnostics["rejected_shells"] = rejected
+    res.diagnostics["restarts"] = restart
+    return res
+
+
+def _fit_once(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], s: SpmSettings) -> SpmResult:
+    """One pass of :func:`spm_fit` (checked inputs, settings as a dataclass)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -334,14 +417,32 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
         paths, fs, r_range=r_range, r_step=s.r_step, sigma2_grid=s.sigma2_grid, pairs=s.pairs, de0=s.de0
     )
     timings["dictionary_s"] = time.perf_counter() - t0
+    prior = StructurePrior.from_paths(paths, window=s.structure_window, n_factor=s.max_n_factor)
+    allowed = np.zeros(dictionary.atom_r.shape, bool)
+    for ip, pair in enumerate(dictionary.pairs):
+        mine = dictionary.atom_pair == ip
+        allowed[mine] = prior.allowed(pair, dictionary.atom_r[mine])
+    for pair, lo_r, hi_r in s.exclude:
+        if pair in dictionary.pairs:
+            ip = dictionary.pairs.index(pair)
+            allowed &= ~((dictionary.atom_pair == ip) & (dictionary.atom_r >= lo_r) & (dictionary.atom_r <= hi_r))
+    if not allowed.any():
+        raise InputError(
+            f"no candidate neighbour in R {r_range[0]}-{r_range[1]} Å lies within {s.structure_window} Å of a "
+            "FEFF path of the path set (set structure_window to None to allow any distance)"
+        )
+    if not allowed.all():  # a zero column never enters the non-negative LASSO
+        dictionary.chi[:, ~allowed] = 0.0
+        dictionary.matrix[:, ~allowed] = 0.0
 
     t1 = time.perf_counter()
     norms = np.linalg.norm(dictionary.matrix, axis=0)
-    if not np.all(norms > 0):
+    if not np.all(norms[allowed] > 0):
         raise InputError(
             "dictionary: some candidate neighbours give no signal in the fit range "
             "(check kmin/kmax and rmin/rmax)"
         )
+    norms = np.where(allowed, norms, 1.0)
     cv = nn_lasso_cv(
         dictionary.chi / norms,
         chi_fit_grid,
@@ -371,6 +472,7 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
         )
     fit = refine_shells(fs, chi_fit_grid, seeds, fixed_n=fixed_n, de0=s.de0, **refine_kw)
     pruned: list[float] = []
+    rejected: list[dict] = []
     split_notes: list[dict] = []
     minima: list[ShellFit] = []
     starts_info: dict = dict(r_factor={"moments": fit.r_factor}, kweight_score={}, chosen="moments")
@@ -381,13 +483,20 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
         )
         seeds, fit, more = _prune_all(fs, chi_fit_grid, seeds, fit, s, refine_kw)
         pruned += more
-        if s.split_test:
+        mode = {True: "on", False: "off"}.get(s.split_test, s.split_test)
+        if mode != "off":
             seeds, fit, split_notes = try_splits(
-                fs, chi_fit_grid, seeds, fit, n_folds=s.n_folds, z=s.split_z, refine_kw=refine_kw
+                fs, chi_fit_grid, seeds, fit, n_folds=s.n_folds, z=s.split_z, refine_kw=refine_kw,
+                may_split=None if mode == "on" else prior.may_split,
+                plausible=lambda sh: prior.implausible(sh.pair, sh.n, sh.r, sh.sigma2, sh.n_err) is None,
             )
             if any(n["accepted"] for n in split_notes):
                 seeds, fit, more = _prune_all(fs, chi_fit_grid, seeds, fit, s, refine_kw)
                 pruned += more
+        seeds, fit, rejected = _reject_implausible(fs, chi_fit_grid, seeds, fit, s, refine_kw, prior)
+        if rejected:
+            seeds, fit, more = _prune_all(fs, chi_fit_grid, seeds, fit, s, refine_kw)
+            pruned += more
     if s.n_bootstrap > 0:
         fit = refine_shells(
             fs,
@@ -429,6 +538,8 @@ def spm_fit(k: np.ndarray, chi: np.ndarray, paths: list[ScatteringPath], **setti
         cv_index=cv.index,
         lasso_iterations=cv.path.n_iter,
         pruned_shells_r=pruned,
+        rejected_shells=rejected,
+        pair_first_shells=_first_shell_peaks(prior, tuple(prior.neighbours), r_range, r_out, chir_data, s),
         split_tests=split_notes,
         start_r_factors=starts_info["r_factor"],
         start_kweight_scores=starts_info["kweight_score"],

@@ -137,8 +137,13 @@ def try_splits(
     min_significance: float = 10.0,
     min_separation: float = 0.04,
     refine_kw: dict,
+    may_split=None,
+    plausible=None,
 ) -> tuple[list[ShellSeed], ShellFit, list[dict]]:
     """Try splitting each strong shell (N/σ_N ≥ ``min_significance``) into two sub-shells of its pair.
+
+    ``may_split(pair, r)``: whether to try a shell at all (None: every strong shell); ``plausible(shell)``:
+    a split is kept only when both refined sub-shells pass it (None: no check).
 
     Returns the (possibly) new seeds and fit, and one note per trial (R, accepted, CV gain in SEs).
     """
@@ -148,6 +153,8 @@ def try_splits(
     for i0 in order:
         shell = fit.shells[i0]
         if shell.n_err <= 0 or shell.n / shell.n_err < min_significance or round(shell.r, 4) in tried:
+            continue
+        if may_split is not None and not may_split(shell.pair, shell.r):
             continue
         tried.add(round(shell.r, 4))
         current = _refined_seeds(fit, seeds)
@@ -168,6 +175,11 @@ def try_splits(
         if ok:
             fit2 = refine_shells(fit_space, chi, trial, de0=fit.de0, **refine_kw)
             ok = _significant_pair(fit2, i, min_separation)
+        if ok and plausible is not None and not all(plausible(fit2.shells[j]) for j in (i, i + 1)):
+            ok = False
+            notes.append(dict(r=round(shell.r, 4), pair=shell.pair, accepted=False, cv_gain_se=float("nan"),
+                              reason="a sub-shell is implausible"))
+            continue
         if ok:
             e1 = fold_errors(fit_space, chi, current, fit.theta, n_folds=n_folds, s02=fit.s02)
             e2 = fold_errors(fit_space, chi, trial, fit2.theta, n_folds=n_folds, s02=fit2.s02)

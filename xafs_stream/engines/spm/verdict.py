@@ -52,6 +52,11 @@ def judge_spm(res: SpmResult, *, thresholds: dict | None = None) -> Verdict:
         if grid.size and sh.sigma2 >= grid.max():
             v.warn(f"shell {i}: σ² = {sh.sigma2:.4f} Å² at or beyond the largest σ² of the candidate grid "
                    f"({grid.max():g} Å²): extend sigma2_grid")
+    found = {sh.pair for sh in res.shells}
+    for pair, info in (res.diagnostics.get("pair_first_shells") or {}).items():
+        if pair not in found and info["peak_fraction"] >= t("missing_pair_peak"):
+            v.bad(f"{pair} is missing: the path set has a {pair} shell at {info['reff']:.2f} Å and |χ(R)| has a "
+                  f"peak there ({info['peak_fraction']:.0%} of its maximum), but the fit has no {pair} shell")
     for note in res.diagnostics.get("warnings", []) or []:
         v.warn(str(note))
     return v
