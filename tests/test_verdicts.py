@@ -74,7 +74,7 @@ def test_the_cli_says_bad_in_one_line_and_exits_3_without_numpy_noise(tmp_path, 
     out, err = capfd.readouterr()
     line = [x for x in out.splitlines() if x.startswith("quality:")]
     assert len(line) == 1 and line[0].startswith("quality: bad (")
-    assert "relative error above 50%" in line[0] and "independent points" in line[0]
+    assert ("relative error above 50%" in line[0] or "is not determined" in line[0]) and "independent points" in line[0]
     assert "Warning" not in err and "overflow" not in err
     assert main(["spm", str(CU), "--paths", CU_PATHS]) == 0
     out, _ = capfd.readouterr()

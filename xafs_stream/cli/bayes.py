@@ -314,8 +314,10 @@ def format_report(head: str, rep, noise, preedge=None) -> str:
             f"{row['probability']:7.3f}"
         )
     chosen = rep.chosen.split("=")[-1]
+    gap = next((row["dF"] for row in rep.table if row["name"] == rep.chosen), 0.0)
+    rule = "lowest free energy" if gap == 0 else f"simplest within the parsimony margin of the lowest F, +{gap:.2f} nat"
     lines.append(
-        f"chosen K = {chosen} (lowest free energy; noise {rep.noise:.4g}"
+        f"chosen K = {chosen} ({rule}; noise {rep.noise:.4g}"
         f"{' estimated' if rep.noise_mode == 'auto' else ''})"
     )
     lines.append(

@@ -258,4 +258,8 @@ def read_chi_or_spectrum(path: str | Path, *, force_chi: bool = False, mu_column
         spec = read_spectrum(path, mu_column=mu_column, energy_column=energy_column)
     except NoEnergyColumn:  # a χ(k) file names k and chi, no energy: its first column is x
         spec = read_spectrum(path, mu_column=mu_column, energy_column=0)
+        chi = chi_columns(spec, force=force_chi)
+        if chi is None:
+            raise  # named columns, none of them energy nor k/chi: the one-line error stands
+        return spec, chi
     return spec, chi_columns(spec, force=force_chi)

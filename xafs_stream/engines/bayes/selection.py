@@ -62,6 +62,27 @@ class CandidateFit:
         return self.run.energies[:, :, self.rung]
 
 
+#: Kass & Raftery (1995) / Jeffreys: a Bayes factor below ~e (ΔF < 1 nat) is "not worth more than a bare
+#: mention". Among candidates ordered from simple to complex, the simplest within this of the lowest F is
+#: chosen (or within 2 standard errors of ΔF when the free energies are that uncertain).
+OCCAM_NAT = 1.0
+
+
+def choose(fits: Sequence[CandidateFit], occam_nat: float | None = OCCAM_NAT) -> int:
+    """Index of the chosen candidate. ``occam_nat`` None: the lowest F. Otherwise the first candidate (the
+    list runs from simple to complex, e.g. K = 1, 2, ...) whose F exceeds the lowest by no more than
+    max(``occam_nat``, 2 se(ΔF)) nat."""
+    F = np.array([f.F for f in fits])
+    low = int(np.argmin(F))
+    if occam_nat is None:
+        return low
+    for i in range(low):
+        se = math.hypot(fits[i].F_se, fits[low].F_se)
+        if F[i] - F[low] <= max(float(occam_nat), 2.0 * se if math.isfinite(se) else 0.0):
+            return i
+    return low
+
+
 @dataclass
 class Selection:
     """Result of a model selection.
@@ -69,9 +90,11 @@ class Selection:
     Attributes
     ----------
     fits : one CandidateFit per candidate, in the order given
-    best : index of the candidate with the lowest F
+    best : index of the chosen candidate: the lowest F, or with ``occam_nat`` the simplest within that of it
+        (see :func:`choose`)
     noise_mode : "known" or "auto"
     y : ndarray (N,)  the data (on ``fits[i].model.x``)
+    occam_nat : the parsimony margin used by :func:`choose` (None: lowest F)
     run_length : how the run length was decided (:func:`select_models` with ``target_se``): the target, the
         standard error of the best two candidates' ΔF and their drift reached, the extensions made and
         ``stopped`` ("target reached", "time budget spent" or "not requested")
@@ -82,6 +105,7 @@ class Selection:
     noise_mode: str
     y: np.ndarray
     run_length: dict = field(default_factory=lambda: {"stopped": "not requested"})
+    occam_nat: float | None = None
 
     def contest(self) -> tuple[int, int, float, float, float]:
         """(best, runner-up, ΔF, se(ΔF), drift of ΔF): the two lowest free energies and how sure the data
@@ -188,6 +212,7 @@ def select_models(
     n_jobs: int = 1,
     target_se: float | None = None,
     budget_s: float = 60.0,
+    occam_nat: float | None = None,
 ) -> Selection:
     """Sample every candidate and pick the one with the lowest free energy.
 
@@ -204,6 +229,9 @@ def select_models(
         drift of ΔF between the first half of the runs and the whole, is above this (nat), both runs are
         extended (each by its recorded length so far) until it is not or ``budget_s`` of wall time (s,
         the whole selection) is spent; ``Selection.run_length`` says which happened. None: one run each.
+    occam_nat : None (default): the lowest F is chosen; a number: candidates are ordered from simple to
+        complex and the simplest within max(occam_nat, 2 se) nat of the lowest F is chosen (:func:`choose`;
+        the ready-made workflows over K pass :data:`OCCAM_NAT`)
     """
     t0 = time.perf_counter()
     if not candidates:
@@ -235,8 +263,7 @@ def select_models(
     else:
         runs = [_run_one(j) for j in jobs]
     fits = [_fit(name, m, r, mode) for (name, m), r in zip(candidates, runs)]
-    best = int(np.argmin([f.F for f in fits]))
-    selection = Selection(fits=fits, best=best, noise_mode=mode, y=y)
+    selection = Selection(fits=fits, best=choose(fits, occam_nat), noise_mode=mode, y=y, occam_nat=occam_nat)
     if target_se is not None and len(fits) > 1:
         _control_run_length(selection, y, float(target_se), float(budget_s), t0, seeds)
     return selection
@@ -270,7 +297,7 @@ def _control_run_length(sel: Selection, y: np.ndarray, target: float, budget_s: 
             f = sel.fits[i]
             more = extend_run(f.model, y, f.run, f.run.energies.shape[0], seed=seeds[i].spawn(1)[0])
             sel.fits[i] = _fit(f.name, f.model, more, sel.noise_mode)
-        sel.best = int(np.argmin([f.F for f in sel.fits]))
+        sel.best = choose(sel.fits, sel.occam_nat)
         extensions += 1
 
 

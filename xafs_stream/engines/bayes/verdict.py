@@ -40,7 +40,17 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None, ordered: 
         a, b = fits[order[0]], fits[order[1]]
         se = math.hypot(a.F_se, b.F_se)
         gap = b.F - a.F
-        if math.isfinite(se) and gap < t("undecided_se") * se:
+        chosen = fits[selection.best]
+        if selection.best != order[0]:
+            se_c = math.hypot(chosen.F_se, a.F_se)
+            lean = chosen.F - a.F
+            note = (f"{chosen.name} kept (simpler): {a.name}'s F is lower by {lean:.2f} ± {se_c:.2f} nat, within "
+                    f"the {getattr(selection, 'occam_nat', 1.0):g} nat parsimony margin")
+            if math.isfinite(se_c) and lean > t("undecided_se") * se_c:
+                v.warn(note)
+            else:
+                v.warn(f"undecided: {chosen.name} vs {a.name}, ΔF = {lean:.2f} ± {se_c:.2f} nat; {note}")
+        elif math.isfinite(se) and gap < t("undecided_se") * se:
             v.warn(f"undecided: {a.name} vs {b.name}, ΔF = {gap:.2f} ± {se:.2f} nat")
     return v
 

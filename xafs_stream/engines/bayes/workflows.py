@@ -13,7 +13,7 @@ from .models import PeakModel, XanesModel, XmcdModel, check_grid, nagata_priors,
 from .models.peaks import published_nagata_priors
 from .priors import Normal, Uniform
 from .sampler import RemcSettings
-from .selection import Selection, check_k_range, select_models
+from .selection import OCCAM_NAT, Selection, check_k_range, select_models
 from .summary import Interval, interval
 
 
@@ -43,7 +43,7 @@ def _k_values(k_range: Sequence[int]) -> list[int]:
     if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in ks):
         raise InputError(f"k_range must hold integers, got {ks}")
     check_k_range(min(ks), max(ks))
-    return [int(k) for k in ks]
+    return sorted({int(k) for k in ks})  # simple to complex: the order the parsimony rule reads
 
 
 def window(
@@ -74,8 +74,10 @@ def decompose_peaks(
     priors: str = "scaled",
     target_se: float | None = None,
     budget_s: float = 60.0,
+    occam_nat: float | None = OCCAM_NAT,
 ) -> Selection:
-    """K peaks, K chosen by minimum F. ``priors``: "scaled" (Nagata et al. 2012's prior shapes rescaled to the
+    """K peaks, K chosen by the free energy: the smallest K within ``occam_nat`` (1 nat, or 2 se) of the
+    lowest F (None: the lowest F; see :func:`~.selection.choose`). ``priors``: "scaled" (Nagata et al. 2012's prior shapes rescaled to the
     data's x range and height) or "nagata" (their priors exactly as published, for data in their units:
     x in [0, 3], heights ~1; the CLI's default for ``--model peaks``).
     ``target_se``, ``budget_s``: run-length control (see :func:`select_models`)."""
@@ -97,7 +99,7 @@ def decompose_peaks(
         for k in ks
     ]
     return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs, target_se=target_se,
-                         budget_s=budget_s)
+                         budget_s=budget_s, occam_nat=occam_nat)
 
 
 def decompose_xmcd(
@@ -117,7 +119,7 @@ def decompose_xmcd(
     ks = _k_values(k_range)
     pri = xmcd_priors(x, y)
     cands = [(f"K={k}", XmcdModel(x, k, pri, shape=shape, edges=edges)) for k in ks]
-    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs)
+    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs, occam_nat=OCCAM_NAT)
 
 
 def fit_xanes(
@@ -141,7 +143,7 @@ def fit_xanes(
     ks = _k_values(k_range)
     pri = xanes_priors(x, e0)
     cands = [(f"K={k}", XanesModel(x, k, pri, edge=edge, peak_shape=peak_shape)) for k in ks]
-    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs)
+    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs, occam_nat=OCCAM_NAT)
 
 
 def _check_e0(e0: float, energy: np.ndarray) -> float:
@@ -232,7 +234,7 @@ def fit_preedge(
     pri["e_edge"] = Normal(e_half, 4.0)
     pri["center"] = Uniform(ep - spread, ep + spread)
     cands = [(f"K={k}", XanesModel(x, k, pri, slope=True)) for k in ks]
-    sel = select_models(cands, y, noise=noise, settings=settings, seed=seed)
+    sel = select_models(cands, y, noise=noise, settings=settings, seed=seed, occam_nat=OCCAM_NAT)
     fit = sel.best_fit
     s = fit.samples()
     rows = fit.model.peak_table(s)
