@@ -128,4 +128,32 @@ def test_bad_thermal_input():
     with pytest.raises(InputError, match="model"):
         fit_thermal([100.0, 200.0, 300.0], [0.003, 0.004, 0.005], model="bose")
     with pytest.raises(InputError, match="at least 3"):
-        fit_thermal([100.0, 200.0], [0.003, 0.004], reduced_mass=30.0)
+        fit_thermal([100.0, 200.0], [0.003, 0.004], reduced_mass=30.0, fit_static=True)
+    with pytest.raises(InputError, match="fit_static"):
+        fit_thermal([100.0, 200.0, 300.0], [0.003, 0.004, 0.005], reduced_mass=30.0, fit_static="yes")
+
+
+def test_three_temperatures_fit_no_offset_by_default_and_its_error_covers_the_scatter():
+    """The issue's series: 3 temperatures (10, 50, 150 K). By default no static offset (it needs 4); θ_E's
+    error bar then covers the seed-to-seed scatter (≈ 68 % of 40 realisations within 1σ) and is several
+    times smaller than with the offset forced on, whose own error covers too (the data cannot tell the two
+    apart, so the wider bar is the honest one only when an offset is really expected)."""
+    temps = np.array([10.0, 50.0, 150.0])
+    clean = sigma2_einstein(temps, 232.0, CU1.reduced_mass)
+    err = np.full(3, 0.0001)
+    auto, forced = [], []
+    for seed in range(40):
+        s2 = clean + np.random.default_rng(seed).normal(0, 0.0001, 3)
+        a = fit_thermal(temps, s2, err, reduced_mass=CU1.reduced_mass)
+        f = fit_thermal(temps, s2, err, reduced_mass=CU1.reduced_mass, fit_static=True)
+        assert not a.static_fitted and f.static_fitted and a.static == 0.0
+        auto.append((a.theta, a.theta_err))
+        forced.append((f.theta, f.theta_err))
+    auto, forced = np.array(auto), np.array(forced)
+    cover = np.mean(np.abs(auto[:, 0] - 232.0) < auto[:, 1])
+    assert 0.5 < cover < 0.9, cover
+    assert np.std(auto[:, 0]) == pytest.approx(np.mean(auto[:, 1]), rel=0.35)
+    assert np.mean(forced[:, 1]) > 2 * np.mean(auto[:, 1])
+    four = fit_thermal(np.array([10.0, 50.0, 150.0, 300.0]), sigma2_einstein(np.array([10.0, 50.0, 150.0, 300.0]),
+                       232.0, CU1.reduced_mass), np.full(4, 0.0001), reduced_mass=CU1.reduced_mass)
+    assert four.static_fitted

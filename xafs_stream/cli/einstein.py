@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
         "einstein",
         help="σ²(T) of a shell over a temperature series → Einstein/Debye temperature",
         description="Fit every spectrum by sparse modeling, follow one shell's σ² with temperature, and fit "
-        "the correlated Einstein (and/or Debye) model with a static offset; σ² in excess of "
+        "the correlated Einstein (and/or Debye) model (a static offset from 4 temperatures on); σ² in excess of "
         "the thermal curve is flagged.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="spectra (μ(E) or χ(k)), one per temperature")
@@ -38,7 +38,11 @@ def add_parser(subparsers) -> None:
         default="both",
         help="thermal model(s) to fit (default both)",
     )
-    p.add_argument("--no-static", action="store_true", help="do not fit a static σ² offset")
+    p.add_argument("--static", choices=("auto", "on", "off"), default="auto",
+                   help="fit a temperature-independent σ² offset: auto (default) only with 4 or more "
+                        "temperatures (with 3 it is nearly degenerate with θ and widens its error several "
+                        "times), on, off")
+    p.add_argument("--no-static", action="store_true", help="the same as --static off")
     p.add_argument(
         "--z-flag",
         type=float,
@@ -94,11 +98,12 @@ def run(args) -> int:
             if model == "einstein"
             else dict(r=mean_r, rnorman=path.rnorman, masses=(path.atoms[0].mass, path.atoms[1].mass))
         )
-        fits[model] = fit_thermal(
-            t, s2, e2, model=model, fit_static=not args.no_static, z_flag=args.z_flag, **kw
-        )
+        static = "auto" if args.static == "auto" and not args.no_static else args.static == "on" and not args.no_static
+        fits[model] = fit_thermal(t, s2, e2, model=model, fit_static=static, z_flag=args.z_flag, **kw)
         print()
         print(fits[model].table())
+        if not fits[model].static_fitted:
+            print(f"  (no static σ² offset: {'--static off' if static is False else f'{t.size} temperatures; the offset is fitted from 4 on, or with --static on'})")
     if args.json:
         payload = dict(
             pair=target.pair,
@@ -112,6 +117,7 @@ def run(args) -> int:
                     theta_err=f.theta_err,
                     static=f.static,
                     static_err=f.static_err,
+                    static_fitted=f.static_fitted,
                     redchi=f.redchi,
                     flagged=f.flagged.tolist(),
                 )

@@ -41,6 +41,9 @@ _WEIGHTS = 0.5 * _GL_W
 MODELS = ("einstein", "debye")
 
 
+MIN_STATIC_POINTS = 4  # temperatures needed before a static σ² offset is fitted by default
+
+
 def sigma2_einstein(t: np.ndarray | float, theta_e: float, reduced_mass: float) -> np.ndarray:
     """Correlated Einstein σ² (Å²) at temperatures ``t`` (K) for Einstein temperature ``theta_e`` (K) and
     reduced mass ``reduced_mass`` (amu)."""
@@ -91,6 +94,7 @@ class ThermalFit:
     flagged : ndarray of shape (n,), bool: σ² in excess of the thermal curve (left out of the fit)
     redchi : reduced χ² of the points kept (NaN when no errors were given: the scatter sets the errors)
     n_used : points in the final fit
+    static_fitted : whether σ²_static was a free parameter (see ``fit_static``)
     params : reduced mass (amu), distance (Å), Norman radius (bohr), masses used
     """
 
@@ -108,6 +112,7 @@ class ThermalFit:
     redchi: float
     n_used: int
     params: dict = field(default_factory=dict)
+    static_fitted: bool = False
 
     def curve(self, t: np.ndarray) -> np.ndarray:
         """Fitted σ²(T) (Å²) at temperatures ``t`` (K)."""
@@ -123,7 +128,8 @@ class ThermalFit:
         name = "θ_E" if self.model == "einstein" else "θ_D"
         lines.append(
             f"{self.model}: {name} = {self.theta:.1f} ± {self.theta_err:.1f} K   σ²_static = "
-            f"{self.static:.5f} ± {self.static_err:.5f} Å²   reduced χ² = {self.redchi:.2f}   "
+            + (f"{self.static:.5f} ± {self.static_err:.5f} Å²" if self.static_fitted else "0 (not fitted)")
+            + f"   reduced χ² = {self.redchi:.2f}   "
             f"points used {self.n_used}/{len(self.t)}"
         )
         return "\n".join(lines)
@@ -146,7 +152,7 @@ def fit_thermal(
     r: float | None = None,
     rnorman: float | None = None,
     masses: tuple[float, float] | None = None,
-    fit_static: bool = True,
+    fit_static: bool | str = "auto",
     theta0: float = 300.0,
     z_flag: float = 3.0,
     max_rounds: int = 5,
@@ -160,7 +166,10 @@ def fit_thermal(
     sigma2_err : ndarray of shape (n,), standard errors in Å² (None: equal weights, errors from the scatter)
     model : "einstein" (needs ``reduced_mass`` in amu) or "debye" (needs ``r`` Å, ``rnorman`` bohr,
         ``masses`` amu)
-    fit_static : fit a temperature-independent σ²_static (needs at least 3 points), else fix it at 0
+    fit_static : fit a temperature-independent σ²_static (True), fix it at 0 (False), or "auto" (default):
+        fit it only with at least ``MIN_STATIC_POINTS`` (4) temperatures. With 3 temperatures θ and the
+        offset are nearly degenerate (Cu 10-150 K: θ_E 236 ± 25 K with the offset, 227 ± 9 K without), so
+        the offset is left out unless asked for
     theta0 : starting θ, K
     z_flag : flag points above the curve by more than this many combined standard errors
     max_rounds : flag-and-refit rounds
@@ -172,7 +181,11 @@ def fit_thermal(
     """
     if model not in MODELS:
         raise InputError(f"model: must be one of {MODELS}, got {model!r}")
+    if fit_static not in (True, False, "auto"):
+        raise InputError(f"fit_static: must be True, False or 'auto', got {fit_static!r}")
     t = np.asarray(t, dtype=float)
+    if fit_static == "auto":
+        fit_static = t.size >= MIN_STATIC_POINTS
     s2 = np.asarray(sigma2, dtype=float)
     if t.ndim != 1 or t.shape != s2.shape:
         raise InputError(f"t, sigma2: must be 1-D of equal length, got {t.shape} and {s2.shape}")
@@ -255,4 +268,5 @@ def fit_thermal(
         redchi=redchi if absolute else float("nan"),
         n_used=int(keep.sum()),
         params=params,
+        static_fitted=bool(fit_static),
     )
