@@ -8,7 +8,8 @@ fraction maps, phase labels and their uncertainty, a PNG per map, a quick-look P
 
 Configuration (the analysis' section of the service configuration, a plain dict; all keys optional):
 ``refs`` ("phantom" for the simulated beamline's default phases, a list of spectrum files, or a dict name ->
-file), ``background_phase`` (bool), ``n_phases``, ``lcf_background`` ("none" / "constant" / "linear"),
+file), ``none_phase`` (bool, default true: phase "none" where the element is absent, phases by the dominant
+reference), ``edge_features`` ("auto"/"on"/"off"), ``background_phase`` (bool), ``n_phases``, ``lcf_background`` ("none" / "constant" / "linear"),
 ``sum_to_one``, ``normalize`` (pre_edge keywords), ``class_features``, ``smooth`` (feature names),
 ``block_size``, ``stats_every`` (tiles between statistics updates on large maps), ``png_max_px``.
 """
@@ -28,6 +29,7 @@ from ..engines.errors import InputError
 from ..engines.imaging.mapmodel import MapModel, model_from_state, model_to_state
 from ..engines.imaging.pipeline import (
     ImagingSettings,
+    final_labels,
     fraction_maps,
     map_statistics,
     refs_from_spectra,
@@ -38,7 +40,7 @@ from .registry import AnalysisResult, register
 
 VERSION = "1"
 YX = ("y", "x")
-_CONFIG_KEYS = {"refs", "background_phase", "n_phases", "lcf_background", "sum_to_one", "normalize",
+_CONFIG_KEYS = {"refs", "none_phase", "edge_features", "background_phase", "n_phases", "lcf_background", "sum_to_one", "normalize",
                 "class_features", "smooth", "block_size", "whiteline_window_ev", "preedge_window_ev",
                 "stats_every", "png_max_px"}
 
@@ -79,14 +81,14 @@ def settings_from_config(config: Mapping[str, Any], energy: np.ndarray) -> Imagi
     if refs is not None:
         kw["ref_names"], kw["refs"] = refs
     for key in ("background_phase", "n_phases", "lcf_background", "sum_to_one", "normalize", "block_size",
-                "whiteline_window_ev"):
+                "whiteline_window_ev", "none_phase", "edge_features"):
         if key in config:
             kw[key] = config[key]
     for key in ("class_features", "smooth", "preedge_window_ev"):
         if key in config and config[key] is not None:
             kw[key] = tuple(config[key])
     try:
-        settings = ImagingSettings(**kw)
+        settings = ImagingSettings(**kw).for_energy(np.asarray(energy, float))
         settings.map_config()
     except TypeError as exc:
         raise InputError(f"imaging config: {exc}") from None
@@ -274,7 +276,8 @@ class MapAccumulator:
     def result(self, update: str = "") -> AnalysisResult:
         """The full current maps as an AnalysisResult (arrays with dims, flat summary, PNGs)."""
         m = self.model
-        arrays: dict[str, np.ndarray] = {"labels": m.labels.copy(), "label_uncertainty": 1.0 - m.prob_max,
+        labels, uncertainty = final_labels(m, self.settings)
+        arrays: dict[str, np.ndarray] = {"labels": labels, "label_uncertainty": uncertainty,
                                          "observed": m.observed.copy()}
         for n in m.names:
             arrays[f"raw.{n}"] = m.raw[n].copy()
@@ -318,7 +321,7 @@ class MapAccumulator:
         )
 
     def _pngs(self, arrays: dict[str, np.ndarray], fractions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        labels = np.where(self.model.labels >= 0, self.model.labels, np.nan)
+        labels = np.where(arrays["labels"] >= 0, arrays["labels"], np.nan)
         out = {"png.labels": render_png(labels, cmap="tab10", vmin=0, vmax=9, max_px=self.png_max_px),
                "png.label_uncertainty": render_png(arrays["label_uncertainty"], cmap="magma", vmin=0, vmax=1,
                                                    max_px=self.png_max_px)}

@@ -29,7 +29,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--i0", metavar="FILE", help="incident intensity (energy, counts) for intensity stacks")
     p.add_argument("--energies", metavar="FILE", help="energies (eV), one per line, for stacks without them")
     p.add_argument("--background-phase", action="store_true",
-                   help="add a phase 'none' for pixels without the element (empty substrate)")
+                   help="with --none-phase off: a mixture phase 'none' for pixels without the element")
+    p.add_argument("--none-phase", choices=("on", "off"), default="on",
+                   help="with references: phase 'none' where the LCF total is noise around zero (its error per "
+                        "pixel, a Potts MRF), phases by the dominant reference elsewhere (default on; off: the "
+                        "mixture-model labels over all pixels)")
+    p.add_argument("--edge-features", choices=("auto", "on", "off"), default="auto",
+                   help="K-edge features per pixel (edge, white line, pre-edge): auto = not for soft X-ray "
+                        "L-edge windows (< 2 keV, < 60 eV wide), where they do not apply")
     p.add_argument("--n-phases", type=int, help="number of phases (default: one per reference, or 3)")
     p.add_argument("--lcf-background", choices=("none", "constant", "linear"), default="linear",
                    help="free background in the linear-combination fit (default linear)")
@@ -68,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{args.stack}: --use-mask given but the stack stores no mask")
         mask = stack.mask
     settings = ImagingSettings(refs=refs, ref_names=names, background_phase=args.background_phase,
-                               n_phases=args.n_phases, lcf_background=args.lcf_background)
+                               n_phases=args.n_phases, lcf_background=args.lcf_background,
+                               none_phase=args.none_phase == "on", edge_features=args.edge_features)
     result = analyze_stack(stack.energy, stack.stack, settings, mask=mask)
     _print_table(args.stack, stack, result)
     if args.plot:
-        plot_maps(result, settings, args.plot, title=Path(args.stack).name)
+        plot_maps(result, settings, args.plot, title=Path(args.stack).name, pixel_size_um=stack.pixel_size_um)
         print(f"figure: {args.plot}")
     if args.out:
         save_maps(result, args.out)
@@ -92,6 +100,8 @@ def _print_table(path, stack, result) -> None:
     print(f"{Path(path).name}: {stack.energy.size} energies {stack.energy[0]:.2f}-{stack.energy[-1]:.2f} eV, "
           f"{ny} x {nx} pixels")
     print(f"masked pixels: {result.reasons}")
+    if "normalisation" not in result.reasons:
+        print("edge features: not applicable (soft X-ray L-edge window; --edge-features on to force them)")
     print(f"Potts coupling beta = {m.beta:.3f} (pseudo-likelihood)")
     print(f"{'phase':<22}{'pixels %':>10}")
     for name in result.phase_names:
@@ -112,7 +122,7 @@ def save_maps(result, path: str) -> None:
     import numpy as np
 
     m = result.model
-    arrays = {"labels": m.labels, "label_uncertainty": 1.0 - m.prob_max,
+    arrays = {"labels": result.labels, "label_uncertainty": result.label_uncertainty,
               "phase_names": np.array(list(result.phase_names))}
     for n, v in result.raw.items():
         arrays[f"raw.{n}"] = v
@@ -124,41 +134,99 @@ def save_maps(result, path: str) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def plot_maps(result, settings, path: str, title: str = "") -> None:
-    """Labels, first fraction (or edge position), thickness and label uncertainty, side by side."""
+def plot_maps(result, settings, path: str, title: str = "", pixel_size_um: float | None = None) -> None:
+    """The maps a scientist reads: phase labels ("none" where the element is absent), a composite of the
+    phases with brightness = amount, each reference's fraction (background masked), the amount, and the label
+    uncertainty; axes in µm with a scale bar when the pixel size is known."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
 
-    m = result.model
-    k = m.config.n_phases
-    panels = []
-    labels = np.where(m.labels >= 0, m.labels, np.nan)
-    cmap = ListedColormap(plt.get_cmap("tab10").colors[:k])
-    panels.append(("phase labels (MRF)", labels, cmap, -0.5, k - 0.5))
+    names = list(result.phase_names)
+    k = len(names)
+    labels = np.where(result.labels >= 0, result.labels, np.nan).astype(float)
+    none = names.index("none") if "none" in names else None
+    colours = [plt.get_cmap("tab10").colors[i] for i in range(k)]
+    if none is not None:
+        colours[none] = (0.25, 0.25, 0.25)
+    ny, nx = labels.shape
+    if pixel_size_um:
+        extent, unit = (0, nx * pixel_size_um, ny * pixel_size_um, 0), "µm"
+    else:
+        extent, unit = (0, nx, ny, 0), "px"
+    thick_name = "lcf_total" if "lcf_total" in result.raw else "edge_step"
+    amount = result.model.smoothed.get(thick_name, result.raw.get(thick_name))
+    absent = (result.labels == none) if none is not None else np.zeros(labels.shape, bool)
+    panels = [("phase labels (Potts MRF)", "labels")]
     if result.fractions:
-        name, frac = next(iter(result.fractions.items()))
-        panels.append((f"fraction {name} (MRF)", frac, "coolwarm", 0, 1))
-    elif "edge_position" in m.smoothed:
-        panels.append(("edge position (eV, MRF)", m.smoothed["edge_position"], "viridis", None, None))
-    thick = "lcf_total" if "lcf_total" in m.smoothed else "edge_step"
-    if thick in m.smoothed:
-        panels.append((f"{thick} (MRF)", m.smoothed[thick], "viridis", None, None))
-    panels.append(("label uncertainty", 1.0 - m.prob_max, "magma", 0, 1))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
-    for ax, (label, data, cm, lo, hi) in zip(np.atleast_1d(axes), panels):
-        im = ax.imshow(data, cmap=cm, vmin=lo, vmax=hi, interpolation="nearest")
-        ax.set_title(label, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        if label.startswith("phase"):
-            cb.set_ticks(range(k))
-            cb.set_ticklabels(list(result.phase_names))
+        panels.append(("composite: colour = phase fractions,\nbrightness = √amount (black: no element)", "rgb"))
+        panels += [(name, "fraction") for name in result.fractions]
+    if amount is not None:
+        panels.append((thick_name, "amount"))
+    panels.append(("label uncertainty", "uncertainty"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4.6))
+    for ax, (key, kind) in zip(np.atleast_1d(axes), panels):
+        if kind == "labels":
+            im = ax.imshow(labels, cmap=ListedColormap(colours), vmin=-0.5, vmax=k - 0.5, interpolation="nearest",
+                           extent=extent)
+            ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, names)], fontsize=7,
+                      loc="lower left", framealpha=0.8)
+            ax.set_title(key, fontsize=9)
+        elif kind == "rgb":
+            fr = np.stack([np.nan_to_num(result.fractions[n]) for n in result.fractions])
+            rgb_of = np.array([colours[names.index(n)] if n in names else (1, 1, 1) for n in result.fractions])
+            level = np.nanpercentile(amount[~absent], 95) if np.any(~absent) else 1.0
+            bright = np.sqrt(np.clip(np.nan_to_num(amount) / (level or 1.0), 0, 1))  # gamma 0.5: thin areas show
+            rgb = np.clip(np.einsum("kyx,kc->yxc", fr, rgb_of) * bright[..., None], 0, 1)
+            rgb[absent] = 0.0
+            ax.imshow(rgb, extent=extent, interpolation="nearest")
+            ax.set_title(key, fontsize=9)
+            im = None
+        elif kind == "fraction":
+            cm = plt.get_cmap("coolwarm").copy()
+            cm.set_bad((0.8, 0.8, 0.8))
+            data = np.where(absent, np.nan, result.fractions[key])
+            im = ax.imshow(data, cmap=cm, vmin=0, vmax=1, interpolation="nearest", extent=extent)
+            ax.set_title(f"fraction of reference '{key}' (grey: no element)", fontsize=9)
+        elif kind == "amount":
+            im = ax.imshow(amount, cmap="viridis", interpolation="nearest", extent=extent)
+            what = ("element amount: LCF total, in units of the references' optical density" if key == "lcf_total"
+                    else "edge step (optical density)")
+            ax.set_title(what, fontsize=9)
+        else:
+            im = ax.imshow(result.label_uncertainty, cmap="magma", vmin=0, vmax=1, interpolation="nearest",
+                           extent=extent)
+            ax.set_title("label uncertainty (1 - probability of the label;\n'none': probability the element is there)",
+                         fontsize=8)
+        ax.set_xlabel(f"x ({unit})")
+        ax.set_ylabel(f"y ({unit})")
+        if im is not None and kind != "labels":
+            cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            cb.set_label({"fraction": "fraction (0-1)", "amount": "OD (× reference)" if key == "lcf_total" else "OD",
+                          "uncertainty": "probability"}[kind], fontsize=8)
+        if pixel_size_um:
+            _scale_bar(ax, nx * pixel_size_um, ny * pixel_size_um)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _scale_bar(ax, width_um: float, height_um: float) -> None:
+    """A white scale bar of a round length (about a fifth of the field) in the lower right corner."""
+    import numpy as np
+
+    target = width_um / 5.0
+    length = float(10 ** np.floor(np.log10(target)))
+    for f in (5, 2, 1):
+        if f * length <= target:
+            length *= f
+            break
+    x1, y = 0.95 * width_um, 0.93 * height_um
+    ax.plot([x1 - length, x1], [y, y], color="white", lw=3, solid_capstyle="butt")
+    ax.text(x1 - length / 2, y - 0.03 * height_um, f"{length:g} µm", color="white", ha="center", va="bottom",
+            fontsize=8)

@@ -237,6 +237,7 @@ def pixel_features(
     whiteline_window_ev: float = 30.0,
     preedge_window_ev: tuple[float, float] = (-16.0, -5.0),
     chunk: int = 65536,
+    edge_features: bool = True,
 ) -> PixelFeatures:
     """Features of many pixel spectra on one energy grid.
 
@@ -252,6 +253,8 @@ def pixel_features(
     whiteline_window_ev : the white line is searched from the edge position to this many eV above it
     preedge_window_ev : pre-edge window, eV relative to the edge position
     chunk : pixels per block (bounds the temporary memory)
+    edge_features : compute the K-edge features (normalisation, edge, white line, pre-edge); False leaves
+        them NaN without counting failures (soft X-ray L-edge stacks, where they do not apply)
 
     Returns
     -------
@@ -285,12 +288,13 @@ def pixel_features(
     n_pix = mu.shape[0]
     names = list(FEATURE_NAMES)
     if n_refs:
-        names += ["lcf_total", "lcf_rms"] + [f"fraction.{n}" for n in ref_names] + [f"weight.{n}" for n in ref_names]
+        names += ["lcf_total", "lcf_rms", "lcf_total_err"] + [f"fraction.{n}" for n in ref_names] \
+            + [f"weight.{n}" for n in ref_names]
     values = {n: np.full(n_pix, np.nan) for n in names}
     fractions = np.full((n_refs, n_pix), np.nan) if n_refs else None
     usable = np.zeros(n_pix, dtype=bool)
     normalized = np.zeros(n_pix, dtype=bool)
-    reasons = {"nan": 0, "flat": 0, "normalisation": 0}
+    reasons = {"nan": 0, "flat": 0, "normalisation": 0} if edge_features else {"nan": 0, "flat": 0}
     lcf_cov = None
     for lo in range(0, n_pix, chunk):
         block = np.ascontiguousarray(mu[lo:lo + chunk], dtype=np.float64)  # row operations below
@@ -309,13 +313,20 @@ def pixel_features(
         values["noise"][out] = noise_second_difference(energy, good)
         if n_refs:
             fit = fit_lcf(good, refs, energy=energy, background=lcf_background, sum_to_one=sum_to_one)
-            values["lcf_total"][out] = np.sum(fit.weights_ls, axis=0)
+            total = np.sum(fit.weights_ls, axis=0)
+            # standard error of the total amount: rms · sqrt(1ᵀ C 1), C the weights' unit-noise covariance
+            total_err = fit.rms * float(np.sqrt(max(np.sum(fit.cov_ls), 0.0)))
+            values["lcf_total"][out] = total
             values["lcf_rms"][out] = fit.rms
-            fractions[:, out] = fit.fractions
+            values["lcf_total_err"][out] = total_err
+            fr = fit.fractions
+            fractions[:, out] = fr
             for i, n in enumerate(ref_names):
-                values[f"fraction.{n}"][out] = fit.fractions[i]
+                values[f"fraction.{n}"][out] = fr[i]
                 values[f"weight.{n}"][out] = fit.weights_ls[i]
             lcf_cov = fit.cov_ls
+        if not edge_features:
+            continue
         pe = pre_edge(energy, good, **normalize)
         nok = np.asarray(pe.ok, bool)
         reasons["normalisation"] += int((~nok).sum())

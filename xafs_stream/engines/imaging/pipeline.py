@@ -6,7 +6,7 @@ Shared by the batch path (``analyze_stack``, the CLI) and the tile path (the map
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +25,8 @@ THICKNESS_MAPS = ("edge_step", "lcf_total")
 # dozen MB; larger blocks gained nothing (the kernels are vectorised over pixels), and 2048-pixel blocks
 # were slower per tile (see docs/measurements.md).
 CHUNK_PIXELS = 4096
+SOFT_XRAY_EV = 2000.0  # below this and narrower than NARROW_EV a stack is an L2,3 (or M) window, not a K edge
+NARROW_EV = 60.0
 
 
 @dataclass
@@ -46,6 +48,13 @@ class ImagingSettings:
     smooth : maps smoothed by the MRF (default: every feature map except noise/e0/pre-edge area)
     block_size : GMRF block size (px)
     whiteline_window_ev, preedge_window_ev : see :func:`.features.pixel_features`
+    none_phase : with references, a phase "none" for pixels without a detectable element (from the LCF
+        total and its error, :func:`.chemical_labels.presence`), fractions NaN there, and the chemical phases
+        by the dominant reference of the other pixels (not by amounts) [True; False: the map model's
+        mixture labels, ``background_phase`` for its own "none" component]
+    edge_features : "on", "off" or "auto" (K-edge features everywhere except soft X-ray stacks, below
+        2 keV and narrower than 60 eV, where one edge step with a post-edge line does not exist: an L2,3
+        window; there they are "not applicable", not failed) ["auto"]
     """
 
     refs: np.ndarray | None = None
@@ -60,8 +69,14 @@ class ImagingSettings:
     block_size: int = 16
     whiteline_window_ev: float = 30.0
     preedge_window_ev: tuple[float, float] = (-16.0, -5.0)
+    none_phase: bool = True
+    edge_features: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.edge_features not in ("auto", "on", "off"):
+            raise InputError(f"edge_features must be 'auto', 'on' or 'off', got {self.edge_features!r}")
+        if not isinstance(self.none_phase, (bool, np.bool_)):
+            raise InputError(f"none_phase must be true or false, got {self.none_phase!r}")
         if self.refs is not None:
             self.refs = np.asarray(self.refs, dtype=np.float64)
             if self.refs.ndim != 2:
@@ -72,16 +87,54 @@ class ImagingSettings:
                 raise InputError(f"{len(self.ref_names)} reference names for {self.refs.shape[0]} references")
         self.ref_names = tuple(self.ref_names)
 
+    def for_energy(self, energy: np.ndarray) -> "ImagingSettings":
+        """These settings with ``edge_features`` decided for a stack's energies (eV)."""
+        if self.edge_features != "auto":
+            return self
+        energy = np.asarray(energy, float)
+        soft_l = energy.size > 0 and float(energy[-1]) < SOFT_XRAY_EV and float(np.ptp(energy)) < NARROW_EV
+        return replace(self, edge_features="off" if soft_l else "on")
+
+    @property
+    def edge_features_on(self) -> bool:
+        return self.edge_features != "off"
+
+    @property
+    def none_by_presence(self) -> bool:
+        """Phase "none" from the LCF total and its error (references given and ``none_phase``)."""
+        return self.refs is not None and bool(self.none_phase)
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         names = list(FEATURE_NAMES)
         if self.refs is not None:
-            names += ["lcf_total", "lcf_rms"] + [f"fraction.{n}" for n in self.ref_names] \
+            names += ["lcf_total", "lcf_rms", "lcf_total_err"] + [f"fraction.{n}" for n in self.ref_names] \
                 + [f"weight.{n}" for n in self.ref_names]
         return tuple(names)
 
     def map_config(self) -> MapConfig:
         """The MapConfig these settings imply."""
+        edge = ("edge_step", "edge_position", "whiteline_energy", "whiteline_height", "preedge_centroid") \
+            if self.edge_features_on else ()
+        if self.none_by_presence:
+            # the final labels come from .chemical_labels ("none" is not a mixture phase); the map model keeps
+            # its mixture over the weights (its own labels, and the Gaussian-MRF weights the final labels read)
+            weights = tuple(f"weight.{n}" for n in self.ref_names)
+            fracs = weights
+            classes = self.class_features or weights
+            n_ref = len(self.ref_names)
+            pure = classes == weights and self.n_phases in (None, n_ref) and n_ref > 1
+            # lcf_total_err rides along so that the label uncertainty of "none" pixels uses each pixel's own
+            # error of its total (the same one that decided it has no element)
+            smooth = self.smooth or (weights + ("lcf_total", "lcf_total_err") + edge)
+            unknown = [n for n in tuple(classes) + tuple(smooth) if n not in self.feature_names]
+            if unknown:
+                raise InputError(f"unknown feature names {unknown}; available: {list(self.feature_names)}")
+            return MapConfig(class_features=tuple(classes), n_phases=int(self.n_phases or n_ref),
+                             smooth=tuple(smooth), uncut=THICKNESS_MAPS,
+                             phase_order_by=tuple(range(n_ref)) if classes == fracs else None,
+                             phase_init="pure" if pure else "kmeans", components_per_phase=1,
+                             block_size=self.block_size)
         if self.refs is not None:
             weights = tuple(f"weight.{n}" for n in self.ref_names)
             classes = self.class_features or weights
@@ -90,13 +143,11 @@ class ImagingSettings:
             pure = classes == weights and (self.n_phases in (None, default_k)) and n_ref > 1
             init = ("pure+background" if self.background_phase else "pure") if pure else "kmeans"
             order = tuple(range(n_ref)) if classes == weights else None
-            smooth = self.smooth or (weights + ("lcf_total", "edge_step", "edge_position", "whiteline_energy",
-                                                "whiteline_height", "preedge_centroid"))
+            smooth = self.smooth or (weights + ("lcf_total",) + edge)
         else:
             classes = self.class_features or ("edge_position", "whiteline_energy")
             default_k, init, order = 3, "kmeans", None
-            smooth = self.smooth or ("edge_step", "edge_position", "whiteline_energy", "whiteline_height",
-                                     "preedge_centroid")
+            smooth = self.smooth or edge
         unknown = [n for n in tuple(classes) + tuple(smooth) if n not in self.feature_names]
         if unknown:
             raise InputError(f"unknown feature names {unknown}; available: {list(self.feature_names)}")
@@ -114,6 +165,10 @@ class ImagingSettings:
         """Label k -> name: the reference a phase is richest in (and "none"), else phase0, phase1, ..."""
         config = self.map_config()
         names = [f"phase{i}" for i in range(config.n_phases)]
+        if self.none_by_presence:
+            if config.phase_order_by is not None:
+                names[: len(self.ref_names)] = self.ref_names
+            return (*names, "none")
         if config.phase_init != "kmeans":
             names[: len(self.ref_names)] = self.ref_names
             if self.background_phase:
@@ -174,6 +229,7 @@ def stack_features(energy: np.ndarray, stack: np.ndarray, settings: ImagingSetti
                 lcf_background=settings.lcf_background, sum_to_one=settings.sum_to_one,
                 normalize=settings.normalize, whiteline_window_ev=settings.whiteline_window_ev,
                 preedge_window_ev=settings.preedge_window_ev,
+                edge_features=settings.for_energy(energy).edge_features_on,
             )
         for n in settings.feature_names:
             out[n][y0:y0 + h] = f.values[n].reshape(h, nx)
@@ -190,6 +246,7 @@ class MapResult:
     ----------
     raw : per-pixel feature maps, name -> (ny, nx)
     model : the solved MapModel (labels, smoothed maps, sd, learned parameters)
+    labels, label_uncertainty : (ny, nx) final labels (with "none") and their uncertainty (:func:`final_labels`)
     phase_names : names of the phases (label k -> phase_names[k])
     fractions : name -> (ny, nx), MRF fraction maps (clipped smoothed weights, normalised), with references
     statistics : flat dict of numbers (see :func:`map_statistics`)
@@ -199,9 +256,53 @@ class MapResult:
     raw: dict[str, np.ndarray]
     model: MapModel
     phase_names: tuple[str, ...]
+    labels: np.ndarray
+    label_uncertainty: np.ndarray
     fractions: dict[str, np.ndarray]
     statistics: dict[str, float]
     reasons: dict[str, int]
+
+
+def _presence(model: MapModel, settings: ImagingSettings):
+    from .chemical_labels import presence
+
+    return presence(model.raw["lcf_total"], model.raw["lcf_total_err"])
+
+
+def absent_pixels(model: MapModel, settings: ImagingSettings) -> np.ndarray:
+    """(ny, nx) bool: measured pixels without a detectable element (:func:`.chemical_labels.presence`); all
+    False unless ``settings.none_by_presence``."""
+    if not settings.none_by_presence:
+        return np.zeros(model.shape, bool)
+    present, _, _ = _presence(model, settings)
+    return np.isfinite(model.raw["lcf_total"]) & ~present
+
+
+def final_labels(model: MapModel, settings: ImagingSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and their uncertainty (1 - the label's probability).
+
+    With ``settings.none_by_presence``: phase "none" (index ``len(ref_names)``) where the element is absent
+    (:func:`.chemical_labels.presence`) and the chemical phases by the dominant reference
+    (:func:`.chemical_labels.chemical_labels`); the uncertainty of a "none" pixel is the probability that
+    the element is there after all. Otherwise the map model's own labels.
+    """
+    from .chemical_labels import chemical_labels
+
+    if not settings.none_by_presence:
+        return model.labels.copy(), 1.0 - model.prob_max
+    present, p_none, _ = _presence(model, settings)
+    names = [f"weight.{n}" for n in settings.ref_names]
+    if all(n in model.smoothed and model.gmrf.get(n) is not None for n in names):
+        # the Gaussian-MRF weights and their posterior sd (when the GMRF was learned for every weight map)
+        weights = np.stack([model.smoothed[n] for n in names])
+        sd = np.stack([model.sd[n] for n in names])
+    else:
+        weights, sd = np.stack([model.raw[n] for n in names]), None
+    labels, unc, _ = chemical_labels(weights, present, sd)
+    absent = np.isfinite(model.raw["lcf_total"]) & ~present
+    labels[absent] = len(settings.ref_names)
+    unc[absent] = 1.0 - p_none[absent]
+    return labels, unc
 
 
 def fraction_maps(model: MapModel, settings: ImagingSettings) -> dict[str, np.ndarray]:
@@ -217,7 +318,9 @@ def fraction_maps(model: MapModel, settings: ImagingSettings) -> dict[str, np.nd
     total = w.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(total > 0, w / total, np.nan)
-    if settings.background_phase:
+    if settings.none_by_presence:
+        frac[:, absent_pixels(model, settings)] = np.nan
+    elif settings.background_phase:
         frac[:, model.labels == model.config.n_phases - 1] = np.nan
     return {n: frac[i] for i, n in enumerate(settings.ref_names)}
 
@@ -232,7 +335,7 @@ def map_statistics(model: MapModel, settings: ImagingSettings, *, max_lag: int =
     """
     stats: dict[str, float] = {}
     names = settings.phase_names
-    lab = model.labels
+    lab = final_labels(model, settings)[0]
     n_lab = max(int((lab >= 0).sum()), 1)
     for k, name in enumerate(names):
         stats[f"label_fraction.{name}"] = float((lab == k).sum() / n_lab)
@@ -266,7 +369,7 @@ def analyze_stack(energy: np.ndarray, stack: np.ndarray, settings: ImagingSettin
     settings : ImagingSettings (default: no references)
     mask : optional (ny, nx) bool, pixels to use (others are treated as not measured)
     """
-    settings = settings or ImagingSettings()
+    settings = (settings or ImagingSettings()).for_energy(energy)
     raw, reasons = stack_features(energy, stack, settings)
     ny, nx = stack.shape[1:]
     if mask is not None:
@@ -278,6 +381,7 @@ def analyze_stack(energy: np.ndarray, stack: np.ndarray, settings: ImagingSettin
     config = settings.map_config()
     names = dict.fromkeys(config.class_features + config.smooth)
     model = MapModel.batch((ny, nx), config, {n: raw[n] for n in names})
-    return MapResult(raw=raw, model=model, phase_names=settings.phase_names,
+    labels, unc = final_labels(model, settings)
+    return MapResult(raw=raw, model=model, phase_names=settings.phase_names, labels=labels, label_uncertainty=unc,
                      fractions=fraction_maps(model, settings), statistics=map_statistics(model, settings),
                      reasons=reasons)
