@@ -24,8 +24,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-from .potts import conditional_probabilities, configuration_codes, configuration_histogram, icm, \
-    pseudo_likelihood_beta
+from .potts import (
+    conditional_probabilities,
+    configuration_codes,
+    configuration_histogram,
+    icm,
+    pseudo_likelihood_beta,
+)
 
 ROUNDS = 6  # ICM / pseudo-likelihood alternations (the coupling settles in 3-4 on the test maps)
 
