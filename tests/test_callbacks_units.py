@@ -75,3 +75,24 @@ def test_other_runs_are_ignored(RE, beamline):
 
     RE(count([beamline.scaler], 3))
     assert units == []
+
+
+def test_a_users_sample_gets_spm_from_the_runs_feff_paths_or_a_skip_that_says_how(RE, beamline):
+    """A real RunEngine scan of a sample the service has no path set for: with md={"feff_paths": ...} the
+    merged spectrum gets an SpM result with those paths; without it a skipped result naming the sample and
+    the config key."""
+    for md, expect in (({"feff_paths": "packaged:cu_fcc_a3.615_feff6l"}, "ok"), ({}, "skipped")):
+        units = []
+        RE.subscribe(SpectrumUnitBuilder(units.append))
+        RE(xafs_scan([beamline.scaler], beamline.dcm, element="Cu", sample="my foil 3", repeats=1, dwell_s=0.2,
+                     md=md))
+        merge = [u for u in units if u.unit.index == "merge"][-1]
+        merge.analyses = ["xafs.normalize", "spm"]
+        records = {r.analysis: r for r in process_unit(merge, default_registry())}
+        spm = records["spm"]
+        assert spm.status == expect, spm.error
+        if expect == "ok":
+            assert spm.result.params["path_set"] == "packaged:cu_fcc_a3.615_feff6l"
+            assert abs(spm.result.summary["spm.shell1.R"] - 2.55) < 0.05
+        else:
+            assert "no path set for 'my foil 3'" in spm.error and "[analysis.spm] paths" in spm.error

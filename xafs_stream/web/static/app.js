@@ -244,6 +244,12 @@ function renderUnits(d) {
     if (r.status === "error") errors.push(`${a}/${u}: ${r.error}`);
     else if (r.status === "ok" && (r.verdict === "warn" || r.verdict === "bad")) errors.push(`${a}/${u}: quality ${r.verdict} (${(r.verdict_reasons || []).join("; ")})`);
   }
+  // a skipped analysis says why once per analysis and reason (e.g. "spm: skipped: no path set for 'X' ...")
+  const skips = new Set();
+  for (const a of analyses) for (const r of Object.values(d.results[a])) {
+    if (r.status === "skipped" && r.error && !r.error.startsWith("requires ") && !r.error.includes("runs on merged")) skips.add(`${a}: skipped: ${r.error}`);
+  }
+  errors.push(...skips);
   for (const f of d.flags || []) if (!f.endsWith(": error")) errors.push(f);
   $("#run-errors").innerHTML = errors.map((e) => `<li>${esc(e)}</li>`).join("");
 }
