@@ -33,10 +33,16 @@ class ServiceFailed(RuntimeError):
 
 
 def open_tiled(config: Config, *, separate_process: bool = False) -> TiledHandle:
-    """Connect to ``[tiled] uri`` or start the embedded server under the data directory (in this process,
-    or in a child process with ``separate_process``)."""
+    """Connect to ``[tiled] uri``, else to the Tiled of the ``serve`` running on the data directory
+    (:mod:`.service_info`), else start the embedded server under the data directory (in this process, or in a
+    child process with ``separate_process``)."""
     if config.tiled.uri:
         return connect_tiled(config.tiled.uri, api_key=config.tiled.api_key or None)
+    from .service_info import read_info
+
+    running = read_info(config.data_dir)
+    if running is not None:  # a serve owns this data directory: use its Tiled, never a second one
+        return connect_tiled(running["tiled_uri"], api_key=running.get("api_key") or None)
     if separate_process:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         logs = config.data_dir / "logs"
@@ -44,6 +50,36 @@ def open_tiled(config: Config, *, separate_process: bool = False) -> TiledHandle
         return start_tiled_process(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None,
                                    log_file=logs / "tiled.log")
     return start_embedded_tiled(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None)
+
+
+def check_ports_free(addresses: dict[str, str]) -> None:
+    """Fail in one line, before anything starts, when a fixed TCP port to bind is taken (``tcp://host:port``;
+    port 0 or ``*`` hosts are probed on all interfaces)."""
+    import socket
+
+    for what, addr in addresses.items():
+        if not addr or not addr.startswith("tcp://"):
+            continue
+        host, _, port = addr[len("tcp://"):].rpartition(":")
+        if not port.isdigit() or int(port) == 0:
+            continue
+        host = "" if host in ("*", "0.0.0.0") else host.strip("[]")
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no conflict
+            try:
+                sock.bind((host, int(port)))
+            except OSError as exc:
+                raise RuntimeError(f"{what} {addr}: {exc.strerror or exc} (another process listens there; "
+                                   f"free the port or change [broker] in the configuration)") from None
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log file (the cause of a failed start), or "no log"."""
+    try:
+        lines = [x.strip() for x in Path(path).read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][-300:] if lines else "empty log"
 
 
 def _python_cli(*args: str) -> list[str]:
@@ -67,6 +103,8 @@ class Service:
     _restarts: dict[str, list[float]] = field(default_factory=dict)  # component -> monotonic restart times
     _retry_at: dict[str, float] = field(default_factory=dict)  # component -> when to try a failed start again
     _retry_delay: dict[str, float] = field(default_factory=dict)  # component -> its current back-off, s
+    _lock: int | None = None  # the data directory's serve.lock (service_info)
+    info_file: Path | None = None  # service.json while running
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> "Service":
@@ -84,6 +122,14 @@ class Service:
         b = cfg.broker
         check_binds({"frontend": b.frontend, "backend": b.backend, "events": b.events}, cfg.security.keys,
                     cfg.security.allow_insecure)
+        from .service_info import acquire_lock
+
+        self._lock = acquire_lock(cfg.data_dir)  # one serve per data directory (before any port is probed)
+        try:
+            check_ports_free({"broker frontend": b.frontend, "broker backend": b.backend, "broker events": b.events})
+        except RuntimeError:
+            self.stop()
+            raise
         if cfg.dashboard.enabled:
             from .web.guard import check_exposure
 
@@ -115,7 +161,19 @@ class Service:
                     break
                 except (RuntimeError, TimeoutError, OSError) as exc:  # e.g. the port is taken
                     log.warning("dashboard could not listen on %s:%s (%s)", d.host, port, exc)
+        self.publish_info()
         return self
+
+    def publish_info(self) -> None:
+        """Write ``service.json`` (addresses, the Tiled key; owner-only) for clients on this file system."""
+        from .service_info import write_info
+
+        uri = self.tiled.uri.split("?")[0] if self.tiled else ""
+        self.info_file = write_info(self.config.data_dir, {
+            "tiled_uri": uri, "api_key": getattr(self.tiled, "api_key", "") or "",
+            "frontend": self.frontend, "backend": self.backend, "events": self.events,
+            "dashboard": getattr(self.dashboard, "link", "") if self.dashboard is not None else "",
+        })
 
     def _write_config(self) -> str:
         if not self._config_file:
@@ -136,7 +194,7 @@ class Service:
         deadline = time.monotonic() + 30
         while not ready.exists():
             if self.broker_proc.poll() is not None:
-                raise RuntimeError(f"broker exited with code {self.broker_proc.returncode}; "
+                raise RuntimeError(f"broker did not start ({last_line(self.log_dir / 'broker.log')}); "
                                    f"see {self.log_dir}/broker.log")
             if time.monotonic() > deadline:
                 raise TimeoutError("broker did not start within 30 s")
@@ -148,6 +206,8 @@ class Service:
         self.events = info.get("events", "")
         # later restarts must come back on the same ports
         b.frontend, b.backend, b.events = self.frontend, self.backend, self.events
+        if self._config_file:
+            Path(self._config_file).unlink(missing_ok=True)
         self._config_file = ""
         log.info("broker up: frontend %s backend %s events %s", self.frontend, self.backend, self.events or "(none)")
 
@@ -273,6 +333,12 @@ class Service:
             self.tiled.close()
         if self._config_file:
             Path(self._config_file).unlink(missing_ok=True)
+        if self._lock is not None:
+            from .service_info import release_lock, remove_info
+
+            remove_info(self.config.data_dir)
+            release_lock(self._lock)
+            self._lock = None
 
     def _reconcile(self) -> None:
         from .worker.reprocess import reconcile_recent
@@ -302,6 +368,7 @@ class Session:
     tokens: list[int]
     spectra: Any
     tiles: Any
+    tiled_client: Any = None  # the service's Tiled (raw runs and results; ``client[uid]``)
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Wait until raw data are in Tiled and every unit reached the broker."""
@@ -334,23 +401,33 @@ def subscribe(
     ----------
     RE : the user's RunEngine
     config : a :class:`Config` or a TOML path (default: defaults + environment)
-    tiled_client : write raw runs here (default: connect to ``[tiled] uri``)
-    frontend : broker frontend address (default: ``[broker] frontend``)
+    tiled_client : write raw runs here (default: ``[tiled] uri``, else the Tiled of the ``serve`` running on
+        the configuration's data directory, found from its ``service.json``)
+    frontend : broker frontend address (default: the running serve's, else ``[broker] frontend``)
     write_raw : subscribe the raw-run writer (off when another process already writes runs to Tiled)
     live_processing : subscribe the unit builders (off: runs can be processed later by ``reprocess``)
     """
     from .callbacks.units import MapTileBuilder, SpectrumUnitBuilder
+    from .service_info import read_info
     from .storage.raw_writer import LiveTiledWriter
     from .transport.publisher import UnitPublisher
 
     cfg = config if isinstance(config, Config) else load_config(config)
+    running = None if cfg.tiled.uri else read_info(cfg.data_dir)
     tokens: list[int] = []
     writer = publisher = spectra = tiles = None
+    if tiled_client is None:
+        if cfg.tiled.uri:
+            tiled_client = connect_tiled(cfg.tiled.uri, api_key=cfg.tiled.api_key or None).client
+        elif running is not None:
+            tiled_client = connect_tiled(running["tiled_uri"], api_key=running.get("api_key") or None).client
+    if frontend is None and running is not None:
+        frontend = running.get("frontend") or None
     if write_raw:
         if tiled_client is None:
-            if not cfg.tiled.uri:
-                raise ValueError("subscribe: give tiled_client or set [tiled] uri to write raw runs")
-            tiled_client = connect_tiled(cfg.tiled.uri, api_key=cfg.tiled.api_key or None).client
+            raise ValueError(f"subscribe: no running xafs-stream serve on {cfg.data_dir} (no service.json) and no "
+                             f"[tiled] uri: start `xafs-stream serve` with the same configuration, or give "
+                             f"tiled_client")
         writer = LiveTiledWriter(tiled_client, backup_directory=str(cfg.data_dir / "raw-backup"))
         tokens.append(RE.subscribe(writer))
     if live_processing:
@@ -365,4 +442,5 @@ def subscribe(
         tiles = MapTileBuilder(submit, announce=publisher.announce)
         tokens.append(RE.subscribe(spectra))
         tokens.append(RE.subscribe(tiles))
-    return Session(RE=RE, writer=writer, publisher=publisher, tokens=tokens, spectra=spectra, tiles=tiles)
+    return Session(RE=RE, writer=writer, publisher=publisher, tokens=tokens, spectra=spectra, tiles=tiles,
+                   tiled_client=tiled_client)

@@ -26,9 +26,17 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with Service(cfg) as service:
+    try:
+        service = Service(cfg).start()  # on failure it has stopped what it started: no child left
+    except (RuntimeError, TimeoutError, OSError) as exc:  # a port in use, a bad key, Tiled not starting, ...
+        print(f"xafs-stream serve: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    try:
         print(f"Tiled:    {service.tiled.browse_url}")
-        print(f"broker:   producers -> {service.frontend}   workers -> {service.backend}")
+        print(f"broker:   producers -> {service.frontend}   workers -> {service.backend}   "
+              f"result events -> {service.events or '(off)'}")
+        print(f"clients:  {service.info_file} (addresses and the Tiled key, owner-only; subscribe(RE, config) and "
+              f"the read commands use it)")
         print(f"workers:  {len(service.worker_procs)} local (logs in {service.log_dir})")
         if service.dashboard is not None:
             print(f"dashboard: {service.dashboard.link}")
@@ -40,4 +48,6 @@ def run(args: argparse.Namespace) -> int:
             except ServiceFailed as exc:
                 print(f"xafs-stream serve: error: {exc}; stopping", file=sys.stderr, flush=True)
                 return 1
+    finally:
+        service.stop()
     return 0

@@ -183,7 +183,11 @@ class TiledProcess:
         deadline = time.monotonic() + 90
         while not ready.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"embedded Tiled exited with code {self.proc.returncode} (log: {log_file})")
+                tail = ""
+                if log_file is not None:
+                    lines = [x.strip() for x in Path(log_file).read_text(errors="replace").splitlines() if x.strip()]
+                    tail = f": {lines[-1][-300:]}" if lines else ""
+                raise RuntimeError(f"embedded Tiled exited with code {self.proc.returncode}{tail} (log: {log_file})")
             if time.monotonic() > deadline:
                 self.proc.kill()
                 raise TimeoutError("embedded Tiled did not start within 90 s")

@@ -1,0 +1,133 @@
+"""One configuration for the service and the beamline session: ``serve`` publishes its addresses in the data
+directory, ``subscribe(RE, "xafs-stream.toml")`` and the read commands find it, a second ``serve`` is refused,
+and startup failures are one line with nothing left running (real serve, Tiled, broker, worker, RunEngine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xafs_stream.service_info import ServiceRunning, acquire_lock, read_info, release_lock, write_info
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _toml(tmp_path: Path) -> Path:
+    ports = [_free_port() for _ in range(3)]
+    path = tmp_path / "xafs-stream.toml"
+    path.write_text(f"""[service]
+data_dir = "{tmp_path / 'data'}"
+workers = 1
+[broker]
+frontend = "tcp://127.0.0.1:{ports[0]}"
+backend = "tcp://127.0.0.1:{ports[1]}"
+events = "tcp://127.0.0.1:{ports[2]}"
+[dashboard]
+enabled = false
+""")
+    return path
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xafs_stream.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _children_on(directory: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(directory) in line and "ps -eo" not in line]
+
+
+def test_service_info_is_owner_only_and_a_dead_pid_is_ignored(tmp_path):
+    path = write_info(tmp_path, {"tiled_uri": "http://x", "api_key": "secret"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_info(tmp_path)["api_key"] == "secret"
+    path.write_text(json.dumps({"pid": 2**22 + 12345, "tiled_uri": "http://x"}))  # no such process
+    assert read_info(tmp_path) is None
+    fd = acquire_lock(tmp_path)
+    try:
+        held = subprocess.run([sys.executable, "-c", f"from pathlib import Path; from xafs_stream.service_info import "
+                               f"acquire_lock; acquire_lock(Path({str(tmp_path)!r}))"], capture_output=True, text=True)
+        assert held.returncode != 0 and f"PID {os.getpid()}" in held.stderr
+    finally:
+        release_lock(fd)
+    with pytest.raises(ServiceRunning):
+        fd1 = acquire_lock(tmp_path)
+        try:
+            acquire_lock(tmp_path)
+        finally:
+            release_lock(fd1)
+
+
+def test_one_toml_for_serve_subscribe_and_the_read_commands(tmp_path):
+    pytest.importorskip("ophyd")
+    toml = _toml(tmp_path)
+    data = tmp_path / "data"
+    serve = subprocess.Popen([sys.executable, "-m", "xafs_stream.cli.main", "serve", "--config", str(toml)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while read_info(data) is None:
+            assert serve.poll() is None, serve.stdout.read()
+            assert time.monotonic() < deadline, "serve did not publish service.json"
+            time.sleep(0.2)
+        info = read_info(data)
+        assert info["pid"] == serve.pid and info["tiled_uri"].startswith("http://") and info["api_key"]
+        assert info["frontend"] in toml.read_text() and info["events"] in toml.read_text()
+        # a second serve on the same data directory: one line naming the first one's PID
+        second = _cli("serve", "--config", str(toml), timeout=60)
+        assert second.returncode == 1 and f"PID {serve.pid}" in second.stderr
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        # the beamline side, from the same file
+        from bluesky import RunEngine
+        from xafs_stream.plans import xafs_scan
+        from xafs_stream.simulated_devices import make_beamline
+
+        from xafs_stream import subscribe
+
+        bl = make_beamline(sample="Cu")
+        RE = RunEngine()
+        session = subscribe(RE, str(toml))
+        (uid,) = RE(xafs_scan([bl.scaler], bl.dcm, element="Cu", sample="Cu foil", repeats=1, dwell_s=0.2))
+        session.flush()
+        assert uid in session.tiled_client
+        session.close()
+        # a read command with the same file talks to the running service (no second Tiled)
+        t0 = time.monotonic()
+        query = _cli("query", "--config", str(toml), timeout=60)
+        assert query.returncode == 0 and uid[:8] in query.stdout, query.stderr
+        assert "Tiled version" not in query.stdout + query.stderr
+        assert time.monotonic() - t0 < 30
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    assert not (data / "service.json").exists()
+    assert _children_on(tmp_path) == []
+
+
+def test_a_port_in_use_is_one_line_within_seconds_and_leaves_nothing(tmp_path):
+    toml = _toml(tmp_path)
+    port = int(toml.read_text().split("frontend = \"tcp://127.0.0.1:")[1].split('"')[0])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        t0 = time.monotonic()
+        res = _cli("serve", "--config", str(toml), timeout=60)
+        took = time.monotonic() - t0
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "broker frontend" in res.stderr and "in use" in res.stderr
+    assert took < 20
+    assert _children_on(tmp_path) == []
