@@ -328,7 +328,7 @@ def test_report_of_a_spectrum_run(cat, tmp_path, capsys):
     from xafs_stream.client.report import format_pm
 
     uid = cat.uids["cu"]
-    assert main(["report", uid[:10], *cat.cli, "-o", str(tmp_path)]) == 0
+    assert main(["report", uid[:10], *cat.cli, "-o", str(tmp_path), "--png"]) == 0
     page = capsys.readouterr().out.strip()
     text = Path(page).read_text(encoding="utf-8")
     shell = cat.client[RESULTS_ROOT][uid].metadata["summary"]["spm"]["shell1"]
@@ -342,10 +342,10 @@ def test_report_of_a_spectrum_run(cat, tmp_path, capsys):
 
 
 def test_report_of_a_map_and_of_an_unanalysed_run(cat, tmp_path, capsys):
-    assert main(["report", "-1", *cat.cli, "-o", str(tmp_path), "--inline"]) == 0  # -1: the newest run, the map
+    assert main(["report", "-1", *cat.cli, "-o", str(tmp_path)]) == 0  # -1: the newest run, the map
     text = Path(capsys.readouterr().out.strip()).read_text(encoding="utf-8")
     assert "data:image/png;base64," in text and "xafs.normalize_tile" in text and cat.uids["map"] in text
-    assert list(tmp_path.glob("*.png")) == []
+    assert list(tmp_path.glob("*.png")) == []  # one self-contained HTML by default
     assert main(["report", cat.uids["znse"], *cat.cli, "-o", str(tmp_path)]) == 0
     text = Path(capsys.readouterr().out.strip()).read_text(encoding="utf-8")
     assert "No analysis results stored" in text and "ZnSe" in text

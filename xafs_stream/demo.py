@@ -192,11 +192,13 @@ def _verdict_tag(level: str | None) -> str:
 
 def _print_summary(report: DemoReport, out: TextIO) -> None:
     print("\nRuns", file=out)
-    print(f"  {'uid':8}  {'what':28} {'status':8} {'ok/all':>7}  highlights", file=out)
+    print(f"  {'uid':8}  {'what':28} {'status':8} {'ok/skip/err':>11}  highlights", file=out)
     for run in report.runs:
         summary = run.get("summary", {})
         statuses = list(run.get("results", {}).values())
         ok = sum(s == "ok" for s in statuses)
+        skipped = sum(s == "skipped" for s in statuses)
+        failed = sum(s == "error" for s in statuses)
         bits = []
         if "e0" in summary:
             bits.append(f"E0 {summary['e0']:.1f} eV")
@@ -223,7 +225,7 @@ def _print_summary(report: DemoReport, out: TextIO) -> None:
         if warn:
             bits.append(f"{len(warn)} warn: {', '.join(warn[:3])}")
         print(f"  {run['uid'][:8]:8}  {run['label'][:28]:28} {run.get('exit_status', '?'):8} "
-              f"{ok:>3}/{len(statuses):<3}  {'; '.join(bits)}", file=out)
+              f"{f'{ok}/{skipped}/{failed}':>11}  {'; '.join(bits)}", file=out)
     if report.latencies_s:
         print("\nPer-unit latency, end of the unit (its last event) → result stored in Tiled:", file=out)
         for analysis, values in sorted(report.latencies_s.items()):

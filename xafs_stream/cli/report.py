@@ -1,4 +1,5 @@
-"""``xafs-stream report RUN``: an HTML report (with PNG figures) of a run's data, parameters and results.
+"""``xafs-stream report RUN``: one self-contained HTML report (figures inline) of a run's data, parameters and
+results; ``--png`` writes the figures as separate PNG files beside it instead.
 
 RUN is a uid, a unique uid prefix or -1 for the latest run.
 """
@@ -14,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write an HTML report of a run", description=__doc__)
     p.add_argument("run_ref", metavar="RUN", help="run uid, unique uid prefix, or -1 for the latest run")
     p.add_argument("-o", "--output", default=".", help="output directory (default: current directory)")
-    p.add_argument("--inline", action="store_true", help="embed the figures: one self-contained HTML file")
+    p.add_argument("--inline", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    p.add_argument("--png", action="store_true", help="write the figures as PNG files beside the HTML")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     add_service_options(p, broker=False)
     p.set_defaults(func=run)
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     tiled = open_catalog(args)
     try:
         data = fetch_run(tiled.client, args.run_ref)
-        page = write_report(data, args.output, inline=args.inline, overwrite=args.overwrite)
+        page = write_report(data, args.output, inline=not args.png, overwrite=args.overwrite)
     finally:
         tiled.close()
     print(page)

@@ -169,8 +169,8 @@ class Worker:
                     sock.send_multipart([P.PROTOCOL, P.HEARTBEAT])
                     next_beat = now + self.heartbeat_s
                 if now - last_heard > self.broker_timeout_s:
-                    log.warning("%s: broker silent for %.1f s; reconnecting in %.1f s", self.name,
-                                now - last_heard, reconnect_delay)
+                    log.warning("%s: broker at %s silent for %.1f s; reconnecting in %.1f s", self.name,
+                                self.address, now - last_heard, reconnect_delay)
                     poller.unregister(sock)
                     sock.close(0)
                     if self._stop.wait(reconnect_delay):
