@@ -131,3 +131,48 @@ def test_a_port_in_use_is_one_line_within_seconds_and_leaves_nothing(tmp_path):
     assert res.stderr.strip().count("\n") == 0 and "broker frontend" in res.stderr and "in use" in res.stderr
     assert took < 20
     assert _children_on(tmp_path) == []
+
+
+def _fails_in_one_line(tmp_path: Path, toml: Path, *needles: str, env: dict | None = None) -> str:
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "xafs_stream.cli.main", "serve", "--config", str(toml)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    took = time.monotonic() - t0
+    err = res.stderr.strip()
+    assert res.returncode != 0 and "Traceback" not in res.stderr and err.count("\n") == 0, res.stderr[-2000:]
+    assert all(n in err for n in needles), err
+    assert took < 45, took
+    assert _children_on(tmp_path) == []
+    return err
+
+
+def test_a_key_the_embedded_tiled_refuses_is_one_line(tmp_path):
+    toml = _toml(tmp_path)
+    _fails_in_one_line(tmp_path, toml, "api_key", "letters and digits",
+                       env={"XAFS_STREAM_TILED_API_KEY": "abc-123"})
+
+
+def test_an_unusable_data_directory_is_one_line(tmp_path):
+    toml = _toml(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    toml.write_text(toml.read_text().replace(f'data_dir = "{tmp_path / "data"}"',
+                                             f'data_dir = "{tmp_path / "afile" / "data"}"'))
+    _fails_in_one_line(tmp_path, toml, "data_dir", "cannot be used")
+
+
+def test_tiled_that_does_not_start_is_one_line_naming_its_log(tmp_path):
+    toml = _toml(tmp_path)
+    catalog = tmp_path / "data" / "tiled"
+    catalog.mkdir(parents=True)
+    (catalog / "catalog.db").write_bytes(b"this is not an SQLite database" * 100)
+    _fails_in_one_line(tmp_path, toml, "Tiled", "tiled.log")
+
+
+def test_the_embedded_tiled_port_in_use_is_one_line(tmp_path):
+    toml = _toml(tmp_path)
+    port = _free_port()
+    toml.write_text(toml.read_text() + f"[tiled]\nport = {port}\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        _fails_in_one_line(tmp_path, toml, "embedded Tiled", "in use")

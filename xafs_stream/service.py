@@ -52,6 +52,26 @@ def open_tiled(config: Config, *, separate_process: bool = False) -> TiledHandle
     return start_embedded_tiled(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None)
 
 
+def check_startup(cfg: Config) -> None:
+    """What would make ``serve`` fail half-way, checked before anything starts (one-line RuntimeError): a data
+    directory that cannot be created or written, an API key the embedded Tiled refuses (Tiled accepts only
+    letters and digits, so that the key survives in a URL)."""
+    data = cfg.data_dir
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        probe = data / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RuntimeError(f"data_dir {data} cannot be used: {exc.strerror or exc} (set [service] data_dir to a "
+                           f"writable directory)") from None
+    key = cfg.tiled.api_key or os.environ.get(API_KEY_ENV, "")
+    if not cfg.tiled.uri and key and not key.isalnum():
+        raise RuntimeError("[tiled] api_key: the embedded Tiled accepts only letters and digits (Tiled's rule, "
+                           "so that the key can go into a URL); make one with "
+                           "python -c 'import secrets; print(secrets.token_hex(32))'")
+
+
 def check_ports_free(addresses: dict[str, str]) -> None:
     """Fail in one line, before anything starts, when a fixed TCP port to bind is taken (``tcp://host:port``;
     port 0 or ``*`` hosts are probed on all interfaces)."""
@@ -124,9 +144,13 @@ class Service:
                     cfg.security.allow_insecure)
         from .service_info import acquire_lock
 
+        check_startup(cfg)
         self._lock = acquire_lock(cfg.data_dir)  # one serve per data directory (before any port is probed)
         try:
-            check_ports_free({"broker frontend": b.frontend, "broker backend": b.backend, "broker events": b.events})
+            ports = {"broker frontend": b.frontend, "broker backend": b.backend, "broker events": b.events}
+            if not cfg.tiled.uri and cfg.tiled.port:
+                ports["embedded Tiled"] = f"tcp://127.0.0.1:{cfg.tiled.port}"
+            check_ports_free(ports)
         except RuntimeError:
             self.stop()
             raise
