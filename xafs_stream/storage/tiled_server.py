@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,9 @@ class TiledProcess:
                 tail = ""
                 if log_file is not None:
                     lines = [x.strip() for x in Path(log_file).read_text(errors="replace").splitlines() if x.strip()]
-                    tail = f": {lines[-1][-300:]}" if lines else ""
+                    # the exception line names the cause; the very last line is often a link or a frame
+                    causes = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", x)]
+                    tail = f": {(causes or lines)[-1][-300:]}" if lines else ""
                 raise RuntimeError(f"embedded Tiled exited with code {self.proc.returncode}{tail} (log: {log_file})")
             if time.monotonic() > deadline:
                 self.proc.kill()
