@@ -47,7 +47,7 @@ ALLOWED = {
     "storage": {"core"},
     "worker": {"core", "config", "analyses", "transport", "storage", "callbacks"},
 }
-FACES = {"client", "cli", "web", "service", "service_info", "demo", "xafs_stream"}
+FACES = {"client", "cli", "web", "service", "service_info", "results", "demo", "xafs_stream"}
 
 
 def loaded_modules(module: str, cwd: Path) -> list[str]:

@@ -349,3 +349,33 @@ def test_report_of_a_map_and_of_an_unanalysed_run(cat, tmp_path, capsys):
     assert main(["report", cat.uids["znse"], *cat.cli, "-o", str(tmp_path)]) == 0
     text = Path(capsys.readouterr().out.strip()).read_text(encoding="utf-8")
     assert "No analysis results stored" in text and "ZnSe" in text
+
+
+def test_the_public_reader_gives_unpadded_arrays_a_dataset_and_the_summary(cat):
+    """``xafs_stream.results.read``: the arrays as the analysis made them (no NaN padding), its summary and
+    verdict, an xarray Dataset on the shared axes; and a plain Tiled client can tell padding from data from
+    the node's metadata alone (``table_lengths``)."""
+    from xafs_stream import results
+
+    uid = cat.uids["cu"]
+    norm = results.read(cat.client, uid, "xafs.normalize")
+    assert norm.status == "ok" and norm.verdict in ("ok", "warn")
+    a = norm.arrays
+    assert a["energy"].size == a["mu"].size and a["k"].size == a["chi"].size != a["energy"].size
+    assert np.all(np.isfinite(a["chi"])) and np.all(np.isfinite(a["energy"]))
+    assert norm.summary["e0"] == pytest.approx(8979.0, abs=2)
+    ds = norm.dataset()
+    assert ds["chi"].dims == ("k",) and ds["mu"].dims == ("energy",) and ds.attrs["verdict"] == norm.verdict
+    spm = results.read(cat.client, uid, "spm")
+    assert spm.summary["shell1.R"] == pytest.approx(2.54, abs=0.03) and spm.params["path_set"]
+    assert "merge" in results.units(cat.client, uid, "xafs.normalize")
+    with pytest.raises(KeyError):
+        results.read(cat.client, uid, "bayes.xanes", "repeat_99")
+    # the plain client: metadata says which rows are data
+    from xafs_stream.storage.layout import RESULTS_ROOT
+
+    node = cat.client[RESULTS_ROOT][uid]["xafs_normalize"]["merge"]
+    lengths = node.metadata["table_lengths"]
+    frame = node.read()
+    assert len(frame) > lengths["chi"] and np.isnan(frame["chi"].to_numpy()[lengths["chi"]:]).all()
+    assert np.array_equal(frame["chi"].to_numpy()[: lengths["chi"]], a["chi"])

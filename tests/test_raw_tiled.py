@@ -141,3 +141,21 @@ def test_raw_appends_wait_while_a_units_results_are_stored(tiled, RE):
         for token in tokens:
             RE.unsubscribe(token)
         writer.close()
+
+
+def test_a_raw_run_opens_as_a_databroker_bluesky_run(tiled, RE, beamline, writer, collect):
+    """How facility users read runs: a fresh Tiled client (databroker[client]'s BlueskyRun plugin, a declared
+    dependency) gives ``client[uid].primary.read()`` as an xarray Dataset."""
+    pytest.importorskip("bluesky_tiled_plugins")
+    from tiled.client import from_uri
+
+    RE(xafs_scan([beamline.scaler], beamline.dcm, element="Cu", sample="Cu", repeats=1, dwell_s=0.2))
+    writer.flush()
+    uid = collect[0][1]["uid"]
+    run = from_uri(tiled.uri)[uid]
+    assert type(run).__name__.startswith("BlueskyRun")
+    ds = run.primary.read()
+    assert type(ds).__name__ == "Dataset"
+    assert ds["dcm"].size == collect[0][1]["n_points"] and "scaler_i0" in ds
+    mu = np.log(ds["scaler_i0"].values / ds["scaler_it"].values)
+    assert abs(float(np.squeeze(find_e0(ds["dcm"].values, mu))) - 8979.0) < 1.0
