@@ -10,7 +10,7 @@ import numpy as np
 from .beam import BeamModel, Faults
 from .devices import SimDCM, SimMapDetector, SimScaler, SimStage
 from .phantom import Phantom, make_phantom
-from .samples import REFERENCE_FOIL, load_sample
+from .samples import REFERENCE_FOIL, SampleModel, load_sample
 
 
 @dataclass
@@ -24,12 +24,13 @@ class SimBeamline:
     mapdet: SimMapDetector
     phantom: Phantom
 
-    def load_sample(self, name: str | None, *, edge_step: float = 1.0) -> None:
-        """Put a library sample (or nothing, ``None``) in the beam, with its element's reference foil."""
+    def load_sample(self, name: "str | SampleModel | None", *, edge_step: float = 1.0) -> None:
+        """Put a library sample, a spectrum file (its path), a :class:`SampleModel` or nothing (``None``) in
+        the beam, with its element's reference foil."""
         if name is None:
             self.beam.sample = self.beam.reference = None
             return
-        sample = load_sample(name, edge_step=edge_step)
+        sample = name if isinstance(name, SampleModel) else load_sample(name, edge_step=edge_step)
         self.beam.sample = sample
         foil = REFERENCE_FOIL.get(sample.element)
         self.beam.reference = load_sample(foil, edge_step=1.0) if foil else None
@@ -45,7 +46,7 @@ class SimBeamline:
 
 def make_beamline(
     *,
-    sample: str | None = "Cu",
+    sample: "str | SampleModel | None" = "Cu",
     seed: int = 0,
     flux_cps: float = 1.0e9,
     settle_time_s: float = 0.0,
@@ -60,7 +61,8 @@ def make_beamline(
 
     Parameters
     ----------
-    sample : library sample in the beam for XAFS scans ("Cu", "Fe", "Fe2O3", "FeO", "ZnSe") or None
+    sample : in the beam for XAFS scans: a library sample ("Cu", "Fe", "Fe2O3", "FeO", "ZnSe"), the path of
+        any μ(E) file that names its element (XDI), a :class:`~.samples.SampleModel`, or None
     seed : seeds every random process (Poisson noise, phantom)
     flux_cps : incident photons/s
     settle_time_s, backlash_ev, energy_offset_ev : monochromator settings (see :class:`SimDCM`)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pathlib import Path
+
 import numpy as np
 import xraydb
 
@@ -38,7 +40,7 @@ REFERENCE_FOIL = {"Cu": "Cu", "Fe": "Fe", "Zn": None}
 
 @dataclass(frozen=True)
 class SampleModel:
-    """Absorption model of one sample.
+    """Absorption model of one sample (a library name, or any μ(E) file: :meth:`from_file`).
 
     Attributes
     ----------
@@ -76,6 +78,12 @@ class SampleModel:
         pre = self._pre_line()
         return np.clip(self.mu_t(e) - (pre[0] + pre[1] * e), 0.0, None)
 
+    @classmethod
+    def from_file(cls, path: str | Path, element: str | None = None, edge: str | None = None,
+                  **kwargs) -> "SampleModel":
+        """Any measured μ(E) file as a sample (see :func:`sample_from_file`)."""
+        return sample_from_file(path, element, edge, **kwargs)
+
     def _pre_line(self) -> tuple[float, float]:
         sel = self.energy < self.e0 - 30
         if sel.sum() < 2:
@@ -103,18 +111,42 @@ def _derivative_max(energy: np.ndarray, mu: np.ndarray, near_ev: float, window_e
 
 @lru_cache(maxsize=16)
 def load_sample(name: str, edge_step: float = 1.0, pre_edge_mut: float = 0.3) -> SampleModel:
-    """The library sample ``name`` scaled to ``edge_step`` absorption lengths.
+    """The library sample ``name`` scaled to ``edge_step`` absorption lengths, or a spectrum file given by
+    its path (see :func:`sample_from_file`; the file must name its element, as XDI does).
 
-    ``KeyError`` names the known samples when ``name`` is not in :data:`SAMPLE_LIBRARY`.
+    ``KeyError`` names the known samples when ``name`` is neither in :data:`SAMPLE_LIBRARY` nor a file.
     """
     if name not in SAMPLE_LIBRARY:
-        raise KeyError(f"unknown sample {name!r}; known samples: {sorted(SAMPLE_LIBRARY)}")
-    if not edge_step > 0:
-        raise ValueError(f"edge_step must be > 0 absorption lengths, got {edge_step}")
+        if Path(name).is_file():
+            return sample_from_file(name, edge_step=edge_step, pre_edge_mut=pre_edge_mut)
+        raise KeyError(f"unknown sample {name!r}; known samples: {sorted(SAMPLE_LIBRARY)}, or a spectrum file")
     filename, element, edge, is_foil = SAMPLE_LIBRARY[name]
     spec = read_spectrum(SPECTRA_DIR / filename)
-    order = np.argsort(spec.energy)
-    energy, mu = spec.energy[order], spec.mu[order]
+    return _model(name, spec.energy, spec.mu, element, edge, is_foil, edge_step, pre_edge_mut)
+
+
+def sample_from_file(path: str | Path, element: str | None = None, edge: str | None = None, *,
+                     edge_step: float = 1.0, pre_edge_mut: float = 0.3, is_foil: bool = False) -> SampleModel:
+    """Any measured μ(E) file as a simulated sample (``make_beamline(sample="path/to/file.xdi")``).
+
+    ``element``/``edge`` default to the file's XDI ``Element.symbol``/``Element.edge``; ValueError when
+    neither says. ``is_foil`` aligns the edge to the tabulated E0 (for metal foils)."""
+    path = Path(path)
+    spec = read_spectrum(path)
+    element = element or spec.element
+    edge = edge or spec.edge or "K"
+    if not element:
+        raise ValueError(f"{path}: the file does not name its element (no XDI Element.symbol); give "
+                         f"sample_from_file(path, element=..., edge=...)")
+    return _model(path.name, spec.energy, spec.mu, element, edge, is_foil, edge_step, pre_edge_mut)
+
+
+def _model(name: str, energy: np.ndarray, mu: np.ndarray, element: str, edge: str, is_foil: bool,
+           edge_step: float, pre_edge_mut: float) -> SampleModel:
+    if not edge_step > 0:
+        raise ValueError(f"edge_step must be > 0 absorption lengths, got {edge_step}")
+    order = np.argsort(energy)
+    energy, mu = np.asarray(energy)[order], np.asarray(mu)[order]
     keep = np.concatenate([[True], np.diff(energy) > 0]) & np.isfinite(mu)
     energy, mu = energy[keep], mu[keep]
     e0 = edge_energy(element, edge)

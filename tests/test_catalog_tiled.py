@@ -39,7 +39,8 @@ from xafs_stream.storage.results import ResultStore
 EXAFS = [[-150, -30, 10, "E"], [-30, 40, 1, "E"], [3, 13, 0.1, "k"]]
 XANES = [[-60, -15, 5, "E"], [-15, 45, 1, "E"]]
 # a smaller SpM dictionary than the service default (R up to 3.0 Å: the first Cu shell only), for speed
-SPM_FAST = {"spm": {"rmax": 3.0, "n_alphas": 15, "n_folds": 3}}
+# a paths table naming only Cu: the Fe2O3 run is then skipped (no path set configured for it)
+SPM_FAST = {"spm": {"rmax": 3.0, "n_alphas": 15, "n_folds": 3, "paths": {"Cu": "packaged:cu_fcc_a3.615_feff6l"}}}
 
 
 def _build(client) -> SimpleNamespace:
@@ -151,7 +152,7 @@ def test_query_by_results(cat):
     assert find(cat, where=["spm.shell1.N>10"]) == {"cu"}
     assert find(cat, where=["spm.shell1.R>2.50", "spm.shell1.R<2.60", "spm.shell1.pair==Cu-Cu"]) == {"cu"}
     assert find(cat, where=["status.spm==ok"]) == {"cu"}
-    assert find(cat, where=["status.spm==skipped"]) == {"fe2o3"}  # no FEFF paths for an oxide
+    assert find(cat, where=["status.spm==skipped"]) == {"fe2o3"}  # no FEFF paths configured for it
     assert find(cat, where=["status.spm!=ok"]) == {"fe2o3"}
     # Fe K edge 7112 eV (Fe2O3: Fe3+ shifts E0 up by a few eV); Cu K 8979 eV
     assert find(cat, where=["e0>7105", "e0<7140"]) == {"fe2o3"}

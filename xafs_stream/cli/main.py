@@ -19,7 +19,7 @@ from .errors import CliError
 SUBCOMMANDS = (
     "demo", "serve", "worker", "broker", "reprocess",
     "analyze", "spm", "einstein", "bayes", "map",
-    "query", "export", "report", "dashboard", "watch", "status", "keys",
+    "query", "export", "report", "dashboard", "watch", "status", "keys", "queue_profile",
 )
 
 

@@ -1,0 +1,69 @@
+"""``xafs-stream queue-profile DIR --config xafs-stream.toml``: a bluesky-queueserver startup profile.
+
+Writes ``DIR/00-xafs-stream.py`` (the startup code: a RunEngine subscribed to the running service with the
+same configuration, the simulated beamline's devices ``scaler``, ``dcm``, ``stage``, ``mapdet``, and the plans
+``xafs_scan``, ``xafs_scan_until``, ``mu_xafs_map``) and ``DIR/user_group_permissions.yaml``. Start the
+queue with ``start-re-manager --startup-dir DIR --user-group-permissions DIR/user_group_permissions.yaml``
+(see the README, "Running from the queue"). At a real beamline, replace the devices in the startup file by
+the beamline's own (the plans take any ophyd detectors and monochromator).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+STARTUP = '''"""xafs-stream startup for bluesky-queueserver (written by `xafs-stream queue-profile`)."""
+
+from bluesky import RunEngine
+
+from xafs_stream import subscribe
+from xafs_stream.plans import mu_xafs_map, xafs_scan, xafs_scan_until  # noqa: F401  (the queue's plans)
+from xafs_stream.simulated_devices import make_beamline
+
+CONFIG = {config!r}
+
+RE = RunEngine()
+_beamline = make_beamline(sample={sample!r})
+scaler, dcm, stage, mapdet = _beamline.scaler, _beamline.dcm, _beamline.stage, _beamline.mapdet
+_session = subscribe(RE, CONFIG)  # raw runs → the service's Tiled, spectra and tiles → its broker
+'''
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("queue-profile", help="write a bluesky-queueserver startup profile",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", help="profile directory to write (created)")
+    p.add_argument("--config", required=True, help="the service's xafs-stream.toml (the same file as serve's)")
+    p.add_argument("--sample", default="Cu", help="simulated sample in the beam (default Cu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing profile")
+    p.set_defaults(func=run)
+
+
+def write_profile(directory: str | Path, config: str | Path, *, sample: str = "Cu",
+                  overwrite: bool = False) -> Path:
+    """Write the profile; returns its directory."""
+    from importlib.resources import files
+
+    from .errors import CliError
+
+    out = Path(directory)
+    startup = out / "00-xafs-stream.py"
+    if startup.exists() and not overwrite:
+        raise CliError(f"{startup} exists (use --overwrite)")
+    cfg = Path(config).resolve()
+    if not cfg.is_file():
+        raise CliError(f"{config}: no such configuration file")
+    out.mkdir(parents=True, exist_ok=True)
+    startup.write_text(STARTUP.format(config=str(cfg), sample=sample))
+    perms = files("xafs_stream.data").joinpath("queueserver", "user_group_permissions.yaml").read_text()
+    (out / "user_group_permissions.yaml").write_text(perms)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    out = write_profile(args.directory, args.config, sample=args.sample, overwrite=args.overwrite)
+    print(f"profile: {out}")
+    print(f"start the queue: start-re-manager --startup-dir {out} "
+          f"--user-group-permissions {out / 'user_group_permissions.yaml'}")
+    return 0
