@@ -31,8 +31,8 @@ import pytest
 
 from xafs_stream.analyses.registry import AnalysisResult
 from xafs_stream.cli.main import main
-from xafs_stream.io import read_spectrum
 from xafs_stream.core import ResultRecord
+from xafs_stream.io import read_spectrum
 from xafs_stream.storage.layout import RESULTS_ROOT, read_arrays
 from xafs_stream.storage.results import ResultStore
 
@@ -50,9 +50,9 @@ def _build(client) -> SimpleNamespace:
     from xafs_stream.simulated_devices.phantom import default_map_energies
 
     from xafs_stream.analyses import default_registry
+    from xafs_stream.storage.raw_writer import LiveTiledWriter
     from xafs_stream.worker.processing import process_unit
     from xafs_stream.worker.reprocess import derive_units
-    from xafs_stream.storage.raw_writer import LiveTiledWriter
 
     RE = RunEngine({}, call_returns_result=False)
     writer = LiveTiledWriter(client, flush_interval_s=0.2)

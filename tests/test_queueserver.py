@@ -84,7 +84,7 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
         RM.item_add(BPlan("xafs_scan", ["scaler"], "dcm", element="Cu", sample="Cu foil", repeats=1, dwell_s=0.2))
         from xafs_stream.simulated_devices.phantom import default_map_energies
 
-        energies = [float(e) for e in default_map_energies(12)]
+        energies = [float(e) for e in default_map_energies(16)]
         RM.item_add(BPlan("mu_xafs_map", "mapdet", "dcm", "stage", energies, n_tile_rows=1, n_tile_cols=2,
                           element="Fe", sample="phantom"))
         RM.queue_start()

@@ -5,10 +5,10 @@ import time
 import numpy as np
 import pytest
 import xraydb
-
-from xafs_stream.engines.xafs import find_e0
 from xafs_stream.plans import mu_xafs_map, xafs_scan
 from xafs_stream.simulated_devices.phantom import default_map_energies
+
+from xafs_stream.engines.xafs import find_e0
 from xafs_stream.storage.raw_writer import LiveTiledWriter
 
 

@@ -17,8 +17,8 @@ STARTUP = '''"""xafs-stream startup for bluesky-queueserver (written by `xafs-st
 
 from bluesky import RunEngine
 
+from xafs_stream import plans as _plans
 from xafs_stream import subscribe
-from xafs_stream.plans import mu_xafs_map, xafs_scan, xafs_scan_until  # noqa: F401  (the queue's plans)
 from xafs_stream.simulated_devices import make_beamline
 
 CONFIG = {config!r}
@@ -26,7 +26,26 @@ CONFIG = {config!r}
 RE = RunEngine()
 _beamline = make_beamline(sample={sample!r})
 scaler, dcm, stage, mapdet = _beamline.scaler, _beamline.dcm, _beamline.stage, _beamline.mapdet
-_session = subscribe(RE, CONFIG)  # raw runs → the service's Tiled, spectra and tiles → its broker
+_session = subscribe(RE, CONFIG)  # raw runs -> the service's Tiled, spectra and tiles -> its broker
+
+
+# The queue's plans. Thin wrappers without annotations: the queueserver builds its parameter models from
+# the annotations, and the plans' postponed ones ("list | None", "Any") are strings it cannot resolve.
+def xafs_scan(detectors, mono, regions=None, **kwargs):
+    yield from _plans.xafs_scan(detectors, mono, regions, **kwargs)
+
+
+def xafs_scan_until(detectors, mono, regions=None, **kwargs):
+    yield from _plans.xafs_scan_until(detectors, mono, regions, **kwargs)
+
+
+def mu_xafs_map(detector, mono, stage, energies, **kwargs):
+    yield from _plans.mu_xafs_map(detector, mono, stage, energies, **kwargs)
+
+
+xafs_scan.__doc__ = _plans.xafs_scan.__doc__
+xafs_scan_until.__doc__ = _plans.xafs_scan_until.__doc__
+mu_xafs_map.__doc__ = _plans.mu_xafs_map.__doc__
 '''
 
 
