@@ -39,7 +39,7 @@ def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
 
 def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
     pytest.importorskip("bluesky_queueserver", reason="bluesky-queueserver is not installed")
-    api = pytest.importorskip("bluesky_queueserver_api", reason="bluesky-queueserver-api is not installed")
+    pytest.importorskip("bluesky_queueserver_api", reason="bluesky-queueserver-api is not installed")
     redis = shutil.which("redis-server")
     manager = Path(sys.executable).parent / "start-re-manager"
     if redis is None:
