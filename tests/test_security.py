@@ -56,7 +56,10 @@ def secure_broker(tmp_path, keys):
     thread.start()
     yield broker
     broker.stop()
-    thread.join(5)
+    # the next test's broker binds the same in-process ZAP endpoint: this one must be gone first (on a
+    # loaded machine its loop took more than 5 s to notice the stop)
+    thread.join(60)
+    assert not thread.is_alive(), "the broker thread did not stop"
 
 
 def _registry() -> Registry:
