@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config
-from .storage.tiled_server import TiledHandle, connect_tiled, start_embedded_tiled, start_tiled_process
+from .storage.tiled_server import (
+    TiledHandle,
+    connect_tiled,
+    log_cause,
+    start_embedded_tiled,
+    start_tiled_process,
+)
 from .transport.security import check_binds
 
 log = logging.getLogger(__name__)
@@ -91,15 +97,6 @@ def check_ports_free(addresses: dict[str, str]) -> None:
             except OSError as exc:
                 raise RuntimeError(f"{what} {addr}: {exc.strerror or exc} (another process listens there; "
                                    f"free the port or change [broker] in the configuration)") from None
-
-
-def last_line(path: Path) -> str:
-    """The last non-empty line of a log file (the cause of a failed start), or "no log"."""
-    try:
-        lines = [x.strip() for x in Path(path).read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1][-300:] if lines else "empty log"
 
 
 def _python_cli(*args: str) -> list[str]:
@@ -218,7 +215,7 @@ class Service:
         deadline = time.monotonic() + 30
         while not ready.exists():
             if self.broker_proc.poll() is not None:
-                raise RuntimeError(f"broker did not start ({last_line(self.log_dir / 'broker.log')}); "
+                raise RuntimeError(f"broker did not start ({log_cause(self.log_dir / 'broker.log')}); "
                                    f"see {self.log_dir}/broker.log")
             if time.monotonic() > deadline:
                 raise TimeoutError("broker did not start within 30 s")

@@ -284,7 +284,7 @@ class MapAccumulator:
         for n in m.config.smooth:
             arrays[f"smoothed.{n}"] = m.smoothed[n].copy()
             arrays[f"sd.{n}"] = m.sd[n].copy()
-        fractions = fraction_maps(m, self.settings)
+        fractions = fraction_maps(m, self.settings, labels)
         for n, f in fractions.items():
             arrays[f"fraction.{n}"] = f
         dims: dict[str, tuple[str, ...]] = {k: YX for k in arrays}

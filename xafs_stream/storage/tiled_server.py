@@ -184,12 +184,7 @@ class TiledProcess:
         deadline = time.monotonic() + 90
         while not ready.exists():
             if self.proc.poll() is not None:
-                tail = ""
-                if log_file is not None:
-                    lines = [x.strip() for x in Path(log_file).read_text(errors="replace").splitlines() if x.strip()]
-                    # the exception line names the cause; the very last line is often a link or a frame
-                    causes = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", x)]
-                    tail = f": {(causes or lines)[-1][-300:]}" if lines else ""
+                tail = f": {log_cause(log_file)}" if log_file is not None else ""
                 raise RuntimeError(f"embedded Tiled exited with code {self.proc.returncode}{tail} (log: {log_file})")
             if time.monotonic() > deadline:
                 self.proc.kill()
@@ -208,6 +203,17 @@ class TiledProcess:
                 self.proc.wait(15)
             except Exception:
                 self.proc.kill()
+
+
+def log_cause(path: Path) -> str:
+    """The cause of a failed start, from its log: the last exception line (``XxxError: ...``), else the last
+    non-empty line (the very last line is often a link or a stack frame); "no log" / "empty log"."""
+    try:
+        lines = [x.strip() for x in Path(path).read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    causes = [x for x in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", x)]
+    return (causes or lines)[-1][-300:] if lines else "empty log"
 
 
 def start_tiled_process(data_dir: str | Path, *, port: int = 0, api_key: str | None = None,

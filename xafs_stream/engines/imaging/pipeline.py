@@ -305,10 +305,12 @@ def final_labels(model: MapModel, settings: ImagingSettings) -> tuple[np.ndarray
     return labels, unc
 
 
-def fraction_maps(model: MapModel, settings: ImagingSettings) -> dict[str, np.ndarray]:
+def fraction_maps(model: MapModel, settings: ImagingSettings, labels: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
     """MRF fraction maps: non-negative part of the smoothed reference weights, normalised to sum 1.
 
-    Pixels of the background phase (no element) are NaN.
+    Pixels of the background phase (no element) are NaN. ``labels``: the :func:`final_labels` already
+    computed for this model (saves solving the presence MRF again).
     """
     if settings.refs is None:
         return {}
@@ -319,13 +321,16 @@ def fraction_maps(model: MapModel, settings: ImagingSettings) -> dict[str, np.nd
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(total > 0, w / total, np.nan)
     if settings.none_by_presence:
-        frac[:, absent_pixels(model, settings)] = np.nan
+        # the final labels already hold the presence decision (a Potts solve): reuse them when given
+        absent = absent_pixels(model, settings) if labels is None else labels == len(settings.ref_names)
+        frac[:, absent] = np.nan
     elif settings.background_phase:
         frac[:, model.labels == model.config.n_phases - 1] = np.nan
     return {n: frac[i] for i, n in enumerate(settings.ref_names)}
 
 
-def map_statistics(model: MapModel, settings: ImagingSettings, *, max_lag: int = 32) -> dict[str, float]:
+def map_statistics(model: MapModel, settings: ImagingSettings, *, max_lag: int = 32,
+                   labels: np.ndarray | None = None) -> dict[str, float]:
     """Flat statistics of a solved map.
 
     Keys: ``label_fraction.<phase>``, ``domain.n``, ``domain.mean_area_px``, ``domain.median_area_px``,
@@ -335,7 +340,7 @@ def map_statistics(model: MapModel, settings: ImagingSettings, *, max_lag: int =
     """
     stats: dict[str, float] = {}
     names = settings.phase_names
-    lab = final_labels(model, settings)[0]
+    lab = final_labels(model, settings)[0] if labels is None else labels
     n_lab = max(int((lab >= 0).sum()), 1)
     for k, name in enumerate(names):
         stats[f"label_fraction.{name}"] = float((lab == k).sum() / n_lab)
@@ -383,5 +388,6 @@ def analyze_stack(energy: np.ndarray, stack: np.ndarray, settings: ImagingSettin
     model = MapModel.batch((ny, nx), config, {n: raw[n] for n in names})
     labels, unc = final_labels(model, settings)
     return MapResult(raw=raw, model=model, phase_names=settings.phase_names, labels=labels, label_uncertainty=unc,
-                     fractions=fraction_maps(model, settings), statistics=map_statistics(model, settings),
+                     fractions=fraction_maps(model, settings, labels),
+                     statistics=map_statistics(model, settings, labels=labels),
                      reasons=reasons)
