@@ -62,7 +62,7 @@ def example_dir(tmp_path):
 
 
 def _env(path: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p)}
 
 
 def test_the_documented_analysis_runs_through_the_registry(example_dir):

@@ -28,7 +28,10 @@ ANALYSES = ["xafs.normalize", "test.slow", "test.raises"]
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    os.environ["PYTHONPATH"] = PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", "")
+    # the workers import the test plugins; restored afterwards (an empty entry left behind would put the
+    # current directory, a source checkout, on the path of every later child process)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, saved) if p)
     sys.path.insert(0, PLUGINS)
     cfg = load_config(overrides={
         "service": {"data_dir": str(tmp_path_factory.mktemp("faults")), "workers": 2, "reconcile_recent": 0},
@@ -41,6 +44,11 @@ def service(tmp_path_factory):
     svc = Service(cfg).start(reconcile=False)
     yield svc
     svc.stop()
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
+    sys.path.remove(PLUGINS)
 
 
 @pytest.fixture

@@ -74,8 +74,8 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
              "--update-existing-plans-devices", "ENVIRONMENT_OPEN",
              "--redis-addr", f"localhost:{rport}", "--redis-name-prefix", f"xafs{rport}",
              "--zmq-control-addr", f"tcp://127.0.0.1:{control}", "--zmq-info-addr", f"tcp://127.0.0.1:{info}",
-             "--use-ipython-kernel", "OFF", "--console-output", "OFF"],
-            stdout=(tmp_path / "re-manager.log").open("w"), stderr=subprocess.STDOUT))
+             "--use-ipython-kernel", "OFF", "--console-output", "ON"],  # the log explains a failed environment
+            stdout=(tmp_path / "re-manager.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path))
         RM = REManagerAPI(zmq_control_addr=f"tcp://127.0.0.1:{control}", zmq_info_addr=f"tcp://127.0.0.1:{info}")
         _wait(lambda: _ok(RM.status), 60, "the RE manager")
         RM.environment_open()

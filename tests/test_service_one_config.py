@@ -176,3 +176,40 @@ def test_the_embedded_tiled_port_in_use_is_one_line(tmp_path):
         busy.bind(("127.0.0.1", port))
         busy.listen()
         _fails_in_one_line(tmp_path, toml, "embedded Tiled", "in use")
+
+
+def test_a_read_command_on_a_stopped_service_holds_the_directory(tmp_path):
+    """Without a running serve, a read command opens the data directory itself under serve.lock: a serve (or
+    a second reader) started meanwhile is refused in one line naming that command and its PID."""
+    toml = _toml(tmp_path)
+    reader = subprocess.Popen([sys.executable, "-m", "xafs_stream.cli.main", "dashboard", "--config", str(toml),
+                               "--no-broker", "--port", "0", "--run-for", "90"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = []
+        while not (seen and seen[-1].startswith("dashboard:")):  # printed once its Tiled is up
+            seen.append(reader.stdout.readline())
+            assert seen[-1], "".join(seen)
+        serve = _cli("serve", "--config", str(toml), timeout=60)
+        err = serve.stderr.strip()
+        assert serve.returncode != 0 and "Traceback" not in err and err.count("\n") == 0, serve.stderr[-2000:]
+        assert f"xafs-stream dashboard (PID {reader.pid})" in err
+        query = _cli("query", "--config", str(toml), timeout=60)
+        assert query.returncode != 0 and f"(PID {reader.pid})" in query.stderr and "Traceback" not in query.stderr
+    finally:
+        reader.terminate()
+        reader.wait(30)
+    query = _cli("query", "--config", str(toml), timeout=60)  # the directory is free again
+    assert query.returncode == 0, query.stderr
+    assert _children_on(tmp_path) == []
+
+
+def test_a_refused_dashboard_exposure_leaves_the_directory_free(tmp_path):
+    from xafs_stream.config import ConfigError, load_config
+    from xafs_stream.service import Service
+
+    toml = _toml(tmp_path)
+    toml.write_text(toml.read_text().replace("enabled = false", 'enabled = true\nhost = "0.0.0.0"'))
+    with pytest.raises(ConfigError, match="token"):
+        Service(load_config(toml)).start()
+    release_lock(acquire_lock(tmp_path / "data"))  # not held by the refused start

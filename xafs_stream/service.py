@@ -38,24 +38,37 @@ class ServiceFailed(RuntimeError):
     """A component of the service keeps exiting and is not restarted any more (the message says which)."""
 
 
-def open_tiled(config: Config, *, separate_process: bool = False) -> TiledHandle:
+def open_tiled(config: Config, *, separate_process: bool = False, role: str = "read",
+               lock_held: bool = False) -> TiledHandle:
     """Connect to ``[tiled] uri``, else to the Tiled of the ``serve`` running on the data directory
     (:mod:`.service_info`), else start the embedded server under the data directory (in this process, or in a
-    child process with ``separate_process``)."""
+    child process with ``separate_process``) while holding the directory's ``serve.lock`` (as ``role``, the
+    command named to anyone refused; ``lock_held``: the caller, ``serve``, holds it already). The lock is freed
+    by ``close()``. A directory held by another process raises :class:`.service_info.ServiceRunning`."""
     if config.tiled.uri:
         return connect_tiled(config.tiled.uri, api_key=config.tiled.api_key or None)
-    from .service_info import read_info
+    from .service_info import acquire_lock, read_info, release_lock
 
     running = read_info(config.data_dir)
     if running is not None:  # a serve owns this data directory: use its Tiled, never a second one
         return connect_tiled(running["tiled_uri"], api_key=running.get("api_key") or None)
-    if separate_process:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        logs = config.data_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        return start_tiled_process(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None,
-                                   log_file=logs / "tiled.log")
-    return start_embedded_tiled(config.data_dir, port=config.tiled.port, api_key=config.tiled.api_key or None)
+    lock = None if lock_held else acquire_lock(config.data_dir, role)
+    try:
+        if separate_process:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            logs = config.data_dir / "logs"
+            logs.mkdir(exist_ok=True)
+            handle = start_tiled_process(config.data_dir, port=config.tiled.port,
+                                         api_key=config.tiled.api_key or None, log_file=logs / "tiled.log")
+        else:
+            handle = start_embedded_tiled(config.data_dir, port=config.tiled.port,
+                                          api_key=config.tiled.api_key or None)
+    except BaseException:
+        release_lock(lock)
+        raise
+    if lock is not None:
+        handle.on_close = lambda: release_lock(lock)
+    return handle
 
 
 def check_startup(cfg: Config) -> None:
@@ -141,6 +154,10 @@ class Service:
                     cfg.security.allow_insecure)
         from .service_info import acquire_lock
 
+        if cfg.dashboard.enabled:
+            from .web.guard import check_exposure
+
+            check_exposure(cfg.dashboard, cfg.security)
         check_startup(cfg)
         self._lock = acquire_lock(cfg.data_dir)  # one serve per data directory (before any port is probed)
         try:
@@ -151,10 +168,6 @@ class Service:
         except RuntimeError:
             self.stop()
             raise
-        if cfg.dashboard.enabled:
-            from .web.guard import check_exposure
-
-            check_exposure(cfg.dashboard, cfg.security)
         try:
             return self._start(reconcile)
         except BaseException:  # a component failed to start: stop those already running, leave none behind
@@ -166,7 +179,7 @@ class Service:
         data.mkdir(parents=True, exist_ok=True)
         self.log_dir = data / "logs"
         self.log_dir.mkdir(exist_ok=True)
-        self.tiled = open_tiled(self.config, separate_process=True)
+        self.tiled = open_tiled(self.config, separate_process=True, lock_held=True)
         self.start_broker()
         self.worker_procs = [self.start_worker(f"w{i}") for i in range(self.config.service.workers)]
         if reconcile and self.config.service.reconcile_recent > 0:

@@ -5,8 +5,10 @@ same file system everything they need: the Tiled address and key, the broker's f
 addresses, the dashboard, and the PID of the service. ``subscribe(RE, "xafs-stream.toml")`` and the read
 commands (``query``, ``export``, ``report``, ``reprocess``, ``watch``) use it when the configuration names no
 Tiled server, instead of starting a second Tiled over the live files. ``<data_dir>/serve.lock`` is held
-(``flock``) while ``serve`` runs; a second ``serve`` on the same directory is refused with the PID of the
-first. A ``service.json`` whose PID is gone (a killed service) is ignored.
+(``flock``) by whoever runs a Tiled over the directory: ``serve`` while it runs, or a read command that opens
+a stopped service's directory itself. Anyone else is refused in one line naming the holder's PID and
+command, so two Tiled servers never run over one data directory. A ``service.json`` whose PID is gone (a
+killed service) is ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ LOCK_FILE = "serve.lock"
 
 
 class ServiceRunning(RuntimeError):
-    """Another ``serve`` holds the data directory."""
+    """Another xafs-stream process (a ``serve``, or a read command) holds the data directory."""
 
 
 def _alive(pid: int) -> bool:
@@ -35,9 +37,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def acquire_lock(data_dir: Path) -> int:
+def acquire_lock(data_dir: Path, role: str = "serve") -> int:
     """Hold ``serve.lock`` for this process (returns its file descriptor; :func:`release_lock` frees it).
-    Raises :class:`ServiceRunning` naming the PID that holds it."""
+    ``role`` names this process in the refusal others get (``serve``, ``query``, ...). Raises
+    :class:`ServiceRunning` naming the PID and role that hold it."""
     import fcntl
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -46,12 +49,16 @@ def acquire_lock(data_dir: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        pid, _, holder = os.read(fd, 64).decode(errors="replace").strip().partition(" ")
         os.close(fd)
-        raise ServiceRunning(f"another xafs-stream serve (PID {holder}) is running on {data_dir}; stop it or "
-                             f"use another data_dir") from None
+        holder = holder or "serve"
+        if holder == "serve":
+            raise ServiceRunning(f"another xafs-stream serve (PID {pid or '?'}) is running on {data_dir}; stop it "
+                                 f"or use another data_dir") from None
+        raise ServiceRunning(f"xafs-stream {holder} (PID {pid or '?'}) has {data_dir} open; wait for it to finish "
+                             f"or stop it (only one Tiled may run over a data directory)") from None
     os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    os.write(fd, f"{os.getpid()} {role}".encode())
     return fd
 
 

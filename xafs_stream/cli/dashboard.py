@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.dashboard.interval_s <= 0:
         raise CliError(f"--interval must be > 0 s, got {cfg.dashboard.interval_s}")
     try:
-        tiled = open_tiled(cfg)
+        tiled = open_tiled(cfg, role="dashboard")
     except (ConnectionError, TimeoutError) as exc:
         raise CliError(str(exc)) from None
     frontend = None if args.no_broker else cfg.broker.frontend

@@ -14,6 +14,7 @@ import sys
 
 from ..config import ConfigError
 from ..engines.errors import InputError
+from ..service_info import ServiceRunning
 from .errors import CliError
 
 SUBCOMMANDS = (
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (CliError, ConfigError, InputError, FileNotFoundError, ConnectionError) as exc:
+    except (CliError, ConfigError, InputError, FileNotFoundError, ConnectionError, ServiceRunning) as exc:
         print(f"xafs-stream {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

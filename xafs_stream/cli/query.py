@@ -55,7 +55,7 @@ def open_catalog(args: argparse.Namespace) -> Any:
         raise CliError(f"no Tiled catalog in {cfg.data_dir} (give --tiled-uri, or --data-dir/--config of a "
                        f"running or stopped service)")
     try:
-        return open_tiled(cfg)
+        return open_tiled(cfg, role=getattr(args, "command", None) or "read")
     except ConnectionError as exc:
         raise CliError(str(exc)) from None
 

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     registry = analysis_registry(cfg)
-    tiled = open_tiled(cfg)
+    tiled = open_tiled(cfg, role="reprocess")
     try:
         client = tiled.client
         uid = args.run_uid

@@ -23,6 +23,7 @@ class TiledHandle:
     client: Any
     server: Any = None
     api_key: str | None = None
+    on_close: Any = None  # called once after the server stops (e.g. to free the data directory's lock)
 
     @property
     def browse_url(self) -> str:
@@ -35,6 +36,9 @@ class TiledHandle:
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.on_close is not None:
+            done, self.on_close = self.on_close, None
+            done()
 
 
 _PROCESS_API_KEY: str | None = None

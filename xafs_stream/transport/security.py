@@ -111,10 +111,24 @@ class _RoleKeys:
 
 def start_authenticator(context: zmq.Context, keys: str | Path) -> Any:
     """The ZAP handler of the broker's sockets (a thread on ``context``); ``.stop()`` it at the end."""
+    import time
+
     from zmq.auth.thread import ThreadAuthenticator
 
-    auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
-    auth.start()
+    # The ZAP endpoint (inproc://zeromq.zap.01) is one per context; a broker stopped just before in this
+    # process (a restart, a test) frees it only when libzmq's reaper thread has destroyed its socket, which
+    # on a loaded machine comes a little after close(): wait for that instead of failing.
+    deadline = time.monotonic() + 10.0
+    while True:
+        auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
+        try:
+            auth.start()
+            break
+        except zmq.ZMQError as exc:
+            auth.stop()
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     roles = _RoleKeys(keys)
     for domain in DOMAINS:
         auth.configure_curve_callback(domain, credentials_provider=roles)
