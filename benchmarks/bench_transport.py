@@ -18,7 +18,11 @@
    broker's result events and reads each result once (``--reader events``, the default: how the dashboard
    and ``xafs-stream watch`` follow a run), or polls Tiled every 50 ms (``--reader poll``).
 
-    python benchmarks/bench_transport.py [--quick] [--latency-only] [--reader events|poll]
+3. Priority lanes (``--mixed``, on its own): the latency of 2. while Bayes XANES fits of every repeat run
+   beside the normalisation (2 workers), without lanes and with ``[service] slow_workers = 1``; writes
+   benchmarks/results/lanes.json.
+
+    python benchmarks/bench_transport.py [--quick] [--latency-only] [--reader events|poll] [--mixed]
 
 prints a table and writes benchmarks/results/transport.json.
 """
@@ -290,7 +294,9 @@ def _result_reader(uri: str, events_address: str, mode: str, todo, poll_s: float
     Path(result_file).write_text(json.dumps(seen))
 
 
-def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode: str = "events") -> dict:
+def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode: str = "events", *,
+                  analyses: str = "xafs.normalize", slow_workers: int = 0,
+                  analysis_config: dict | None = None) -> dict:
     from bluesky import RunEngine
 
     from xafs_stream.config import load_config
@@ -301,10 +307,12 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
 
     tmp = tempfile.mkdtemp(prefix="bench-lat-")
     cfg = load_config(overrides={
-        "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0},
+        "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0, "slow_workers": slow_workers},
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0"},
-        "worker": {"analyses": "xafs.normalize"}, "dashboard": {"enabled": False}})
+        "worker": {"analyses": analyses}, "dashboard": {"enabled": False}})
+    cfg.analysis.update(analysis_config or {})
     seen: dict[str, float] = {}
+    slow_done: list[float] = []
     with Service(cfg) as svc:
         RE = RunEngine({})
         session = subscribe(RE, cfg, tiled_client=svc.tiled.client, frontend=svc.frontend)
@@ -334,7 +342,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
             RE(xafs_scan([bl.scaler], bl.dcm, [[-100, -20, 5, "E"], [-20, 40, 0.5, "E"], [3.9, 13, 0.05, "k"]],
                          element="Cu", sample="Cu", repeats=repeats, dwell_s=0.5))
         session.flush()
-        svc.wait_idle(120, publisher=session.publisher)
+        svc.wait_idle(600 if "bayes" in analyses else 120, publisher=session.publisher)
         todo.put(None)
         reader_proc.join(60)
         seen.update(json.loads(Path(seen_file).read_text()) if os.path.exists(seen_file) else {})
@@ -349,6 +357,17 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
             split["to_computed_ms"].append(1e3 * timings.get("since_unit_complete_s", np.nan))
             split["compute_ms"].append(1e3 * timings.get("compute_s", np.nan))
             split["kind"].append("merge" if rep == "merge" else "repeat")
+        if "bayes.xanes" in analyses:  # the slow fits that ran beside: how many, and when they finished
+            for tag in unit_done:
+                uid, rep = tag.rsplit(":", 1)
+                key = "merge" if rep == "merge" else f"repeat_{rep}"
+                try:
+                    node = reader[f"{RESULTS_ROOT}/{uid}/bayes_xanes/{key}"]
+                except KeyError:
+                    continue
+                t = node.metadata.get("timings", {}).get("since_unit_complete_s")
+                if t is not None:
+                    slow_done.append(1e3 * float(t))
         session.close()
     tags = [k for k in unit_done if k in seen]
     lat_arr = np.asarray([seen[k] - unit_done[k] for k in tags]) * 1e3
@@ -370,6 +389,11 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
         out["first_unit_median_ms"] = float(np.median(lat_arr[first]))
         out["later_units_median_ms"] = float(np.median(lat_arr[~first]))
         out["later_units_p95_ms"] = float(np.percentile(lat_arr[~first], 95))
+    out["analyses"] = analyses
+    out["slow_workers"] = slow_workers
+    if slow_done:
+        out["bayes_results"] = len(slow_done)
+        out["bayes_to_computed_median_ms"] = float(np.median(slow_done))
     out["poll_interval_ms"] = 1e3 * poll_s
     out["reader"] = reader_mode
     out["per_unit_ms"] = [round(float(v), 1) for v in lat_arr]  # in order: scan by scan, repeat by repeat
@@ -386,6 +410,29 @@ def _median_run(runs: list[dict]) -> dict:
     return row
 
 
+def mixed_main(args: argparse.Namespace) -> int:
+    """Priority lanes under load: the same scans, normalisation + quality + Bayes XANES of every repeat,
+    2 workers; without lanes (both workers take any analysis) and with one worker on the slow lane."""
+    mixed = {"analyses": "xafs.normalize,xafs.quality,bayes.xanes",
+             "analysis_config": {"bayes.xanes": {"units": "all"}}}
+    n_scans = 3 if args.quick else 6
+    rows = {name: bench_latency(n_scans, 3, reader_mode=args.reader, slow_workers=sw, **mixed)
+            for name, sw in (("no lanes", 0), ("lanes (1 slow worker)", 1))}
+    print(f"\nNormalisation latency while Bayes XANES fits run on every repeat ({platform.node()}, "
+          f"{os.cpu_count()} cores, 2 workers, {n_scans} scans x 3 repeats + merge; goal p95 <= 1000 ms)")
+    print(f"{'':24} {'units':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'Bayes fits':>11} "
+          f"{'Bayes done after, median ms':>28}")
+    for name, r in rows.items():
+        print(f"{name:24} {r['measured']:>6} {r['median_ms']:10.0f} {r['p95_ms']:8.0f} {r['max_ms']:8.0f} "
+              f"{r.get('bayes_results', 0):>11} {r.get('bayes_to_computed_median_ms', float('nan')):28.0f}")
+    RESULTS.mkdir(exist_ok=True)
+    out = {"machine": platform.node(), "cpus": os.cpu_count(), "time": time.time(), "goal_p95_ms": 1000,
+           "rows": rows, "load_avg": os.getloadavg()}
+    (RESULTS / "lanes.json").write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {RESULTS / 'lanes.json'}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -393,7 +440,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="throughput runs per path (the median is reported)")
     ap.add_argument("--reader", choices=("events", "poll"), default="events",
                     help="latency reader: told by the broker's result events (default), or polling Tiled")
+    ap.add_argument("--mixed", action="store_true",
+                    help="only the priority-lane comparison: normalisation latency while Bayes XANES fits of "
+                         "every repeat run beside it, 2 workers, lanes off vs [service] slow_workers = 1")
     args = ap.parse_args()
+    if args.mixed:
+        return mixed_main(args)
     # a 150-tile run took ~0.3 s and gave 204-521 units/s for the same code: runs are longer and repeated
     n_tiles, n_spectra = (60, 300) if args.quick else (500, 2000)
     # latency first, in a process that has not yet run the throughput part: run after it, the same code

@@ -95,6 +95,7 @@ def test_external_tiled_server_by_configuration(tmp_path, RE, beamline, collect,
         proc.wait(10)
 
 
+@pytest.mark.slow  # in CI, test_many_hosts.py runs the same PostgreSQL-backed tiled serve, on its own host
 @pytest.mark.skipif(shutil.which("pg_ctlcluster") is None and shutil.which("initdb") is None,
                     reason="no PostgreSQL server binaries on this machine")
 def test_postgresql_backed_tiled_by_configuration(tmp_path, RE, beamline, collect, wait_for):
