@@ -151,3 +151,24 @@ def test_serve_splits_its_workers_into_lanes(tmp_path, wait_for):
         spm = result_node(svc.tiled.client, unit.run_uid, "spm", "repeat_0").metadata
         assert norm["status"] == "ok" and norm["worker"].startswith("w0-")
         assert spm["status"] == "ok" and spm["worker"].startswith("w1-"), spm["error"]
+
+
+def test_the_fast_lane_stores_the_map_owners_whole_map(tmp_path):
+    """The post-processing hook's records (the whole map) belong to no registered analysis: a fast-lane
+    delivery stores them; the slow lane does not run the hook. (With lanes on, the map was never written.)"""
+    from xafs_stream.core import ResultRecord
+
+    registry = Registry()
+    registry.add(Analysis("toy.tile", "tile", "1", lambda u, up, s: AnalysisResult(summary={"sum": 1.0})))
+
+    def whole_map(envelope, records):
+        return [ResultRecord(run_uid=envelope.unit.run_uid, unit_id="map", kind="map", index="map",
+                             analysis="toy.map", version="1", status="ok", result=AnalysisResult(
+                                 summary={"tiles": len(records)}))]
+
+    for lane, stored in (("fast", ["toy.tile", "toy.map"]), ("slow", []), ("", ["toy.tile", "toy.map"])):
+        store = _Kept()
+        handler = UnitHandler(store, registry, post_process=whole_map)
+        unit = WorkUnit("run-map", "tile", 0, {"stack": np.ones((2, 2, 2))})
+        handler.handle(UnitEnvelope(unit, extra={"lane": lane} if lane else {}))
+        assert [r.analysis for _, r in store.records] == stored, lane

@@ -110,9 +110,9 @@ class UnitHandler:
             envelope.analyses = sorted(wanted) or ["__none__"]
         sent = _finite(envelope.unit.metadata.get("t_complete"))
 
-        def store(record: ResultRecord) -> None:
-            if mine is not None and record.analysis not in mine:
-                return
+        def store(record: ResultRecord, *, hook: bool = False) -> None:
+            if not hook and mine is not None and record.analysis not in mine:
+                return  # computed for another analysis of this lane; the other lane stores it
             if sent is not None:
                 record.timings["t_complete"] = sent
                 record.timings["since_unit_complete_s"] = time.time() - sent
@@ -121,8 +121,8 @@ class UnitHandler:
         records = process_unit(envelope, self.registry, self.settings, worker=self.name, on_record=store)
         if self.post_process is not None and lane in ("", "fast") and not envelope.extra.get("shed"):
             extra = self.post_process(envelope, records)
-            for record in extra:
-                store(record)
+            for record in extra:  # the hook's own records (the whole map): no registered analysis owns them
+                store(record, hook=True)
             records = records + extra
         self.stats["units"] += 1
         self.stats["records"] += len(records)
