@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("preprocess", "spm", "bayes", "imaging", "transport")
+NAMES = ("preprocess", "spm", "bayes", "imaging", "transport", "tiled_writes")
 
 
 def main() -> int:
