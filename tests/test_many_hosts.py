@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -41,8 +40,8 @@ def _can_make_namespaces() -> str | None:
 
 
 def _pg_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or ([shutil.which("initdb")] if shutil.which("initdb") else [])
-    return os.path.dirname(found[-1]) if found else None
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    return os.path.dirname(found[-1]) if found[-1] else None
 
 
 class Hosts:
@@ -85,15 +84,6 @@ class Hosts:
         _ip("link", "del", self.bridge, check=False)
 
 
-def _wait(what: str, ok, timeout: float, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not ready in {timeout:.0f} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))
-
-
 def _stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
@@ -105,7 +95,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
-def test_broker_tiled_and_workers_on_separate_hosts(tmp_path):
+def test_broker_tiled_and_workers_on_separate_hosts(tmp_path, wait_for):
     why = _can_make_namespaces()
     if why:
         pytest.skip(why)
@@ -141,8 +131,9 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path):
         procs.append(hosts.run_in("tiled", ["runuser", "-u", "postgres", "--", f"{bindir}/postgres", "-D",
                                             str(pgdata), "-p", "5432", "-k", str(pgroot), "-h", t],
                                   tmp_path / "postgres.log"))
-        _wait("PostgreSQL", lambda: subprocess.run([f"{bindir}/pg_isready", "-h", t, "-p", "5432"],
-                                                   capture_output=True).returncode == 0, 60, tmp_path / "postgres.log")
+        assert wait_for(lambda: subprocess.run([f"{bindir}/pg_isready", "-h", t, "-p", "5432"],
+                                               capture_output=True).returncode == 0, 60, poll_s=0.3), \
+            "PostgreSQL did not start:\n" + (tmp_path / "postgres.log").read_text()[-3000:]
         subprocess.run([f"{bindir}/createdb", "-h", t, "-p", "5432", "-U", "tiled", "catalog"], check=True)
         pg = f"postgresql://tiled@{t}:5432/catalog"
         (tmp_path / "tiled-data").mkdir()
@@ -157,7 +148,8 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path):
             except httpx.HTTPError:
                 return False
 
-        _wait("tiled serve", tiled_up, 120, tmp_path / "tiled.log")
+        assert wait_for(tiled_up, 120, poll_s=0.3), \
+            "tiled serve did not start:\n" + (tmp_path / "tiled.log").read_text()[-3000:]
         # --- one configuration file for everyone (each host reads the parts it needs)
         toml = tmp_path / "xafs-stream.toml"
         toml.write_text(f'[tiled]\nuri = "http://{t}:8000/api/v1"\napi_key = "{TILED_KEY}"\n'
@@ -168,7 +160,8 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path):
         ready = tmp_path / "broker.ready"
         procs.append(hosts.run_in("broker", [sys.executable, "-m", "xafs_stream.cli.main", "broker", "--config",
                                              str(toml), "--ready-file", str(ready)], tmp_path / "broker.log"))
-        _wait("the broker", ready.exists, 60, tmp_path / "broker.log")
+        assert wait_for(ready.exists, 60, poll_s=0.3), \
+            "the broker did not start:\n" + (tmp_path / "broker.log").read_text()[-3000:]
 
         def worker(name: str) -> subprocess.Popen:
             p = hosts.run_in("workers", [sys.executable, "-m", "xafs_stream.cli.main", "worker", "--config",
@@ -208,7 +201,7 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path):
                     out[uid] = set()
             return out
 
-        _wait("every result", lambda: stored() == expected, 180)
+        wait_for(lambda: stored() == expected, 180, poll_s=0.3, what="every result")
         for uid in uids:
             assert client[uid].metadata["start"]["sample"] == "Cu"  # the raw run, written from the RE host
             for unit in expected[uid]:

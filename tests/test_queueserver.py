@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
     if proc is not None and proc.poll() is None:
         proc.send_signal(sig)
@@ -37,7 +29,7 @@ def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
             proc.kill()
 
 
-def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
+def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path, wait_for):
     pytest.importorskip("bluesky_queueserver", reason="bluesky-queueserver is not installed")
     pytest.importorskip("bluesky_queueserver_api", reason="bluesky-queueserver-api is not installed")
     redis = shutil.which("redis-server")
@@ -66,7 +58,7 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
         serve = subprocess.Popen([sys.executable, "-m", "xafs_stream.cli.main", "serve", "--config", str(toml)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         procs.append(serve)
-        _wait(lambda: read_info(tmp_path / "data") is not None, 120, "serve")
+        wait_for(lambda: read_info(tmp_path / "data") is not None, 120, poll_s=0.3, what="serve")
         procs.append(subprocess.Popen(
             [str(manager), "--startup-dir", str(profile),
              "--user-group-permissions", str(profile / "user_group_permissions.yaml"),
@@ -77,7 +69,7 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
              "--use-ipython-kernel", "OFF", "--console-output", "ON"],  # the log explains a failed environment
             stdout=(tmp_path / "re-manager.log").open("w"), stderr=subprocess.STDOUT, cwd=tmp_path))
         RM = REManagerAPI(zmq_control_addr=f"tcp://127.0.0.1:{control}", zmq_info_addr=f"tcp://127.0.0.1:{info}")
-        _wait(lambda: _ok(RM.status), 60, "the RE manager")
+        wait_for(lambda: _ok(RM.status), 60, poll_s=0.3, what="the RE manager")
         RM.environment_open()
         RM.wait_for_idle(timeout=180)
         assert RM.status()["worker_environment_exists"], (tmp_path / "re-manager.log").read_text()[-3000:]
@@ -106,8 +98,9 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path):
             except KeyError:
                 return False
 
-        _wait(lambda: stored(uids[0], "xafs.normalize", "merge"), 120, "the scan's normalisation")
-        _wait(lambda: stored(uids[1], "imaging.map", "map"), 120, "the map")
+        wait_for(lambda: stored(uids[0], "xafs.normalize", "merge"), 120, poll_s=0.3,
+                 what="the scan's normalisation")
+        wait_for(lambda: stored(uids[1], "imaging.map", "map"), 120, poll_s=0.3, what="the map")
         assert abs(results.read(client, uids[0], "xafs.normalize").summary["e0"] - 8979.0) < 2.0
     finally:
         if RM is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .storage.layout import flatten_summary, node_key, read_arrays, result_node
+from .storage.layout import analysis_results, flatten_summary, read_arrays, result_node
 
 #: Arrays that are the axes of others (the first one of a given length names that dimension).
 AXES = ("energy", "k", "r", "spm_k", "spm_r", "x", "alpha", "spm_alpha", "r_grid", "sigma2_grid")
@@ -97,9 +97,7 @@ def read(client: Any, run_uid: str, analysis: str, unit: str = "merge") -> Resul
 
 def units(client: Any, run_uid: str, analysis: str) -> list[str]:
     """The stored units of ``analysis`` for a run ("repeat_0", "merge", ...)."""
-    from .storage.layout import analysis_results
-
     return list(analysis_results(client, run_uid, analysis))
 
 
-__all__ = ["Result", "read", "units", "node_key"]
+__all__ = ["Result", "read", "units"]
