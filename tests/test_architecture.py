@@ -46,6 +46,8 @@ ALLOWED = {
     "transport": {"core", "config", "storage.layout"},  # ResultEvent.read reads a result through the layout
     "storage": {"core"},
     "worker": {"core", "config", "analyses", "transport", "storage", "callbacks"},
+    # batch work on Dask: the live path's science and processing chain, run elsewhere; never Tiled itself
+    "batch": {"core", "config", "engines", "io", "analyses", "worker"},
 }
 FACES = {"client", "cli", "web", "service", "service_info", "results", "demo", "xafs_stream"}
 

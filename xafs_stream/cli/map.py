@@ -44,6 +44,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plot", metavar="PNG", help="write a figure: labels, fraction, thickness, uncertainty")
     p.add_argument("--out", metavar="NPZ", help="write all maps (raw, smoothed, sd, fractions, labels) as NPZ")
     p.add_argument("--json", metavar="FILE", help="write the statistics as JSON")
+    d = p.add_argument_group("Dask (stacks larger than memory)")
+    d.add_argument("--scheduler", metavar="ADDR",
+                   help="compute the per-pixel features tile by tile on a Dask cluster: 'local' (a LocalCluster of "
+                        "--workers processes) or a scheduler address tcp://host:8786; the stack (HDF5 or zarr) is "
+                        "read tile by tile by the workers, never whole")
+    d.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2)")
+    d.add_argument("--memory-limit", metavar="SIZE", help="memory limit per local worker, e.g. 2GB")
+    d.add_argument("--tile", type=int, default=None, help="tile side in pixels (default 256)")
     p.set_defaults(func=run)
 
 
@@ -52,9 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engines.imaging.pipeline import ImagingSettings, analyze_stack, refs_from_spectra
     from ..io import read_spectrum
-    from ..io.stack import read_stack
 
-    stack = read_stack(args.stack, i0=args.i0, energies=args.energies)
+    if args.scheduler is None and (args.tile is not None or args.memory_limit is not None):
+        raise CliError("--tile and --memory-limit apply to a Dask run: give --scheduler local or tcp://host:port")
+    if args.tile is not None and args.tile < 1:
+        raise CliError(f"--tile: tile size must be >= 1 px, got {args.tile}")
+    if args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+    stack = _open(args)
     if args.refs:
         spectra = {}
         for path in args.refs:
@@ -77,10 +90,18 @@ def run(args: argparse.Namespace) -> int:
     settings = ImagingSettings(refs=refs, ref_names=names, background_phase=args.background_phase,
                                n_phases=args.n_phases, lcf_background=args.lcf_background,
                                none_phase=args.none_phase == "on", edge_features=args.edge_features)
-    result = analyze_stack(stack.energy, stack.stack, settings, mask=mask)
+    if args.scheduler is not None:
+        from ..batch.cluster import dask_client
+        from ..batch.stack import TILE_PX, map_stack_on_cluster
+
+        with dask_client(args.scheduler, n_workers=args.workers, memory_limit=args.memory_limit) as client:
+            result = map_stack_on_cluster(client, stack, settings, tile=TILE_PX if args.tile is None else args.tile, mask=mask)
+    else:
+        result = analyze_stack(stack.energy, stack.stack, settings, mask=mask)
     _print_table(args.stack, stack, result)
     if args.plot:
-        plot_maps(result, settings, args.plot, title=Path(args.stack).name, pixel_size_um=stack.pixel_size_um)
+        plot_maps(result, settings, args.plot, title=Path(args.stack).name,
+                  pixel_size_um=getattr(stack, "pixel_size_um", None))
         print(f"figure: {args.plot}")
     if args.out:
         save_maps(result, args.out)
@@ -92,6 +113,27 @@ def run(args: argparse.Namespace) -> int:
              "masked": result.reasons}, indent=2))
         print(f"statistics: {args.json}")
     return 0
+
+
+def _open(args: argparse.Namespace):
+    """The stack in memory (:func:`~xafs_stream.io.stack.read_stack`), or with ``--scheduler`` described for
+    tile-by-tile reading (:func:`~xafs_stream.io.stack_tiles.open_stack_tiles`)."""
+    from ..io.stack import read_stack
+
+    if args.scheduler is None:
+        return read_stack(args.stack, i0=args.i0, energies=args.energies)
+    from ..io import read_spectrum
+    from ..io.stack import _on_grid, _read_energy_list
+    from ..io.stack_tiles import open_stack_tiles
+
+    energies = _read_energy_list(Path(args.energies)) if args.energies else None
+    tiles = open_stack_tiles(args.stack, energies=energies)
+    i0 = None
+    if args.i0:
+        spec = read_spectrum(args.i0)
+        i0 = _on_grid(spec.energy, spec.mu, tiles.energy, f"i0 file {Path(args.i0).name}")
+        tiles = open_stack_tiles(args.stack, energies=energies, i0=i0)
+    return tiles
 
 
 def _print_table(path, stack, result) -> None:

@@ -129,6 +129,21 @@ class UnitHandler:
         self.stats["errors"] += sum(r.status == "error" for r in records)
         return records
 
+    def store_computed(self, envelope: UnitEnvelope, records: list[ResultRecord]) -> list[ResultRecord]:
+        """Store the records of a unit analysed elsewhere (a Dask worker ran :func:`process_unit` on it), then
+        the post-process hook's records, as :meth:`handle` would have. Returns all records stored."""
+        for record in records:
+            self.store_record(record)
+        if self.post_process is not None and not envelope.extra.get("shed"):
+            extra = self.post_process(envelope, records)
+            for record in extra:
+                self.store_record(record)
+            records = records + extra
+        self.stats["units"] += 1
+        self.stats["records"] += len(records)
+        self.stats["errors"] += sum(r.status == "error" for r in records)
+        return records
+
     def fail(self, envelope: UnitEnvelope, reason: str) -> str:
         """Record an error result naming ``reason`` for each analysis of a unit that failed outside them (so
         the unit is accounted for and its worker's credit returns); ``"error"``."""

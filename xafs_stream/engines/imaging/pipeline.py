@@ -376,7 +376,16 @@ def analyze_stack(energy: np.ndarray, stack: np.ndarray, settings: ImagingSettin
     """
     settings = (settings or ImagingSettings()).for_energy(energy)
     raw, reasons = stack_features(energy, stack, settings)
-    ny, nx = stack.shape[1:]
+    return solve_maps(raw, reasons, settings, mask=mask)
+
+
+def solve_maps(raw: dict[str, np.ndarray], reasons: dict[str, int], settings: ImagingSettings, *,
+               mask: np.ndarray | None = None) -> MapResult:
+    """The MRF map model, final labels, fractions and statistics from per-pixel feature maps (the second half
+    of :func:`analyze_stack`; the maps may come from :func:`stack_features` or from tiles computed
+    elsewhere). ``settings`` must already be decided for the stack's energies (``for_energy``); ``raw`` is
+    modified in place where ``mask`` is False."""
+    ny, nx = next(iter(raw.values())).shape
     if mask is not None:
         mask = np.asarray(mask, bool)
         if mask.shape != (ny, nx):
