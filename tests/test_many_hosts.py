@@ -2,7 +2,8 @@
 workers each in their own network namespace (their own address, as separate hosts would be), the RunEngine
 in a fourth. CURVE keys on every ZeroMQ socket, the Tiled API key on every request. A second worker joins
 after the first scan and the first one is killed (SIGKILL) after the second: every unit's result is stored
-once, nothing lost. Needs root, ``ip netns`` and the PostgreSQL server binaries; skipped with the reason
+once, nothing lost. The worker that joins stores through a second ``tiled serve`` process on the same
+PostgreSQL catalog, and both processes serve every result. Needs root, ``ip netns`` and the PostgreSQL server binaries; skipped with the reason
 otherwise."""
 
 from __future__ import annotations
@@ -142,14 +143,21 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path, wait_for):
                                             "-w", pg, "--api-key", TILED_KEY], tmp_path / "tiled.log"))
         import httpx
 
-        def tiled_up() -> bool:
+        def tiled_up(port: int = 8000) -> bool:
             try:
-                return httpx.get(f"http://{t}:8000/healthz", timeout=1).status_code == 200
+                return httpx.get(f"http://{t}:{port}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
         assert wait_for(tiled_up, 120, poll_s=0.3), \
             "tiled serve did not start:\n" + (tmp_path / "tiled.log").read_text()[-3000:]
+        # a second Tiled server process on the same PostgreSQL catalog and data (one process is the ceiling of
+        # a deployment's writes): the worker that joins later stores through it
+        procs.append(hosts.run_in("tiled", [sys.executable, "-m", "tiled", "serve", "catalog", pg,
+                                            "--host", t, "--port", "8001", "-w", str(tmp_path / "tiled-data"),
+                                            "-w", pg, "--api-key", TILED_KEY], tmp_path / "tiled2.log"))
+        assert wait_for(lambda: tiled_up(8001), 120, poll_s=0.3), \
+            "the second tiled serve did not start:\n" + (tmp_path / "tiled2.log").read_text()[-3000:]
         # --- one configuration file for everyone (each host reads the parts it needs)
         toml = tmp_path / "xafs-stream.toml"
         toml.write_text(f'[tiled]\nuri = "http://{t}:8000/api/v1"\napi_key = "{TILED_KEY}"\n'
@@ -163,9 +171,9 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path, wait_for):
         assert wait_for(ready.exists, 60, poll_s=0.3), \
             "the broker did not start:\n" + (tmp_path / "broker.log").read_text()[-3000:]
 
-        def worker(name: str) -> subprocess.Popen:
+        def worker(name: str, *extra: str) -> subprocess.Popen:
             p = hosts.run_in("workers", [sys.executable, "-m", "xafs_stream.cli.main", "worker", "--config",
-                                         str(toml), "--name", name], tmp_path / f"worker-{name}.log")
+                                         str(toml), "--name", name, *extra], tmp_path / f"worker-{name}.log")
             procs.append(p)
             return p
 
@@ -181,7 +189,7 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path, wait_for):
         for i in range(3):
             RE(xafs_scan([bl.scaler], bl.dcm, regions, element="Cu", sample="Cu", repeats=2, dwell_s=0.2))
             if i == 0:
-                worker("wB")  # joins mid-run
+                worker("wB", "--tiled-uri", f"http://{t}:8001/api/v1")  # joins mid-run, stores via Tiled #2
             elif i == 1:
                 first.send_signal(signal.SIGKILL)  # leaves without a word: its units go to wB
         session.flush()
@@ -214,6 +222,13 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path, wait_for):
                      for uid in uids for u in expected[uid]}
         session.close()
         assert any("wB" in w for w in served_by), served_by  # the worker that joined did take units
+        # both Tiled processes serve the one catalog: the same results, whichever process wrote them
+        second = from_uri(f"http://{t}:8001/api/v1", api_key=TILED_KEY)
+        for uid in uids:
+            for u in expected[uid]:
+                a = client[RESULTS_ROOT][uid]["xafs_normalize"][u].metadata
+                b = second[RESULTS_ROOT][uid]["xafs_normalize"][u].metadata
+                assert a["worker"] == b["worker"] and a["summary"] == b["summary"]
     finally:
         _stop(procs)
         hosts.close()
