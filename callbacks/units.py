@@ -128,6 +128,22 @@ class _SpectrumRun:
     descriptors: set[str] = field(default_factory=set)
 
 
+def _by_energy(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Channel arrays in increasing energy, points measured more than once at one energy (an adaptive scan
+    revisits energies) combined by summing their counts (for Poisson counts the same as one longer count).
+    A monotonic scan without repeated energies is returned as it is."""
+    energy = arrays["energy"]
+    if energy.size < 2 or np.all(np.diff(energy) > 1e-6):
+        return arrays
+    # one energy: readbacks within 1e-6 eV (a monochromator's readback of one setpoint jitters in the last bits)
+    unique, inverse, counts = np.unique(np.round(energy, 6), return_inverse=True, return_counts=True)
+    out = {"energy": np.bincount(inverse, weights=energy, minlength=unique.size) / counts}
+    for name, values in arrays.items():
+        if name != "energy":
+            out[name] = np.bincount(inverse, weights=values, minlength=unique.size)
+    return out
+
+
 class SpectrumUnitBuilder(_UnitBuilder):
     """Assemble spectrum units (each repeat, then the merge) from an XAFS scan's documents."""
 
@@ -168,14 +184,17 @@ class SpectrumUnitBuilder(_UnitBuilder):
             self._emit_repeat(run, rep, complete=True)
 
     def _on_stop(self, run: _SpectrumRun, doc: dict) -> None:
+        adaptive = "adaptive_target" in run.start  # its number of points is decided as it goes
         for rep in sorted(run.repeats):
             if rep not in run.emitted:
-                self._emit_repeat(run, rep, complete=len(run.repeats[rep]["energy"]) >= run.n_points)
+                complete = (doc.get("exit_status") == "success" if adaptive
+                            else len(run.repeats[rep]["energy"]) >= run.n_points)
+                self._emit_repeat(run, rep, complete=complete)
         if run.repeats:
             self._emit_merge(run, doc)
 
     def _arrays(self, run: _SpectrumRun, buf: dict[str, list[float]]) -> dict[str, np.ndarray]:
-        arrays = {k: np.asarray(v, dtype=float) for k, v in buf.items()}
+        arrays = _by_energy({k: np.asarray(v, dtype=float) for k, v in buf.items()})
         mode = run.start.get("mode", "transmission")
         with np.errstate(divide="ignore", invalid="ignore"):
             if mode == "fluorescence" and "ifluor" in arrays:

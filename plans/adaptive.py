@@ -1,0 +1,197 @@
+"""``xafs_scan_adaptive``: a XANES scan whose next energies and dwell times are chosen from what it has measured,
+until a target precision is reached or a budget is spent.
+
+The decisions come from an agent with bluesky-adaptive's interface (``tell(energy, mu, dwell, sigma)``,
+``ask(n) -> Decision``, ``report()``), by default
+:class:`xafs_stream.engines.adaptive.AdaptiveXanes`: a coarse pass, then each batch maximises the expected
+reduction of the targets' posterior variance per second of beam. The plan computes μ from each reading
+(transmission ln(I0/It), fluorescence If/I0) and its noise from the counts (Poisson: var = 1/I0 + 1/It, or
+μ²(1/If + 1/I0)) and tells the agent; it moves nothing the agent did not ask for.
+
+Every decision is an event of the ``adaptive`` stream (the points chosen, why, the estimates and their sd so
+far, points and beam seconds used), so a run can be queried afterwards for how it decided; the last event and
+the stop document's ``reason`` say why it stopped. The primary stream holds every point, in the order measured
+(energies are not monotonic; the same energy may be measured twice).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from ophyd import Signal
+
+from .regions import PlanArgumentError
+from .xafs import ScanSetup
+
+TARGET_NAMES = ("e0", "whiteline", "K")
+
+
+def _strict_json(obj: Any) -> str:
+    """JSON text with NaN and inf written as null (metadata and event data must be strict JSON)."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (float, np.floating)):
+            return float(v) if np.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def mu_and_sigma(reading: dict, channels: dict[str, str], mode: str) -> tuple[float, float | None]:
+    """μ of one reading and its counting-noise sd (None when the counts are not known or not positive)."""
+    def value(channel: str) -> float:
+        key = channels.get(channel)
+        if key is None or key not in reading:
+            raise PlanArgumentError(f"the detectors give no {channel} channel, needed for {mode} μ")
+        return float(reading[key]["value"])
+
+    i0 = value("i0")
+    if mode == "transmission":
+        it = value("it")
+        if i0 <= 0 or it <= 0:
+            return float("nan"), None
+        return float(np.log(i0 / it)), float(np.sqrt(1.0 / i0 + 1.0 / it))
+    fl = value("ifluor")
+    if i0 <= 0:
+        return float("nan"), None
+    mu = fl / i0
+    return mu, (float(abs(mu) * np.sqrt(1.0 / max(fl, 1.0) + 1.0 / i0)) if fl > 0 else None)
+
+
+def xafs_scan_adaptive(
+    detectors: list,
+    mono: Any,
+    *,
+    element: str,
+    target: dict | None = None,
+    edge: str = "K",
+    e0: float | None = None,
+    sample: str = "",
+    mode: str = "transmission",
+    window: tuple[float, float] | list = (-30.0, 50.0),
+    max_points: int = 300,
+    max_time_s: float = 900.0,
+    batch: int = 5,
+    move_s: float = 0.3,
+    agent: Any = None,
+    md: dict | None = None,
+):
+    """Measure XANES where it tells most about ``target`` until it is reached or the budget is spent.
+
+    Parameters
+    ----------
+    detectors, mono, element, edge, e0, sample, mode : as for :func:`~xafs_stream.plans.xafs_scan`
+    target : precision to reach, e.g. {"e0": 0.1, "whiteline": 0.05} (posterior sd, eV) or {"K": 0.9}
+        (probability of the chosen number of peaks); default {"e0": 0.1}
+    window : energies relative to E0 the scan may use, eV
+    max_points, max_time_s : budget (points; beam seconds, dwell plus ``move_s`` per point)
+    batch : points per decision
+    move_s : the monochromator's move-and-settle time per point the design charges, s
+    agent : a tell/ask/report agent; default :class:`~xafs_stream.engines.adaptive.AdaptiveXanes` built from
+        the arguments above
+    md : metadata merged over the defaults
+
+    Bad arguments raise :class:`PlanArgumentError` before any message.
+    """
+    target = {"e0": 0.1} if target is None else dict(target)
+    bad = [k for k in target if k not in TARGET_NAMES]
+    if not target or bad:
+        raise PlanArgumentError(f"target must name some of {TARGET_NAMES}, got {sorted(target)}")
+    try:
+        lo, hi = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise PlanArgumentError(f"window must be [low, high] eV relative to E0, got {window!r}") from None
+    if not lo < hi:
+        raise PlanArgumentError(f"window must be [low, high] with low < high, got {window!r}")
+    if not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise PlanArgumentError(f"max_points must be an integer >= 1, got {max_points!r}")
+    if not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise PlanArgumentError(f"batch must be an integer >= 1, got {batch!r}")
+    scan = ScanSetup.build(detectors, mono, [[lo, hi, 0.5, "E"]], element=element, edge=edge, e0=e0, sample=sample,
+                           mode=mode, repeats=1, dwell_s=1.0, kweight_dwell=0.0, max_dwell_s=None,
+                           plan_name="xafs_scan_adaptive",
+                           # n_points: the most this run can measure (the unit builders emit its spectrum at the stop)
+                           md={"adaptive_target": target, "max_points": int(max_points), "n_points": int(max_points),
+                               "max_time_s": float(max_time_s), "adaptive_window": [lo, hi], **(md or {})})
+    e0_ev = float(scan.md["e0"])
+    if agent is None:
+        from xafs_stream.engines.adaptive import AdaptiveXanes
+        from xafs_stream.engines.errors import InputError
+
+        try:
+            agent = AdaptiveXanes(e0_ev, target, window=(lo, hi), max_points=int(max_points),
+                                  max_time_s=float(max_time_s), move_s=float(move_s))
+        except InputError as exc:
+            raise PlanArgumentError(str(exc)) from None
+    for method in ("tell", "ask", "report"):
+        if not callable(getattr(agent, method, None)):
+            raise PlanArgumentError(f"agent must provide tell, ask and report (no {method!r})")
+    channels = scan.md["channels"]
+    signals = {name: Signal(name=f"adaptive_{name}", value=value, kind="normal") for name, value in (
+        ("decision", 0), ("energies", "[]"), ("dwells", "[]"), ("reason", ""), ("points", 0), ("beam_time_s", 0.0),
+        *((f"{t}", float("nan")) for t in ("e0", "whiteline")), *((f"{t}_sd", float("nan")) for t in ("e0", "whiteline")),
+        ("K", -1), ("p_K", float("nan")), ("report", "{}"))}
+
+    def record(number: int, decision: Any):
+        report = agent.report()
+        values = {"decision": number, "energies": json.dumps([round(float(e), 3) for e in decision.energies]),
+                  "dwells": json.dumps([float(t) for t in decision.dwells]), "reason": decision.reason,
+                  "points": int(report.get("points", 0)), "beam_time_s": float(report.get("beam_time_s", 0.0)),
+                  "K": int(report["K"]) if report.get("K") is not None else -1,
+                  "p_K": float(report["p_K"]) if report.get("p_K") is not None else float("nan"),
+                  "report": _strict_json(report)}
+        for name in ("e0", "whiteline"):
+            values[name] = float(report.get("estimates", {}).get(name, float("nan")))
+            values[f"{name}_sd"] = float(report.get("sd", {}).get(name, float("nan")))
+        for name, value in values.items():
+            # put, not bps.mv: a soft Signal's set() waits for readback == setpoint, which NaN never is
+            signals[name].put(value)
+        yield from bps.trigger_and_read(list(signals.values()), name="adaptive")
+
+    timed = [d for d in detectors if hasattr(d, "preset_time")]
+
+    def measure(energy: float, dwell: float):
+        if dwell != scan.current_dwell:
+            for det in timed:
+                yield from bps.mv(det.preset_time, float(dwell))
+            scan.current_dwell = dwell
+        yield from bps.mv(mono, float(energy))
+        reading = yield from bps.trigger_and_read(scan.readables)
+        mu, sigma = mu_and_sigma(reading, channels, mode)
+        agent.tell(float(energy), mu, float(dwell), sigma)
+
+    def decide():
+        number = 0
+        measured = 0
+        while True:
+            decision = agent.ask(int(batch))
+            yield from record(number, decision)
+            if not decision.energies:
+                print(f"xafs_scan_adaptive: {decision.reason}")
+                return decision.reason
+            if measured >= max_points:  # an agent that ignores the budget is held to it here
+                reason = f"budget spent: {measured} points (max_points {max_points})"
+                print(f"xafs_scan_adaptive: {reason}")
+                return reason
+            for energy, dwell in list(zip(decision.energies, decision.dwells))[: int(max_points) - measured]:
+                yield from measure(energy, dwell)
+                measured += 1
+            number += 1
+
+    @bpp.stage_decorator(detectors)
+    def inner():
+        yield from bps.open_run(md=scan.md)
+        reason = yield from decide()
+        yield from bps.close_run(exit_status="success", reason=reason)
+        return reason
+
+    return (yield from inner())

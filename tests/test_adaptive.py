@@ -1,0 +1,164 @@
+"""Adaptive acquisition (issue 21): the local estimators against known truth, the design agent's error bars
+against the scatter over noise realisations, and ``xafs_scan_adaptive`` on the simulated beamline with a real
+RunEngine (its decisions in the ``adaptive`` stream, its spectrum analysed by the service's own chain)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from xafs_stream.engines.adaptive import AdaptiveXanes
+from xafs_stream.engines.adaptive.local import estimate, rough_features
+from xafs_stream.plans import PlanArgumentError, xafs_scan_adaptive
+from xafs_stream.simulated_devices.samples import load_sample
+
+EE, WIDTH, PEAK_AT = 7000.0, 1.5, 7009.0
+
+
+def synthetic(energy):
+    """An arctan edge at EE (half width WIDTH) with a white-line Gaussian at PEAK_AT: μ in edge-step units."""
+    energy = np.asarray(energy, float)
+    return 0.5 + np.arctan((energy - EE) / WIDTH) / np.pi + 0.6 * np.exp(-0.5 * ((energy - PEAK_AT) / 2.5) ** 2)
+
+
+def synthetic_truth():
+    """Steepest point and white-line maximum of the synthetic spectrum, from a 0.0001 eV grid."""
+    grid = np.arange(EE - 10, EE + 25, 1e-4)
+    mu = synthetic(grid)
+    e0 = grid[np.argmax(np.gradient(mu, grid))]
+    above = grid >= e0
+    return float(e0), float(grid[above][np.argmax(mu[above])])
+
+
+def test_local_estimators_recover_the_edge_and_white_line_of_a_known_spectrum():
+    e0_true, wl_true = synthetic_truth()
+    grid = np.arange(EE - 30, EE + 50, 0.1)
+    mu = synthetic(grid)
+    var = np.full(grid.size, 1e-6)
+    rough = rough_features(grid, mu, EE + 3)  # a tabulated E0 3 eV off
+    e0 = estimate("e0", grid, mu, var, rough[0])
+    wl = estimate("whiteline", grid, mu, var, rough[1])
+    # the cubic / quartic over ±2 / ±3 eV: their definitional bias on this shape is below 0.05 eV
+    assert abs(e0.value - e0_true) < 0.05, (e0.value, e0_true)
+    assert abs(wl.value - wl_true) < 0.05, (wl.value, wl_true)
+    assert e0.sd < 0.01 and wl.sd < 0.01  # noise 1e-3: tiny error bars
+
+
+def _run_agent(mu_of, e0_guess, sigma1, seed, targets):
+    rng = np.random.default_rng(seed)
+    agent = AdaptiveXanes(e0_guess, targets)
+    while True:
+        decision = agent.ask(5)
+        if not decision.energies:
+            break
+        for energy, dwell in zip(decision.energies, decision.dwells):
+            sd = sigma1 / np.sqrt(dwell)
+            agent.tell(energy, float(mu_of(np.array([energy]))[0] + rng.normal(0, sd)), dwell, sd)
+    return agent.report()
+
+
+@pytest.mark.parametrize("sample", ["synthetic", "Fe"])
+def test_stated_sd_covers_the_scatter_over_20_noise_realisations(sample):
+    """20 realisations (noise sd 0.01 edge steps at 1 s): the targets are met in at least 18, and the errors
+    against the estimators' value on the noiseless spectrum, in units of the stated sd, have an RMS within
+    [0.5, 1.6] (1 is ideal; the sd is the Laplace sd of a linear model, scaled by the fit's reduced χ²)."""
+    targets = {"e0": 0.1, "whiteline": 0.1}
+    if sample == "synthetic":
+        mu_of, e0_guess = synthetic, EE + 2.0
+    else:
+        s = load_sample("Fe")  # Fe foil: the first inflection is a shoulder 8 eV below the main rise
+        mu_of, e0_guess = s.mu_t, s.e0
+    dense = np.arange(e0_guess - 30, e0_guess + 50, 0.05)
+    mu = mu_of(dense)
+    var = np.full(dense.size, 1e-8)
+    rough = dict(zip(("e0", "whiteline"), rough_features(dense, mu, e0_guess)))
+    truth = {n: estimate(n, dense, mu, var, rough[n]).value for n in targets}
+    z = {n: [] for n in targets}
+    met = 0
+    for seed in range(20):
+        rep = _run_agent(mu_of, e0_guess, 0.01, seed, targets)
+        if rep["reason"].startswith("targets met"):
+            met += 1
+            for n in targets:
+                z[n].append((rep["estimates"][n] - truth[n]) / rep["sd"][n])
+                assert rep["sd"][n] <= targets[n]
+            assert rep["beam_time_s"] < 400
+    assert met >= 18, met
+    for n, values in z.items():
+        rms = float(np.sqrt(np.mean(np.square(values))))
+        assert 0.5 <= rms <= 1.6, (n, rms, values)
+
+
+def test_the_budget_stops_the_agent():
+    """A target out of reach (0.001 eV at noise 0.2) ends at max_points, saying so."""
+    agent = AdaptiveXanes(EE, {"e0": 0.001}, max_points=70)
+    rng = np.random.default_rng(1)
+    while True:
+        d = agent.ask(5)
+        if not d.energies:
+            break
+        for e, t in zip(d.energies, d.dwells):
+            agent.tell(e, float(synthetic(np.array([e]))[0] + rng.normal(0, 0.2)), t, 0.2)
+    rep = agent.report()
+    assert rep["done"] and rep["reason"].startswith("budget spent") and rep["points"] <= 74
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target": {"edge": 0.1}}, "target must name some of"),
+    ({"target": {"e0": -1}}, "target 'e0' must be > 0 eV"),
+    ({"target": {"K": 1.5}}, "probability in (0, 1)"),
+    ({"window": [10, -10]}, "low < high"),
+    ({"max_points": 0}, "max_points must be an integer >= 1"),
+    ({"agent": object()}, "agent must provide tell, ask and report"),
+])
+def test_bad_arguments_fail_before_any_message(beamline, kwargs, message):
+    plan = xafs_scan_adaptive([beamline.scaler], beamline.dcm, element="Cu", **kwargs)
+    with pytest.raises(PlanArgumentError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        next(plan)
+
+
+def test_adaptive_scan_on_the_simulated_beamline_records_its_decisions_and_is_analysed(RE, collect):
+    from xafs_stream.analyses import default_registry
+    from xafs_stream.callbacks.units import SpectrumUnitBuilder
+    from xafs_stream.simulated_devices import make_beamline
+    from xafs_stream.worker.processing import process_unit
+
+    bl = make_beamline(sample="Fe", seed=3, flux_cps=2e5)
+    RE(xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", sample="Fe foil",
+                          target={"e0": 0.1, "whiteline": 0.1}))
+    start = next(d for n, d in collect if n == "start")
+    stop = next(d for n, d in collect if n == "stop")
+    assert start["plan_name"] == "xafs_scan_adaptive" and start["adaptive_target"] == {"e0": 0.1, "whiteline": 0.1}
+    streams = {d["uid"]: d["name"] for n, d in collect if n == "descriptor"}
+    decisions = [d["data"] for n, d in collect if n == "event" and streams[d["descriptor"]] == "adaptive"]
+    points = [d["data"] for n, d in collect if n == "event" and streams[d["descriptor"]] == "primary"]
+    assert [d["adaptive_decision"] for d in decisions] == list(range(len(decisions)))
+    assert decisions[0]["adaptive_reason"] == "coarse pass"
+    last = decisions[-1]
+    assert stop["reason"] == last["adaptive_reason"] and stop["reason"].startswith("targets met")
+    assert last["adaptive_points"] == len(points)
+    assert json.loads(last["adaptive_energies"]) == []
+    report = json.loads(last["adaptive_report"])  # strict JSON
+    # every chosen point was measured, in the order chosen
+    chosen = [e for d in decisions for e in json.loads(d["adaptive_energies"])]
+    assert np.allclose(chosen, [p["dcm"] for p in points], atol=1e-6)
+    # the answer: within 4 stated sd of the estimators on the noiseless sample (the sample's own E0 convention)
+    s = load_sample("Fe")
+    dense = np.arange(s.e0 - 30, s.e0 + 50, 0.05)
+    mu = s.mu_t(dense)
+    rough = dict(zip(("e0", "whiteline"), rough_features(dense, mu, s.e0)))
+    for name in ("e0", "whiteline"):
+        truth = estimate(name, dense, mu, np.full(dense.size, 1e-8), rough[name]).value
+        assert abs(last[f"adaptive_{name}"] - truth) < 4 * last[f"adaptive_{name}_sd"] + 0.02, name
+        assert report["sd"][name] <= 0.1
+    # the service's chain takes the run: energies sorted, revisited ones combined, E0 near the agent's
+    units = []
+    builder = SpectrumUnitBuilder(units.append)
+    for name, doc in collect:
+        builder(name, doc)
+    repeat = next(u for u in units if u.unit.index == 0)
+    energy = repeat.unit.arrays["energy"]
+    assert np.all(np.diff(energy) > 0) and energy.size == np.unique(np.round([p["dcm"] for p in points], 6)).size
+    assert repeat.unit.metadata["complete"] is True
+    norm = next(r for r in process_unit(repeat, default_registry(), {}) if r.analysis == "xafs.normalize")
+    assert norm.status == "ok" and abs(norm.result.summary["e0"] - last["adaptive_e0"]) < 1.0

@@ -1,0 +1,315 @@
+"""The adaptive design agent: tell it what was measured, ask it what to measure next, and when to stop.
+
+:class:`AdaptiveXanes` follows bluesky-adaptive's agent interface (``tell``, ``ask``, ``report``). After a
+coarse pass over the window it estimates E0 and the white line from local polynomials (:mod:`.local`: linear
+models, exact Gaussian posteriors given the noise) and compares K = ``k_range`` peaks of a global model
+(:mod:`.model`, BIC weights). Each next batch is chosen greedily: among candidate energies and dwell times,
+the point whose measurement reduces Σ over unmet targets of (posterior variance / target²) the most per second
+of beam (dwell + ``move_s``), the covariances updated after each pick (rank-one, so a batch spreads out). For
+the target ``K`` the score is Box and Hill's model discrimination: the squared difference of the two best
+models' predictions over the noise variance, per second. It stops when every target is met or the budget
+(points, beam seconds) is spent; :meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
+
+Noise: each point's variance is given with it (from its counts) or, if not, estimated as s²/dwell from the
+local fits' residuals. A local fit whose reduced χ² exceeds 1 has its covariance scaled by it, so a stated sd
+covers the scatter actually seen, not only the counting noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .local import HALF_WIDTH, LocalEstimate, estimate, rough_features
+from .model import TARGETS, XanesFit, fit_xanes_model
+
+LOCAL = ("e0", "whiteline")
+
+
+@dataclass
+class Decision:
+    """One ``ask``: the points chosen and why (JSON-able through :meth:`as_dict`)."""
+
+    energies: list[float]
+    dwells: list[float]
+    reason: str
+    estimates: dict[str, float] = field(default_factory=dict)
+    sd: dict[str, float] = field(default_factory=dict)
+    k: int | None = None
+    p_k: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"energies": [round(e, 3) for e in self.energies], "dwells": self.dwells, "reason": self.reason,
+                "estimates": self.estimates, "sd": self.sd, "K": self.k, "p_K": self.p_k}
+
+
+class AdaptiveXanes:
+    """Choose XANES energies and dwell times until the targets are met.
+
+    Parameters
+    ----------
+    e0 : tabulated or expected edge energy, eV
+    targets : e.g. {"e0": 0.1, "whiteline": 0.05} (posterior sd to reach, eV) and/or {"K": 0.9} (probability
+        of the chosen number of peaks)
+    window : energies relative to ``e0`` the scan may use, eV
+    coarse_step : step of the first pass, eV (dwell ``coarse_dwell`` s); ``edge_step`` from ``e0`` - 12 to
+        ``e0`` + 20 eV, so that a shoulder on the edge is not stepped over
+    dwells : dwell times (s) the design may choose from
+    move_s : overhead per point (monochromator move and settle), s
+    k_range : numbers of peaks compared for the target K
+    max_points, max_time_s : budget (points, beam seconds including moves)
+    candidate_step : energy grid of the candidates, eV
+    """
+
+    def __init__(self, e0: float, targets: Mapping[str, float], *, window: tuple[float, float] = (-30.0, 50.0),
+                 coarse_step: float = 3.0, edge_step: float = 1.0, coarse_dwell: float = 0.5, dwells: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+                 move_s: float = 0.3, k_range: Sequence[int] = (1, 2, 3), max_points: int = 300,
+                 max_time_s: float = 900.0, candidate_step: float = 0.1) -> None:
+        unknown = set(targets) - set(TARGETS)
+        if not targets or unknown:
+            raise InputError(f"targets must name some of {TARGETS}, got {sorted(targets)}")
+        for name, value in targets.items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"target {name!r} must be a number, got {value!r}") from None
+            ok = 0 < value < 1 if name == "K" else value > 0
+            if not ok:
+                raise InputError(f"target {name!r} must be {'a probability in (0, 1)' if name == 'K' else '> 0 eV'}, "
+                                 f"got {value!r}")
+        if not window[0] < window[1] or min(coarse_step, edge_step, candidate_step, coarse_dwell) <= 0:
+            raise InputError(f"window must be (low, high) eV with low < high, steps and dwell > 0, got {window}")
+        if not dwells or min(dwells) <= 0 or move_s < 0:
+            raise InputError("dwells must be > 0 s and move_s >= 0 s")
+        if max_points < 1 or max_time_s <= 0:
+            raise InputError("max_points must be >= 1 and max_time_s > 0 s")
+        self.e0_guess = float(e0)
+        self.targets = {k: float(v) for k, v in targets.items()}
+        self.window = (self.e0_guess + window[0], self.e0_guess + window[1])
+        wide = np.arange(self.window[0], self.window[1] + 1e-9, coarse_step)
+        edge = np.arange(max(self.window[0], self.e0_guess - 12.0), min(self.window[1], self.e0_guess + 20.0) + 1e-9,
+                         edge_step)
+        self.coarse = np.unique(np.round(np.concatenate([wide, edge]), 3))
+        self.coarse_dwell = float(coarse_dwell)
+        self.candidates = np.arange(self.window[0], self.window[1] + 1e-9, candidate_step)
+        self.dwell_choices = tuple(float(d) for d in dwells)
+        self.move_s = float(move_s)
+        self.k_range = tuple(int(k) for k in k_range)
+        self.max_points = int(max_points)
+        self.max_time_s = float(max_time_s)
+        self.energy: list[float] = []
+        self.mu: list[float] = []
+        self.dwell: list[float] = []
+        self.sigma: list[float | None] = []
+        self.local: dict[str, LocalEstimate] = {}
+        self.scale: dict[str, float] = {}  # reduced χ² of each local fit (>= 1)
+        self.fits: dict[int, XanesFit] = {}
+        self.decisions: list[Decision] = []
+        self._told = 0  # points told, usable or not (the coarse pass advances on these)
+        self._fresh = False  # the estimates match the points told
+        self._fills: dict[str, int] = {}  # rounds of points spread over a target's window
+
+    # --- bluesky-adaptive interface ---------------------------------------------------------------
+    def tell(self, energy: float, mu: float, dwell: float, sigma: float | None = None) -> None:
+        """Add one measured point: energy (eV), μ, dwell (s) and, if known, μ's noise sd from its counts.
+        Non-finite values (a detector glitch) are ignored."""
+        self._told += 1
+        if np.isfinite(mu) and np.isfinite(energy) and dwell > 0 and (sigma is None or (np.isfinite(sigma)
+                                                                                         and sigma > 0)):
+            self.energy.append(float(energy))
+            self.mu.append(float(mu))
+            self.dwell.append(float(dwell))
+            self.sigma.append(None if sigma is None else float(sigma))
+            self._fresh = False
+
+    def ask(self, n: int = 5) -> Decision:
+        """The next batch of up to ``n`` points (first the whole coarse pass); none when :meth:`done`."""
+        finished, why = self.done()
+        if finished:
+            decision = Decision([], [], why, *self._estimates())
+        elif self._told < self.coarse.size:
+            todo = self.coarse[self._told:]
+            decision = Decision([float(e) for e in todo], [self.coarse_dwell] * todo.size, "coarse pass")
+        else:
+            decision = self._design(n)
+        self.decisions.append(decision)
+        return decision
+
+    def report(self) -> dict[str, Any]:
+        """Estimates (eV), their posterior sd (eV), the chosen K and its probability, points, beam time."""
+        est, sd, k, p_k = self._estimates()
+        done, why = self.done()
+        return {"estimates": est, "sd": sd, "K": k, "p_K": p_k, "points": len(self.energy),
+                "beam_time_s": self.beam_time_s, "done": done, "reason": why, "targets": dict(self.targets)}
+
+    # --- state -------------------------------------------------------------------------------------
+    @property
+    def beam_time_s(self) -> float:
+        return float(sum(self.dwell) + self.move_s * len(self.dwell))
+
+    def _variances(self, s2: float) -> np.ndarray:
+        """Each point's noise variance: its own (from counts), else s2 / dwell."""
+        return np.array([s * s if s is not None else s2 / t for s, t in zip(self.sigma, self.dwell)])
+
+    def _noise_s2(self) -> float:
+        """s² (variance x dwell) for points without their own sd: from local cubic residuals of the data."""
+        e, y, t = (np.asarray(a, float) for a in (self.energy, self.mu, self.dwell))
+        order = np.argsort(e)
+        e, y, t = e[order], y[order], t[order]
+        resid, dof = [], 0
+        for lo in range(0, e.size - 7, 7):  # blocks of 7 neighbouring points, a cubic each
+            sl = slice(lo, lo + 7)
+            if np.ptp(e[sl]) <= 0:
+                continue
+            X = np.vander(e[sl] - e[sl].mean(), 4, increasing=True)
+            coef, *_ = np.linalg.lstsq(X * np.sqrt(t[sl])[:, None], y[sl] * np.sqrt(t[sl]), rcond=None)
+            resid.append(((y[sl] - X @ coef) ** 2 * t[sl]).sum())
+            dof += 3
+        return float(sum(resid) / dof) if dof else float(np.var(y) + 1e-12)
+
+    def update(self) -> None:
+        """Refit the local targets and the global models to the points so far."""
+        if self._fresh or len(self.energy) < 8:
+            return
+        e, y = np.asarray(self.energy), np.asarray(self.mu)
+        s2 = self._noise_s2() if any(s is None for s in self.sigma) else 1.0
+        var = self._variances(s2)
+        rough = dict(zip(LOCAL, rough_features(e, y, self.e0_guess)))
+        previous = self.local
+        self.local, self.scale = {}, {}
+        for name in LOCAL:
+            if name not in self.targets:
+                continue
+            prev = previous.get(name)
+            start = prev.value if prev is not None and np.isfinite(prev.sd) else rough[name]
+            est = estimate(name, e, y, var, start)
+            if est is None:
+                continue
+            sel = est.inside(e)
+            resid = y[sel] - est.basis(e[sel]) @ est.coef
+            dof = max(int(sel.sum()) - est.coef.size, 1)
+            chi2 = float((resid ** 2 / var[sel]).sum() / dof)
+            scale = max(chi2, 1.0)
+            est.cov = est.cov * scale
+            if np.isfinite(est.sd):
+                est.sd = float(np.sqrt(max(est.grad @ est.cov @ est.grad, 0.0)))
+            self.local[name], self.scale[name] = est, scale
+        self.fits = {}
+        if "K" in self.targets:
+            for k in self.k_range:
+                fit = fit_xanes_model(e, y, var, k, self.e0_guess)
+                if fit is not None:
+                    self.fits[k] = fit
+        self._fresh = True
+
+    def _ranked(self) -> list[XanesFit]:
+        return sorted(self.fits.values(), key=lambda f: f.bic)
+
+    def _estimates(self) -> tuple[dict[str, float], dict[str, float], int | None, float | None]:
+        self.update()
+        est = {n: e.value for n, e in self.local.items()}
+        sd = {n: e.sd for n, e in self.local.items()}
+        if not self.fits:
+            return est, sd, None, None
+        ranked = self._ranked()
+        bics = np.array([f.bic for f in ranked])
+        w = np.exp(-0.5 * (bics - bics[0]))
+        return est, sd, ranked[0].k, float(w[0] / w.sum())
+
+    def unmet(self) -> dict[str, float]:
+        """Targets not yet reached: name -> current sd / target (or, for K, the probability still missing)."""
+        est, sd, _, p_k = self._estimates()
+        out = {}
+        for name, goal in self.targets.items():
+            if name == "K":
+                if p_k is None or p_k < goal:
+                    out[name] = goal - (p_k or 0.0)
+            elif name not in sd or sd[name] > goal:
+                out[name] = sd.get(name, np.inf) / goal
+        return out
+
+    def done(self) -> tuple[bool, str]:
+        """(True, why) when every target is met or the budget is spent."""
+        if self._told >= self.coarse.size and not self.unmet():
+            est, sd, k, p_k = self._estimates()
+            parts = [f"{n} = {est[n]:.2f} ± {sd[n]:.3g} eV (target {g:g})" for n, g in self.targets.items()
+                     if n != "K"]
+            if "K" in self.targets:
+                parts.append(f"P(K={k}) = {p_k:.2f} (target {self.targets['K']:g})")
+            return True, "targets met: " + ", ".join(parts)
+        if len(self.energy) >= self.max_points:
+            return True, f"budget spent: {len(self.energy)} points (max_points {self.max_points})"
+        if self.beam_time_s >= self.max_time_s:
+            return True, f"budget spent: {self.beam_time_s:.0f} s of beam (max_time_s {self.max_time_s:g})"
+        return False, ""
+
+    # --- the design ----------------------------------------------------------------------------------
+    def _design(self, n: int) -> Decision:
+        unmet = self.unmet()
+        est, sd, k, p_k = self._estimates()
+        dwell = np.array(self.dwell_choices)
+        cost = dwell + self.move_s
+        s2 = self._noise_s2() if any(s is None for s in self.sigma) else None
+        if s2 is None:  # sd from counts: var ∝ 1/dwell, scaled from the points measured so far
+            s2 = float(np.median(np.array([s * s for s in self.sigma]) * np.array(self.dwell)))
+        e, y = np.asarray(self.energy), np.asarray(self.mu)
+        rough = dict(zip(LOCAL, rough_features(e, y, self.e0_guess)))
+        picks_e: list[float] = []
+        picks_t: list[float] = []
+        reasons = []
+        # a target without a local fit yet: spread points over its window around the rough feature
+        for name in LOCAL:
+            if name in unmet and (name not in self.local or not np.isfinite(self.local[name].sd)):
+                # the feature is not resolved yet: points over its window, longer each time
+                half = HALF_WIDTH[name]
+                centre = rough[name]
+                self._fills[name] = self._fills.get(name, 0) + 1
+                t = self.dwell_choices[min(self._fills[name] - 1, len(self.dwell_choices) - 1)]
+                for x in np.linspace(centre - half, centre + half, 7)[: max(n - len(picks_e), 0)]:
+                    picks_e.append(float(np.clip(x, *self.window)))
+                    picks_t.append(t)
+                reasons.append(f"{name}: not resolved yet near {centre:.1f} eV, points over its window ({t:g} s)")
+        if len(picks_e) >= n:
+            return Decision(picks_e[:n], picks_t[:n], "; ".join(reasons), est, sd, k, p_k)
+        covs = {name: self.local[name].cov.copy() for name in LOCAL
+                if name in unmet and name in self.local and np.isfinite(self.local[name].sd)}
+        bases = {name: self.local[name].basis(self.candidates) for name in covs}
+        inside = {name: self.local[name].inside(self.candidates) for name in covs}
+        ranked = self._ranked()
+        diff2 = None
+        if "K" in unmet and len(ranked) > 1:
+            diff2 = (ranked[0].curve(self.candidates) - ranked[1].curve(self.candidates)) ** 2
+        while len(picks_e) < n:
+            score = np.zeros((self.candidates.size, dwell.size))
+            for name, cov in covs.items():
+                v = self.local[name].grad
+                b = bases[name]
+                cb = b @ cov  # (m, p)
+                num = (cb @ v) ** 2
+                bcb = np.einsum("mp,mp->m", cb, b)
+                scale = self.scale[name]
+                red = num[:, None] / (scale * s2 / dwell[None, :] + bcb[:, None])
+                score += np.where(inside[name][:, None], red, 0.0) / self.targets[name] ** 2
+            if diff2 is not None:
+                score += diff2[:, None] * dwell[None, :] / s2 / (1.0 - self.targets["K"])
+            score /= cost[None, :]
+            i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+            if not score[i, j] > 0:
+                break
+            picks_e.append(float(self.candidates[i]))
+            picks_t.append(float(dwell[j]))
+            for name, cov in covs.items():
+                if inside[name][i]:
+                    b = bases[name][i]
+                    cb = cov @ b
+                    covs[name] = cov - np.outer(cb, cb) / (self.scale[name] * s2 / dwell[j] + b @ cb)
+            if diff2 is not None:
+                diff2[i] *= 0.5  # measuring the same energy again tells the models apart less
+        reasons.append("largest expected reduction per second of beam of " + ", ".join(
+            f"{name} ({'P(K) short by ' + format(v, '.2f') if name == 'K' else 'sd/target ' + format(v, '.2g')})"
+            for name, v in unmet.items()))
+        return Decision(picks_e, picks_t, "; ".join(reasons), est, sd, k, p_k)
