@@ -27,7 +27,7 @@ from ophyd import Signal
 from .regions import PlanArgumentError
 from .xafs import ScanSetup
 
-TARGET_NAMES = ("e0", "whiteline", "K")
+TARGET_NAMES = ("e0", "whiteline")
 
 
 def _strict_json(obj: Any) -> str:
@@ -90,8 +90,7 @@ def xafs_scan_adaptive(
     Parameters
     ----------
     detectors, mono, element, edge, e0, sample, mode : as for :func:`~xafs_stream.plans.xafs_scan`
-    target : precision to reach, e.g. {"e0": 0.1, "whiteline": 0.05} (posterior sd, eV) or {"K": 0.9}
-        (probability of the chosen number of peaks); default {"e0": 0.1}
+    target : precision to reach, e.g. {"e0": 0.1, "whiteline": 0.05} (posterior sd, eV); default {"e0": 0.1}
     window : energies relative to E0 the scan may use, eV
     max_points, max_time_s : budget (points; beam seconds, dwell plus ``move_s`` per point)
     batch : points per decision
@@ -139,15 +138,13 @@ def xafs_scan_adaptive(
     signals = {name: Signal(name=f"adaptive_{name}", value=value, kind="normal") for name, value in (
         ("decision", 0), ("energies", "[]"), ("dwells", "[]"), ("reason", ""), ("points", 0), ("beam_time_s", 0.0),
         *((f"{t}", float("nan")) for t in ("e0", "whiteline")), *((f"{t}_sd", float("nan")) for t in ("e0", "whiteline")),
-        ("K", -1), ("p_K", float("nan")), ("report", "{}"))}
+        ("report", "{}"))}
 
     def record(number: int, decision: Any):
         report = agent.report()
         values = {"decision": number, "energies": json.dumps([round(float(e), 3) for e in decision.energies]),
                   "dwells": json.dumps([float(t) for t in decision.dwells]), "reason": decision.reason,
                   "points": int(report.get("points", 0)), "beam_time_s": float(report.get("beam_time_s", 0.0)),
-                  "K": int(report["K"]) if report.get("K") is not None else -1,
-                  "p_K": float(report["p_K"]) if report.get("p_K") is not None else float("nan"),
                   "report": _strict_json(report)}
         for name in ("e0", "whiteline"):
             values[name] = float(report.get("estimates", {}).get(name, float("nan")))
