@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("preprocess", "spm", "bayes", "imaging", "transport", "tiled_writes", "dask_map", "scale")
+NAMES = ("preprocess", "spm", "bayes", "imaging", "transport", "tiled_writes", "dask_map", "scale", "adaptive")
 
 
 def main() -> int:

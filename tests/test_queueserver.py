@@ -1,5 +1,5 @@
 """The plans and the simulated beamline as a bluesky-queueserver profile: a real ``start-re-manager`` (with
-redis-server) runs ``xafs_scan`` and ``mu_xafs_map`` submitted through bluesky-queueserver-api, and their
+redis-server) runs ``xafs_scan``, ``mu_xafs_map`` and ``xafs_scan_adaptive`` submitted through bluesky-queueserver-api, and their
 results are found in the running service's Tiled."""
 
 from __future__ import annotations
@@ -79,10 +79,12 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path, wait_for):
         energies = [float(e) for e in default_map_energies(16)]
         RM.item_add(BPlan("mu_xafs_map", "mapdet", "dcm", "stage", energies, n_tile_rows=1, n_tile_cols=2,
                           element="Fe", sample="phantom"))
+        RM.item_add(BPlan("xafs_scan_adaptive", ["scaler"], "dcm", element="Cu", sample="Cu foil",
+                          target={"e0": 0.1}))
         RM.queue_start()
         RM.wait_for_idle(timeout=300)
         history = RM.history_get()["items"]
-        assert [h["result"]["exit_status"] for h in history] == ["completed", "completed"], history
+        assert [h["result"]["exit_status"] for h in history] == ["completed"] * 3, history
         uids = [h["result"]["run_uids"][0] for h in history]
         # the results in the service's Tiled
         from xafs_stream import results
@@ -102,6 +104,10 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path, wait_for):
                  what="the scan's normalisation")
         wait_for(lambda: stored(uids[1], "imaging.map", "map"), 120, poll_s=0.3, what="the map")
         assert abs(results.read(client, uids[0], "xafs.normalize").summary["e0"] - 8979.0) < 2.0
+        # the adaptive scan's decisions, as stored with its raw run
+        adaptive = client[uids[2]]
+        assert adaptive.metadata["stop"]["reason"].startswith("targets met"), adaptive.metadata["stop"]
+        assert "adaptive" in adaptive
     finally:
         if RM is not None:
             try:

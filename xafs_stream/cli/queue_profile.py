@@ -2,7 +2,7 @@
 
 Writes ``DIR/00-xafs-stream.py`` (the startup code: a RunEngine subscribed to the running service with the
 same configuration, the simulated beamline's devices ``scaler``, ``dcm``, ``stage``, ``mapdet``, and the plans
-``xafs_scan``, ``xafs_scan_until``, ``mu_xafs_map``) and ``DIR/user_group_permissions.yaml``. Start the
+``xafs_scan``, ``xafs_scan_until``, ``xafs_scan_adaptive``, ``mu_xafs_map``) and ``DIR/user_group_permissions.yaml``. Start the
 queue with ``start-re-manager --startup-dir DIR --user-group-permissions DIR/user_group_permissions.yaml``
 (see the README, "Running from the queue"). At a real beamline, replace the devices in the startup file by
 the beamline's own (the plans take any ophyd detectors and monochromator).
@@ -39,12 +39,17 @@ def xafs_scan_until(detectors, mono, regions=None, **kwargs):
     yield from _plans.xafs_scan_until(detectors, mono, regions, **kwargs)
 
 
+def xafs_scan_adaptive(detectors, mono, **kwargs):
+    yield from _plans.xafs_scan_adaptive(detectors, mono, **kwargs)
+
+
 def mu_xafs_map(detector, mono, stage, energies, **kwargs):
     yield from _plans.mu_xafs_map(detector, mono, stage, energies, **kwargs)
 
 
 xafs_scan.__doc__ = _plans.xafs_scan.__doc__
 xafs_scan_until.__doc__ = _plans.xafs_scan_until.__doc__
+xafs_scan_adaptive.__doc__ = _plans.xafs_scan_adaptive.__doc__
 mu_xafs_map.__doc__ = _plans.mu_xafs_map.__doc__
 '''
 

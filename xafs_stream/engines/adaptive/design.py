@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .local import HALF_WIDTH, LocalEstimate, estimate, rough_features
+from .local import HALF_WIDTH, LocalEstimate, estimate, feature_candidates, rough_features
 LOCAL = ("e0", "whiteline")
+#: share of noise redraws that must find a feature at the same place before its value counts
+IDENTIFIED = 0.95
 #: targets the agent can reach. The number of peaks K is not one of them: a BIC comparison of least-squares
 #: fits stopped after the coarse pass claiming P(K) >= 0.9 with the wrong K in 4 of 10 realisations of a
 #: two-peak spectrum (a K = 2 fit in a local optimum); it needs the replica-exchange free energy.
@@ -103,6 +105,8 @@ class AdaptiveXanes:
         self._told = 0  # points told, usable or not (the coarse pass advances on these)
         self._fresh = False  # the estimates match the points told
         self._fills: dict[str, int] = {}  # rounds of points spread over a target's window
+        #: targets whose feature the noise can still move to another one: name -> [(eV, share)]
+        self.ambiguous: dict[str, list[tuple[float, float]]] = {}
 
     # --- bluesky-adaptive interface ---------------------------------------------------------------
     def tell(self, energy: float, mu: float, dwell: float, sigma: float | None = None) -> None:
@@ -134,7 +138,8 @@ class AdaptiveXanes:
         """Estimates (eV), their posterior sd (eV), points and beam seconds used, whether and why it is done."""
         est, sd = self._estimates()
         done, why = self.done()
-        return {"estimates": est, "sd": sd, "points": len(self.energy),
+        return {"estimates": est, "sd": sd, "ambiguous": {n: [list(c) for c in v] for n, v in self.ambiguous.items()},
+                "points": len(self.energy),
                 "beam_time_s": self.beam_time_s, "done": done, "reason": why, "targets": dict(self.targets)}
 
     # --- state -------------------------------------------------------------------------------------
@@ -169,7 +174,7 @@ class AdaptiveXanes:
         e, y = np.asarray(self.energy), np.asarray(self.mu)
         s2 = self._noise_s2() if any(s is None for s in self.sigma) else 1.0
         var = self._variances(s2)
-        rough = dict(zip(LOCAL, rough_features(e, y, self.e0_guess)))
+        rough = dict(zip(LOCAL, self.rough(e, y, var)))
         previous = self.local
         self.local, self.scale = {}, {}
         for name in LOCAL:
@@ -189,7 +194,44 @@ class AdaptiveXanes:
             if np.isfinite(est.sd):
                 est.sd = float(np.sqrt(max(est.grad @ est.cov @ est.grad, 0.0)))
             self.local[name], self.scale[name] = est, scale
+        ce, cy, cv = self._coarse_points(e, y, var)
+        cands = feature_candidates(ce, cy, cv, self.e0_guess)
+        self.ambiguous = {n: c for n, c in cands.items() if n in self.targets and c[0][1] < IDENTIFIED}
         self._fresh = True
+
+    def _coarse_points(self, e: np.ndarray, y: np.ndarray, var: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The points at the coarse pass's energies, repeated ones averaged (inverse-variance weights).
+
+        Which feature is E0 and which the white line is decided on these alone: a smoothed slope depends on
+        where the points are, so deciding it on points the design placed near one feature would let the design
+        choose the feature (on the oxides, the next inflection 1.5-2 eV away)."""
+        key = np.round(e, 6)
+        on = np.isin(key, np.round(self.coarse, 6))
+        energies, inverse = np.unique(key[on], return_inverse=True)
+        w = 1.0 / var[on]
+        wsum = np.bincount(inverse, weights=w)
+        mean = np.bincount(inverse, weights=w * y[on]) / wsum
+        return energies, mean, 1.0 / wsum
+
+    def rough(self, e: np.ndarray, y: np.ndarray, var: np.ndarray) -> tuple[float, float]:
+        """:func:`~.local.rough_features` of the coarse-pass points (see :meth:`_coarse_points`)."""
+        ce, cy, _ = self._coarse_points(e, y, var)
+        return rough_features(ce, cy, self.e0_guess)
+
+    def estimates_for(self, energy: np.ndarray, mu: np.ndarray, var: np.ndarray) -> dict[str, LocalEstimate | None]:
+        """This agent's estimators on any points (e.g. a conventional scan's): the features identified on the
+        points at the coarse-pass energies, the values from local fits to all points."""
+        e, y, v = (np.asarray(a, float) for a in (energy, mu, var))
+        rough = dict(zip(LOCAL, self.rough(e, y, v)))
+        return {name: estimate(name, e, y, v, rough[name]) for name in self.targets}
+
+    def noiseless_targets(self, mu_of) -> dict[str, float]:
+        """What the estimators give on the noiseless spectrum ``mu_of(energy)`` sampled every 0.05 eV and at
+        the coarse energies: the values the stated sd are about (the truth of tests and benchmarks)."""
+        grid = np.union1d(np.arange(self.window[0], self.window[1], 0.05), self.coarse)
+        found = self.estimates_for(grid, mu_of(grid), np.full(grid.size, 1e-10))
+        return {n: (est.value if est is not None else float("nan")) for n, est in found.items()}
 
     def _estimates(self) -> tuple[dict[str, float], dict[str, float]]:
         self.update()
@@ -198,8 +240,9 @@ class AdaptiveXanes:
     def unmet(self) -> dict[str, float]:
         """Targets not yet reached: name -> current sd / target."""
         _, sd = self._estimates()
-        return {name: sd.get(name, np.inf) / goal for name, goal in self.targets.items()
-                if name not in sd or sd[name] > goal}
+        return {name: (np.inf if name in self.ambiguous else sd.get(name, np.inf) / goal)
+                for name, goal in self.targets.items()
+                if name not in sd or sd[name] > goal or name in self.ambiguous}
 
     def done(self) -> tuple[bool, str]:
         """(True, why) when every target is met or the budget is spent."""
@@ -207,11 +250,16 @@ class AdaptiveXanes:
             est, sd = self._estimates()
             parts = [f"{n} = {est[n]:.2f} ± {sd[n]:.3g} eV (target {g:g})" for n, g in self.targets.items()]
             return True, "targets met: " + ", ".join(parts)
+        spent = ""
         if len(self.energy) >= self.max_points:
-            return True, f"budget spent: {len(self.energy)} points (max_points {self.max_points})"
-        if self.beam_time_s >= self.max_time_s:
-            return True, f"budget spent: {self.beam_time_s:.0f} s of beam (max_time_s {self.max_time_s:g})"
-        return False, ""
+            spent = f"budget spent: {len(self.energy)} points (max_points {self.max_points})"
+        elif self.beam_time_s >= self.max_time_s:
+            spent = f"budget spent: {self.beam_time_s:.0f} s of beam (max_time_s {self.max_time_s:g})"
+        if spent and self.ambiguous:
+            spent += "; not identified: " + "; ".join(
+                f"{n} at " + " or ".join(f"{v:.1f} eV ({100 * p:.0f} %)" for v, p in c)
+                for n, c in self.ambiguous.items())
+        return bool(spent), spent
 
     # --- the design ----------------------------------------------------------------------------------
     def _design(self, n: int) -> Decision:
@@ -223,10 +271,23 @@ class AdaptiveXanes:
         if s2 is None:  # sd from counts: var ∝ 1/dwell, scaled from the points measured so far
             s2 = float(np.median(np.array([s * s for s in self.sigma]) * np.array(self.dwell)))
         e, y = np.asarray(self.energy), np.asarray(self.mu)
-        rough = dict(zip(LOCAL, rough_features(e, y, self.e0_guess)))
+        rough = dict(zip(LOCAL, self.rough(e, y, self._variances(s2))))
         picks_e: list[float] = []
         picks_t: list[float] = []
         reasons = []
+        # a feature the noise still moves between candidates: points over all of them, longer each round
+        for name, cands in self.ambiguous.items():
+            lo = min(v for v, _ in cands) - HALF_WIDTH[name]
+            hi = max(v for v, _ in cands) + HALF_WIDTH[name]
+            self._fills[f"id:{name}"] = self._fills.get(f"id:{name}", 0) + 1
+            t = self.dwell_choices[min(self._fills[f"id:{name}"] - 1, len(self.dwell_choices) - 1)]
+            grid = self.coarse[(self.coarse >= lo) & (self.coarse <= hi)]  # the points that identify it
+            picks_e += [float(x) for x in grid]
+            picks_t += [t] * grid.size
+            reasons.append(f"{name} not identified: " + " or ".join(f"{v:.1f} eV ({100 * p:.0f} %)" for v, p in cands)
+                           + f"; {grid.size} points over {lo:.1f}-{hi:.1f} eV ({t:g} s)")
+        if picks_e:
+            return Decision(picks_e, picks_t, "; ".join(reasons), est, sd)
         # a target without a local fit yet: spread points over its window around the rough feature
         for name in LOCAL:
             if name in unmet and (name not in self.local or not np.isfinite(self.local[name].sd)):

@@ -153,3 +153,28 @@ def rough_features(energy: np.ndarray, mu: np.ndarray, e0_guess: float) -> tuple
     above = (grid >= e0) & (grid <= e0 + 30.0)
     wl = float(grid[above][int(np.argmax(smooth[above]))]) if above.any() else e0 + 10.0
     return e0, wl
+
+
+def feature_candidates(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0_guess: float, *,
+                       n_draws: int = 40, seed: int = 0) -> dict[str, list[tuple[float, float]]]:
+    """Where :func:`rough_features` puts E0 and the white line when the data are redrawn within their noise
+    (a parametric bootstrap, ``n_draws`` draws): name -> [(energy eV, share of draws)], largest share first,
+    draws within 1.5 eV counted together. One entry with a share near 1: the feature is identified; several:
+    the noise can move it from one feature to another (Fe foil's shoulder against its main rise, an oxide's
+    first inflection near the rule's half-slope threshold), and a precise value of either would be
+    precise about the wrong thing."""
+    rng = np.random.default_rng(seed)
+    sd = np.sqrt(np.asarray(var, float))
+    draws = np.array([rough_features(energy, mu + rng.normal(0.0, 1.0, sd.size) * sd, e0_guess)
+                      for _ in range(n_draws)])
+    out = {}
+    for j, name in enumerate(("e0", "whiteline")):
+        values = np.sort(draws[:, j])
+        groups: list[list[float]] = []
+        for v in values:
+            if groups and v - groups[-1][-1] <= 1.5:
+                groups[-1].append(v)
+            else:
+                groups.append([v])
+        out[name] = sorted(((float(np.median(g)), len(g) / n_draws) for g in groups), key=lambda c: -c[1])
+    return out
