@@ -75,3 +75,15 @@ def collect(RE):
     docs: list = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     return docs
+
+
+@pytest.fixture
+def raw_only(tiled, RE, tmp_path):
+    """A RunEngine session that writes raw runs only (live processing switched off), for reprocessing."""
+    from xafs_stream.config import load_config
+    from xafs_stream.service import subscribe
+
+    cfg = load_config(overrides={"service": {"data_dir": str(tmp_path)}})
+    session = subscribe(RE, cfg, tiled_client=tiled.client, live_processing=False)
+    yield session
+    session.close()

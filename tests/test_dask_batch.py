@@ -124,18 +124,6 @@ def test_an_npz_stack_is_refused_for_tile_reading_in_one_line(tmp_path, capsys):
     assert "tile-by-tile reading needs an HDF5 or zarr stack" in err and len(err.splitlines()) == 1
 
 
-@pytest.fixture
-def raw_only(tiled, RE, tmp_path):
-    """A RunEngine session that writes raw runs only (live processing switched off)."""
-    from xafs_stream.config import load_config
-    from xafs_stream.service import subscribe
-
-    cfg = load_config(overrides={"service": {"data_dir": str(tmp_path)}})
-    session = subscribe(RE, cfg, tiled_client=tiled.client, live_processing=False)
-    yield session
-    session.close()
-
-
 def _stored(tiled, uid: str, analysis: str) -> dict:
     from xafs_stream.storage.layout import RESULTS_ROOT
 

@@ -1,24 +1,11 @@
 """`xafs-stream reprocess` fills a run whose live processing was off, from the raw data in Tiled."""
 
-import pytest
 
 from xafs_stream.cli.main import main
 from xafs_stream.plans import mu_xafs_map, xafs_scan
 from xafs_stream.worker.reprocess import derive_units
-from xafs_stream.service import subscribe
 from xafs_stream.simulated_devices.phantom import default_map_energies
 from xafs_stream.storage.layout import RESULTS_ROOT
-
-
-@pytest.fixture
-def raw_only(tiled, RE, tmp_path):
-    """A RunEngine session that writes raw runs only (live processing switched off)."""
-    from xafs_stream.config import load_config
-
-    cfg = load_config(overrides={"service": {"data_dir": str(tmp_path)}})
-    session = subscribe(RE, cfg, tiled_client=tiled.client, live_processing=False)
-    yield session
-    session.close()
 
 
 def cli_args(tiled):

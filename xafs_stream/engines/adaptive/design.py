@@ -168,7 +168,8 @@ class AdaptiveXanes:
         return float(sum(resid) / dof) if dof else float(np.var(y) + 1e-12)
 
     def update(self) -> None:
-        """Refit the local targets and the global models to the points so far."""
+        """Refit the local targets to the points so far (each from its last value, or from its feature on the
+        coarse-pass points) and check that each feature is identified."""
         if self._fresh or len(self.energy) < 8:
             return
         e, y = np.asarray(self.energy), np.asarray(self.mu)
