@@ -122,18 +122,9 @@ def _open(args: argparse.Namespace):
 
     if args.scheduler is None:
         return read_stack(args.stack, i0=args.i0, energies=args.energies)
-    from ..io import read_spectrum
-    from ..io.stack import _on_grid, _read_energy_list
     from ..io.stack_tiles import open_stack_tiles
 
-    energies = _read_energy_list(Path(args.energies)) if args.energies else None
-    tiles = open_stack_tiles(args.stack, energies=energies)
-    i0 = None
-    if args.i0:
-        spec = read_spectrum(args.i0)
-        i0 = _on_grid(spec.energy, spec.mu, tiles.energy, f"i0 file {Path(args.i0).name}")
-        tiles = open_stack_tiles(args.stack, energies=energies, i0=i0)
-    return tiles
+    return open_stack_tiles(args.stack, i0=args.i0, energies=args.energies)
 
 
 def _print_table(path, stack, result) -> None:

@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -312,6 +313,26 @@ def _on_grid(e_src: np.ndarray, y_src: np.ndarray, energy: np.ndarray, what: str
     return np.interp(energy, e_src, y_src)
 
 
+def stack_sources(i0: str | Path | np.ndarray | None, energies: str | Path | np.ndarray | None
+                  ) -> tuple[Any, np.ndarray | None]:
+    """The ``i0`` and ``energies`` arguments of a stack reader, read and checked: I0 as an array (n_e,) or, for
+    a spectrum file, a function of the stack's energies (interpolated onto them); energies as an array (from
+    a text file or values), or None (the file's own)."""
+    if isinstance(energies, (str, Path)):
+        energies = _read_energy_list(Path(energies))
+    elif energies is not None:
+        energies = _as_energy(energies, "energies")
+    if isinstance(i0, (str, Path)):
+        spec = read_spectrum(i0)
+        name = Path(i0).name
+
+        def i0_source(grid: np.ndarray) -> np.ndarray:
+            return _on_grid(spec.energy, spec.mu, grid, f"i0 file {name}")
+
+        return i0_source, energies
+    return (None if i0 is None else np.asarray(i0, float).ravel()), energies
+
+
 def read_stack(
     path: str | Path,
     *,
@@ -335,20 +356,7 @@ def read_stack(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no stack file {str(path)!r}")
-    if isinstance(energies, (str, Path)):
-        energies = _read_energy_list(Path(energies))
-    elif energies is not None:
-        energies = _as_energy(energies, "energies")
-    i0_source = None
-    if isinstance(i0, (str, Path)):
-        spec = read_spectrum(i0)
-        name = Path(i0).name
-
-        def i0_source(grid: np.ndarray) -> np.ndarray:
-            return _on_grid(spec.energy, spec.mu, grid, f"i0 file {name}")
-
-    elif i0 is not None:
-        i0_source = np.asarray(i0, float).ravel()
+    i0_source, energies = stack_sources(i0, energies)
     suffix = path.suffix.lower()
     readers = {".npz": _read_npz, ".h5": _read_hdf5, ".hdf5": _read_hdf5, ".nxs": _read_hdf5,
                ".tif": _read_tiff, ".tiff": _read_tiff, ".hdr": _read_stxm}

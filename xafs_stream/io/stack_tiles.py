@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engines.errors import InputError
-from .stack import _as_energy, _to_absorption
+from .stack import _as_energy, _to_absorption, stack_sources
 
 TILED_SUFFIXES = (".h5", ".hdf5", ".nxs", ".zarr")
 _STACK_NAMES = ("stack", "data", "exchange/data")
@@ -83,9 +83,10 @@ class StackTiles:
         return block
 
 
-def open_stack_tiles(path: str | Path, *, i0: np.ndarray | None = None,
-                     energies: np.ndarray | None = None) -> StackTiles:
-    """Describe an HDF5 or zarr stack for tile-by-tile reading (see the module docstring).
+def open_stack_tiles(path: str | Path, *, i0: str | Path | np.ndarray | None = None,
+                     energies: str | Path | np.ndarray | None = None) -> StackTiles:
+    """Describe an HDF5 or zarr stack for tile-by-tile reading (see the module docstring). ``i0`` and
+    ``energies`` as for :func:`~xafs_stream.io.stack.read_stack` (arrays or files; they override the file's).
 
     Raises
     ------
@@ -100,6 +101,7 @@ def open_stack_tiles(path: str | Path, *, i0: np.ndarray | None = None,
         raise InputError(f"stack file {path.name}: tile-by-tile reading needs an HDF5 or zarr stack "
                          f"({', '.join(TILED_SUFFIXES)}), got {suffix or 'no suffix'!r}")
     what = f"stack file {path.name}"
+    i0, energies = stack_sources(i0, energies)
     try:
         if suffix == ".zarr":
             import zarr
@@ -159,6 +161,8 @@ def _describe(path, what, names, getter, attrs, i0, energies) -> StackTiles:
     if kind is None:
         kind = getattr(arr, "attrs", {}).get("stack_kind")
     kind = kind.decode() if isinstance(kind, bytes) else (str(kind) if kind is not None else None)
+    if callable(i0):  # a spectrum file's I0, put on the stack's energies
+        i0 = i0(energy)
     use_i0 = np.asarray(i0, float).ravel() if i0 is not None else file_i0
     kind = kind or ("intensity" if use_i0 is not None else "absorption")
     if kind not in ("intensity", "absorption"):
