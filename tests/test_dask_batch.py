@@ -3,6 +3,7 @@ mapped on the cluster equals the in-memory batch map; many runs reprocessed on t
 that plain ``reprocess`` stores."""
 
 import json
+import logging
 
 import h5py
 import numpy as np
@@ -42,6 +43,12 @@ def phantom_files(tmp_path_factory):
         h5["data"] = (i0[:, None, None] * np.exp(-stack.astype(float)))
         h5["energy"] = ph.energy
         h5["i0"] = i0
+    # the same counts without their I0, which comes as a spectrum file (``--i0``)
+    with h5py.File(d / "counts_no_i0.h5", "w") as h5:
+        h5["data"] = (i0[:, None, None] * np.exp(-stack.astype(float)))
+        h5["data"].attrs["stack_kind"] = "intensity"
+        h5["energy"] = ph.energy
+    np.savetxt(d / "i0.txt", np.column_stack([ph.energy, i0]), header="energy i0")
     group = zarr.open_group(str(d / "od.zarr"), mode="w")
     group.create_array("stack", data=stack, chunks=(100, 32, 32))
     group.create_array("energy", data=ph.energy)
@@ -55,11 +62,13 @@ def cluster():
         yield client
 
 
-@pytest.mark.parametrize("name", ["od.h5", "counts.h5", "od.zarr"])
-def test_every_tile_reads_as_that_part_of_the_whole_stack(phantom_files, name):
+@pytest.mark.parametrize("name, i0", [("od.h5", None), ("counts.h5", None), ("counts_no_i0.h5", "i0.txt"),
+                                      ("od.zarr", None)])
+def test_every_tile_reads_as_that_part_of_the_whole_stack(phantom_files, name, i0):
     _, d = phantom_files
-    tiles = open_stack_tiles(d / name)
-    whole = read_stack(d / "od.h5").stack if name == "od.zarr" else read_stack(d / name).stack
+    i0 = None if i0 is None else d / i0
+    tiles = open_stack_tiles(d / name, i0=i0)
+    whole = read_stack(d / "od.h5").stack if name == "od.zarr" else read_stack(d / name, i0=i0).stack
     assert tiles.shape == whole.shape
     boxes = tiles.tiles(33)
     assert len(boxes) == 3 * 3 and sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes) == 96 * 80
@@ -89,7 +98,7 @@ def test_a_stack_mapped_on_the_cluster_equals_the_in_memory_map(phantom_files, c
     assert np.mean(dist.labels == truth) >= 0.95
 
 
-def test_map_command_with_a_local_cluster_prints_the_same_statistics(phantom_files, tmp_path, capsys):
+def test_map_command_with_a_local_cluster_prints_the_same_statistics(phantom_files, tmp_path, capsys, caplog):
     _, d = phantom_files
     assert main(["map", str(d / "od.h5"), "--json", str(tmp_path / "mem.json")]) == 0
     assert main(["map", str(d / "od.h5"), "--scheduler", "local", "--workers", "2", "--tile", "40",
@@ -102,6 +111,8 @@ def test_map_command_with_a_local_cluster_prints_the_same_statistics(phantom_fil
             assert dist["statistics"][key] is None, key
         else:
             assert dist["statistics"][key] == pytest.approx(value, rel=1e-6), key
+    # Dask's own INFO chatter (scheduler, nannies) stays out of the user's terminal
+    assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno < logging.WARNING]
     capsys.readouterr()
 
 

@@ -36,10 +36,12 @@ def dask_client(scheduler: str = LOCAL, *, n_workers: int = 2, memory_limit: str
         raise InputError(why)
     from distributed import Client, LocalCluster
 
+    # Dask's own INFO lines (nannies starting, workers registering) are not the user's business: the local
+    # scheduler logs in this process, the workers are told by silence_logs
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler == LOCAL:
         if n_workers < 1:
             raise InputError(f"--workers must be >= 1, got {n_workers}")
-        # Dask's own INFO lines (nannies starting, workers registering) are not the user's business
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
                                memory_limit=memory_limit or "auto", dashboard_address=":0",
                                silence_logs=logging.WARNING)  # ":0": its web server on a free port, never 8787
