@@ -57,7 +57,7 @@ def reprocess_on_cluster(dask_client: Any, tiled_client: Any, run_uids: list[str
         envelope, records = future.result()
         future.release()
         uid = envelope.unit.run_uid
-        reports[uid].records += len(handler.store_computed(envelope, records))
+        reports[uid].records += len(handler.handle(envelope, computed=records))
         done[uid] += 1
         if progress is not None:
             progress(uid, done[uid], len(reports[uid].submitted))

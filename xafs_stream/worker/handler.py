@@ -92,12 +92,13 @@ class UnitHandler:
         except Exception as exc:  # a hint: the first unit creates what is missing
             log.warning("%s: preparing result nodes of run %s failed: %s", self.name, info.get("run_uid"), exc)
 
-    def handle(self, envelope: UnitEnvelope) -> list[ResultRecord]:
+    def handle(self, envelope: UnitEnvelope, computed: list[ResultRecord] | None = None) -> list[ResultRecord]:
         """Analyse one unit and store its records (each as soon as its analysis is done). Returns the records.
 
         A delivery of one lane (``envelope.extra["lane"]``, with the broker's lanes) runs the analyses of
         that cost class and stores only theirs: the slow lane computes a normalisation its fits need, the
-        fast lane stores it."""
+        fast lane stores it. ``computed``: the unit's records from :func:`process_unit` run elsewhere (a Dask
+        worker); they are stored, and the post-process hook run, exactly as if analysed here."""
         lane = envelope.extra.get("lane") or ""
         wanted = set(self.enabled) if self.enabled is not None else None
         if envelope.analyses is not None:
@@ -118,26 +119,16 @@ class UnitHandler:
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self.store_record(record)
 
-        records = process_unit(envelope, self.registry, self.settings, worker=self.name, on_record=store)
+        if computed is None:
+            records = process_unit(envelope, self.registry, self.settings, worker=self.name, on_record=store)
+        else:
+            records = list(computed)
+            for record in records:
+                store(record)
         if self.post_process is not None and lane in ("", "fast") and not envelope.extra.get("shed"):
             extra = self.post_process(envelope, records)
             for record in extra:  # the hook's own records (the whole map): no registered analysis owns them
                 store(record, hook=True)
-            records = records + extra
-        self.stats["units"] += 1
-        self.stats["records"] += len(records)
-        self.stats["errors"] += sum(r.status == "error" for r in records)
-        return records
-
-    def store_computed(self, envelope: UnitEnvelope, records: list[ResultRecord]) -> list[ResultRecord]:
-        """Store the records of a unit analysed elsewhere (a Dask worker ran :func:`process_unit` on it), then
-        the post-process hook's records, as :meth:`handle` would have. Returns all records stored."""
-        for record in records:
-            self.store_record(record)
-        if self.post_process is not None and not envelope.extra.get("shed"):
-            extra = self.post_process(envelope, records)
-            for record in extra:
-                self.store_record(record)
             records = records + extra
         self.stats["units"] += 1
         self.stats["records"] += len(records)
