@@ -2,10 +2,11 @@
 
 :class:`AdaptiveXanes` follows bluesky-adaptive's agent interface (``tell``, ``ask``, ``report``). After a
 coarse pass over the window it estimates E0 and the white line from local polynomials (:mod:`.local`: linear
-models, exact Gaussian posteriors given the noise). Each next batch is chosen greedily: among candidate energies and dwell times,
-the point whose measurement reduces Σ over unmet targets of (posterior variance / target²) the most per second
-of beam (dwell + ``move_s``), the covariances updated after each pick (rank-one, so a batch spreads out). It stops when every target is met or the budget
-(points, beam seconds) is spent; :meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
+models, exact Gaussian posteriors given the noise). Each next batch is chosen greedily: among candidate
+energies and dwell times, the point whose measurement reduces Σ over unmet targets of (posterior variance /
+target²) the most per second of beam (dwell + ``move_s``), the covariances updated after each pick (rank-one,
+so a batch spreads out). It stops when every target is met or the budget (points, beam seconds) is spent;
+:meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
 
 Noise: each point's variance is given with it (from its counts) or, if not, estimated as s²/dwell from the
 local fits' residuals. A local fit whose reduced χ² exceeds 1 has its covariance scaled by it, so a stated sd
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .local import HALF_WIDTH, LocalEstimate, estimate, feature_candidates, rough_features
+
 LOCAL = ("e0", "whiteline")
 #: share of noise redraws that must find a feature at the same place before its value counts
 IDENTIFIED = 0.95
@@ -33,17 +35,13 @@ TARGETS = LOCAL
 
 @dataclass
 class Decision:
-    """One ``ask``: the points chosen and why (JSON-able through :meth:`as_dict`)."""
+    """One ``ask``: the points chosen (eV, s), why, and the estimates and their sd when it was made."""
 
     energies: list[float]
     dwells: list[float]
     reason: str
     estimates: dict[str, float] = field(default_factory=dict)
     sd: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"energies": [round(e, 3) for e in self.energies], "dwells": self.dwells, "reason": self.reason,
-                "estimates": self.estimates, "sd": self.sd}
 
 
 class AdaptiveXanes:
@@ -63,8 +61,8 @@ class AdaptiveXanes:
     """
 
     def __init__(self, e0: float, targets: Mapping[str, float], *, window: tuple[float, float] = (-30.0, 50.0),
-                 coarse_step: float = 3.0, edge_step: float = 1.0, coarse_dwell: float = 0.5, dwells: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
-                 move_s: float = 0.3, max_points: int = 300,
+                 coarse_step: float = 3.0, edge_step: float = 1.0, coarse_dwell: float = 0.5,
+                 dwells: Sequence[float] = (0.5, 1.0, 2.0, 4.0), move_s: float = 0.3, max_points: int = 300,
                  max_time_s: float = 900.0, candidate_step: float = 0.1) -> None:
         unknown = set(targets) - set(TARGETS)
         if not targets or unknown:
@@ -101,10 +99,11 @@ class AdaptiveXanes:
         self.sigma: list[float | None] = []
         self.local: dict[str, LocalEstimate] = {}
         self.scale: dict[str, float] = {}  # reduced χ² of each local fit (>= 1)
-        self.decisions: list[Decision] = []
         self._told = 0  # points told, usable or not (the coarse pass advances on these)
         self._fresh = False  # the estimates match the points told
         self._fills: dict[str, int] = {}  # rounds of points spread over a target's window
+        self._new_s2 = 1.0  # noise variance x dwell of a new point (μ² s), from the points so far
+        self._rough: dict[str, float] = {}  # where each feature is on the coarse-pass points, eV
         #: targets whose feature the noise can still move to another one: name -> [(eV, share)]
         self.ambiguous: dict[str, list[tuple[float, float]]] = {}
 
@@ -131,7 +130,6 @@ class AdaptiveXanes:
             decision = Decision([float(e) for e in todo], [self.coarse_dwell] * todo.size, "coarse pass")
         else:
             decision = self._design(n)
-        self.decisions.append(decision)
         return decision
 
     def report(self) -> dict[str, Any]:
@@ -170,12 +168,17 @@ class AdaptiveXanes:
     def update(self) -> None:
         """Refit the local targets to the points so far (each from its last value, or from its feature on the
         coarse-pass points) and check that each feature is identified."""
-        if self._fresh or len(self.energy) < 8:
+        if self._fresh or not self.energy:
             return
         e, y = np.asarray(self.energy), np.asarray(self.mu)
-        s2 = self._noise_s2() if any(s is None for s in self.sigma) else 1.0
-        var = self._variances(s2)
-        rough = dict(zip(LOCAL, self.rough(e, y, var)))
+        if any(s is None for s in self.sigma):  # noise from the data's scatter
+            self._new_s2 = self._noise_s2()
+        else:  # noise from the counts: var ∝ 1/dwell, scaled from the points measured so far
+            self._new_s2 = float(np.median(np.array([s * s for s in self.sigma]) * np.array(self.dwell)))
+        var = self._variances(self._new_s2)
+        self._rough = rough = dict(zip(LOCAL, self.rough(e, y, var)))
+        if len(self.energy) < 8:
+            return
         previous = self.local
         self.local, self.scale = {}, {}
         for name in LOCAL:
@@ -268,11 +271,7 @@ class AdaptiveXanes:
         est, sd = self._estimates()
         dwell = np.array(self.dwell_choices)
         cost = dwell + self.move_s
-        s2 = self._noise_s2() if any(s is None for s in self.sigma) else None
-        if s2 is None:  # sd from counts: var ∝ 1/dwell, scaled from the points measured so far
-            s2 = float(np.median(np.array([s * s for s in self.sigma]) * np.array(self.dwell)))
-        e, y = np.asarray(self.energy), np.asarray(self.mu)
-        rough = dict(zip(LOCAL, self.rough(e, y, self._variances(s2))))
+        s2, rough = self._new_s2, self._rough  # from update(), which unmet() ran
         picks_e: list[float] = []
         picks_t: list[float] = []
         reasons = []
