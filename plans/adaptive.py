@@ -31,26 +31,12 @@ import bluesky.preprocessors as bpp
 import numpy as np
 from ophyd import Signal
 
+from xafs_stream.core import to_json_safe
+
 from .regions import PlanArgumentError
 from .xafs import ScanSetup
 
 TARGET_NAMES = ("e0", "whiteline")
-
-
-def _strict_json(obj: Any) -> str:
-    """JSON text with NaN and inf written as null (metadata and event data must be strict JSON)."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (float, np.floating)):
-            return float(v) if np.isfinite(v) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-
-    return json.dumps(clean(obj), allow_nan=False)
 
 
 def mu_and_sigma(reading: dict, channels: dict[str, str], mode: str) -> tuple[float, float | None]:
@@ -144,7 +130,7 @@ def xafs_scan_adaptive(
     channels = scan.md["channels"]
     signals = {name: Signal(name=f"adaptive_{name}", value=value, kind="normal") for name, value in (
         ("decision", 0), ("energies", "[]"), ("dwells", "[]"), ("reason", ""), ("points", 0), ("beam_time_s", 0.0),
-        *((f"{t}", float("nan")) for t in ("e0", "whiteline")), *((f"{t}_sd", float("nan")) for t in ("e0", "whiteline")),
+        *((t, float("nan")) for t in ("e0", "whiteline")), *((f"{t}_sd", float("nan")) for t in ("e0", "whiteline")),
         ("report", "{}"))}
 
     def record(number: int, decision: Any):
@@ -152,7 +138,7 @@ def xafs_scan_adaptive(
         values = {"decision": number, "energies": json.dumps([round(float(e), 3) for e in decision.energies]),
                   "dwells": json.dumps([float(t) for t in decision.dwells]), "reason": decision.reason,
                   "points": int(report.get("points", 0)), "beam_time_s": float(report.get("beam_time_s", 0.0)),
-                  "report": _strict_json(report)}
+                  "report": json.dumps(to_json_safe(report), allow_nan=False)}  # strict JSON: NaN, inf -> null
         for name in ("e0", "whiteline"):
             values[name] = float(report.get("estimates", {}).get(name, float("nan")))
             values[f"{name}_sd"] = float(report.get("sd", {}).get(name, float("nan")))

@@ -40,7 +40,7 @@ ALLOWED = {
     "engines": set(),
     "io": {"engines", "data"},
     "analyses": {"core", "config", "engines", "io", "simulated_devices"},
-    "plans": {"engines"},  # the adaptive scan's design agent (pure science)
+    "plans": {"core", "engines"},  # the adaptive scan's design agent (pure science), to_json_safe
     "callbacks": {"core"},
     "simulated_devices": {"data", "io"},
     "transport": {"core", "config", "storage.layout"},  # ResultEvent.read reads a result through the layout
