@@ -96,15 +96,15 @@ class ResultStore:
 
         Another worker may be writing the same result at the same moment (a redelivered unit racing the
         original after a broker restart): a node that appears or vanishes under this write (HTTP 409/404) is
-        written again, after a short random pause, up to 5 times."""
-        for _ in range(4):
+        written again, after a random pause that grows with each try, up to 8 times."""
+        for attempt in range(7):
             try:
                 return self._write(record)
             except Exception as exc:
                 if not (isinstance(exc, _Raced) or _is_conflict(exc) or _is_missing(exc)):
                     raise
                 self._in_place.clear()
-                time.sleep(random.uniform(0.02, 0.2))
+                time.sleep(random.uniform(0.02, 0.2) * (attempt + 1))
         return self._write(record)
 
     def _write(self, record: ResultRecord) -> dict[str, Any]:
@@ -211,18 +211,27 @@ def _write_children(node: Any, children: list[Child]) -> dict[str, tuple[Any, tu
 def _replace(parent: Any, key: str, create: Any) -> Any:
     """``create()`` the node ``key``; if it exists (a redelivered unit, or reprocessing), delete it first:
     replace, never duplicate. ``parent`` is an analysis node of a result run and ``key`` a checked id: the
-    only deletion the results store makes."""
+    only deletion the results store makes. When the node vanishes between the conflict and the delete
+    (another writer replaced it meanwhile and its delete won), creating is simply tried again."""
     check_id(key, "result key")
+    for _ in range(3):
+        try:
+            return create()
+        except Exception as exc:
+            if not _is_conflict(exc):
+                raise
+        try:
+            parent[key].delete(recursive=True, external_only=False)
+        except Exception as exc:
+            if _is_missing(exc):  # already gone: create again
+                continue
+            raise _Raced(f"{key}: changed by another writer while being replaced ({type(exc).__name__}: {exc})") from exc
     try:
         return create()
     except Exception as exc:
-        if not _is_conflict(exc):
-            raise
-    try:
-        parent[key].delete(recursive=True, external_only=False)
-    except Exception as exc:  # another writer replaced it meanwhile (gone, or half-written): write again
-        raise _Raced(f"{key}: changed by another writer while being replaced ({type(exc).__name__}: {exc})") from exc
-    return create()
+        if _is_conflict(exc):
+            raise _Raced(f"{key}: another writer kept replacing it") from exc
+        raise
 
 
 def _get_or_create(parent: Any, key: str, *, metadata: dict, specs: list[str] | None = None) -> Any:
