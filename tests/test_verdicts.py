@@ -18,7 +18,8 @@ from xafs_stream.engines.bayes.verdict import judge_selection
 from xafs_stream.engines.imaging.verdict import judge_pixels
 from xafs_stream.engines.verdict import THRESHOLDS, Verdict
 from xafs_stream.engines.xafs import process
-from xafs_stream.engines.xafs.verdict import judge_processing
+from xafs_stream.engines.xafs import calibrate_energy
+from xafs_stream.engines.xafs.verdict import e0_rival, judge_calibration, judge_processing, local_slopes
 from xafs_stream.io import read_spectrum
 
 CU = SPECTRA_DIR / "cu_metal_rt.xdi"
@@ -63,6 +64,69 @@ def test_a_weak_edge_in_noise_is_flagged():
             assert v.level in ("warn", "bad") and any("only" in r and "its error" in r for r in v.reasons)
             return
     pytest.fail("no noise level gave an edge between 3 and 10 standard errors")
+
+
+def _two_rises(energy, second):
+    """μ in edge-step units: a half step at 7112 eV and the other half at ``second`` eV, both arctan with a
+    half width of 1.5 eV (equal slopes: a metal's shoulder and main rise), on a flat post-edge."""
+    return sum(0.5 * (0.5 + np.arctan((energy - c) / 1.5) / np.pi) for c in (7112.0, second))
+
+
+def _scan(sigma, seed, second):
+    energy = np.r_[np.arange(6960, 7080, 5.0), np.arange(7080, 7150, 0.5), np.arange(7150, 7700, 3.0)]
+    mu = _two_rises(energy, second) + np.random.default_rng(seed).normal(0, sigma, energy.size)
+    return process(energy, mu)
+
+
+def test_an_e0_that_noise_can_move_between_two_rises_is_flagged():
+    """Two rises 9 eV apart with equal slopes: which one is the steepest point (E0) is decided by noise. Every
+    scan whose E0 is at either rise names the other one; the clean spectrum too (the slopes are equal)."""
+    hits = 0
+    for seed in range(10):
+        proc = _scan(0.005, seed, 7121.0)
+        v = judge_processing(proc)
+        other = 7121.0 if abs(proc.e0 - 7112.0) < 2 else 7112.0
+        rival = e0_rival(proc)
+        assert v.level != "ok" and rival is not None, (seed, proc.e0)
+        assert abs(rival.energy - other) < 2.0, (proc.e0, rival)
+        assert any("E0" in r and "uncertain" in r for r in v.reasons)
+        hits += abs(proc.e0 - 7121.0) < 2
+    assert 0 < hits < 10  # noise really moves E0 between the two rises
+
+
+def test_one_clear_rise_in_noise_has_no_rival():
+    """The second rise 9 eV away but half as steep (width 3 eV): E0 stays put and nothing is flagged."""
+    energy = np.r_[np.arange(6960, 7080, 5.0), np.arange(7080, 7150, 0.5), np.arange(7150, 7700, 3.0)]
+    mu = 0.5 * (0.5 + np.arctan((energy - 7112) / 1.5) / np.pi) + 0.5 * (0.5 + np.arctan((energy - 7121) / 3) / np.pi)
+    for seed in range(10):
+        proc = process(energy, mu + np.random.default_rng(seed).normal(0, 0.005, energy.size))
+        assert abs(proc.e0 - 7112.0) < 1.0 and e0_rival(proc) is None, (seed, proc.e0, e0_rival(proc))
+    for path in sorted(SPECTRA_DIR.glob("*.xdi")):  # the packaged measured spectra: one clear E0 each
+        spec = read_spectrum(path)
+        assert e0_rival(process(spec.energy, spec.mu)) is None, path.name
+
+
+def test_a_reference_foil_calibration_is_judged():
+    """A clean reference: ok. A monochromator 8 eV off: the shift is named. A noisy reference whose two rises
+    are equally steep: its E0 is named uncertain, with the calibration error it could cause (9 eV)."""
+    energy = np.r_[np.arange(6960, 7080, 5.0), np.arange(7080, 7150, 0.5), np.arange(7150, 7700, 3.0)]
+    one = 0.5 + np.arctan((energy - 7112.0) / 1.5) / np.pi
+    cal = calibrate_energy(energy, one, e0_reference=7112.0)
+    assert judge_calibration(energy, one, cal).level == "ok" and abs(cal.shift) < 0.5
+    off = 0.5 + np.arctan((energy - 7120.0) / 1.5) / np.pi  # energy axis 8 eV off
+    v = judge_calibration(energy, off, calibrate_energy(energy, off, e0_reference=7112.0))
+    assert v.level == "warn" and any("shifts the energy by -8.00 eV" in r for r in v.reasons), v.reasons
+    noisy = _two_rises(energy, 7121.0) + np.random.default_rng(0).normal(0, 0.005, energy.size)
+    v = judge_calibration(energy, noisy, calibrate_energy(energy, noisy, e0_reference=7112.0))
+    assert v.level == "warn" and any("may be off by" in r for r in v.reasons), v.reasons
+
+
+def test_local_slopes_on_a_non_uniform_grid():
+    energy = np.array([0.0, 0.1, 0.15, 0.9, 1.0, 1.05, 3.0, 7.0])
+    slope, u = local_slopes(energy, 2.5 * energy + 1.0, np.array([0.5, 7.0]), 1.0)
+    assert np.isclose(slope[0], 2.5) and np.isnan(slope[1])  # one point near 7 eV: no slope
+    x = energy[np.abs(energy - 0.5) <= 1.0]
+    assert np.isclose(u[0], 1 / np.sqrt(((x - x.mean()) ** 2).sum()))
 
 
 def test_the_cli_says_bad_in_one_line_and_exits_3_without_numpy_noise(tmp_path, capfd):

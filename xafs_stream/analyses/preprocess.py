@@ -17,7 +17,8 @@
     ``chir_mag``, ``chir_re``, ``chir_im``, dims ("r",). Summary: ``e0`` (eV), ``edge_step``, ``edge_snr``,
     ``noise_chi`` (ε of χ(k)), ``noise_chir``, ``kmin``, ``kmax``, ``kweight``, ``rbkg``, ``kmax_data``,
     ``kmax_suggest`` (Å⁻¹), ``has_exafs``, ``energy_shift`` (eV), ``e0_tabulated``, ``n_glitches`` (replaced,
-    or left in μ without deglitching). Verdict: :func:`xafs_stream.engines.xafs.verdict.judge_processing`.
+    or left in μ without deglitching). Verdict: :func:`xafs_stream.engines.xafs.verdict.judge_processing`, with
+    :func:`~xafs_stream.engines.xafs.verdict.judge_calibration` on the reference-foil calibration.
     A XANES-only scan (too short above E0 for χ(k)) still gets its normalisation, with ``has_exafs`` false
     and no k / R arrays.
 
@@ -43,7 +44,8 @@ from ..engines.errors import InputError
 from ..engines.imaging.verdict import judge_pixels
 from ..engines.xafs import calibrate_energy, merge_spectra, pre_edge
 from ..engines.xafs.process import ProcessedSpectrum, ProcessSettings, process
-from ..engines.xafs.verdict import glitches_left, judge_processing
+from ..engines.verdict import Verdict
+from ..engines.xafs.verdict import glitches_left, judge_calibration, judge_processing
 from .registry import AnalysisResult, register
 
 _PRE_KEYS = ("pre1", "pre2", "norm1", "norm2", "nnorm")
@@ -90,8 +92,10 @@ def _repeat_rows(unit: WorkUnit, name: str) -> list[np.ndarray] | None:
     return [row[np.isfinite(e)] for row, e in zip(block, energy)]
 
 
-def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, dict, dict, dict]:
-    """Merge a merge unit's repeats (each calibrated on the reference channel when there is one).
+def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any], calibration: Verdict) -> tuple[np.ndarray, np.ndarray,
+                                                                                          dict, dict, dict]:
+    """Merge a merge unit's repeats (each calibrated on the reference channel when there is one; the
+    calibrations' verdicts are added to ``calibration``).
 
     Returns energy, merged μ, extra arrays (``mu_noise``), summary and diagnostics entries.
     """
@@ -108,9 +112,12 @@ def _merge_repeats(unit: WorkUnit, config: Mapping[str, Any]) -> tuple[np.ndarra
             with np.errstate(divide="ignore", invalid="ignore"):
                 mu_ref = np.log(it / iref)
             try:
-                shifts[i] = float(calibrate_energy(e, mu_ref, e0_reference=float(e0_tab)).shift)
+                cal = calibrate_energy(e, mu_ref, e0_reference=float(e0_tab))
             except InputError as exc:
                 diagnostics[f"calibration_error_repeat_{i}"] = str(exc)
+            else:
+                shifts[i] = float(cal.shift)
+                calibration.merge(judge_calibration(e, mu_ref, cal), prefix=f"repeat {i}: ")
     # repeats the quality check flags (beam dump, saturation, glitches beyond repair) stay out of the merge,
     # unless every repeat is bad (then all are merged and the quality analysis records the flags)
     from .quality import repeat_reports
@@ -135,9 +142,10 @@ def settings_from_config(config: Mapping[str, Any]) -> ProcessSettings:
 
 def result_from_processing(proc: ProcessedSpectrum, *, summary: dict | None = None,
                            diagnostics: dict | None = None, extra_arrays: dict | None = None,
-                           energy_guessed: str = "") -> AnalysisResult:
+                           energy_guessed: str = "", calibration: Verdict | None = None) -> AnalysisResult:
     """The stored result of one processed spectrum (arrays, summary, verdict): the same for the live
-    service, ``reprocess`` and ``xafs-stream analyze``."""
+    service, ``reprocess`` and ``xafs-stream analyze``. ``calibration``: the verdict on the reference-foil
+    calibration done before processing, merged into the result's."""
     summary = dict(summary or {})
     diagnostics = dict(diagnostics or {})
     s = proc.settings
@@ -166,6 +174,8 @@ def result_from_processing(proc: ProcessedSpectrum, *, summary: dict | None = No
     else:
         diagnostics["exafs"] = proc.exafs_note
     verdict = judge_processing(proc, n_glitches=n_left, energy_guessed=energy_guessed)
+    if calibration is not None:
+        verdict.merge(calibration)
     summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
     return AnalysisResult(arrays=arrays, dims=dims, summary=summary, params=_jsonable(proc.params_used),
                           diagnostics=_jsonable(diagnostics), verdict=verdict.level,
@@ -187,9 +197,10 @@ def normalize_spectrum(
     summary: dict[str, Any] = {}
     diagnostics: dict[str, Any] = {}
     extra_arrays: dict[str, np.ndarray] = {}
+    calibration = Verdict()
     shift = 0.0
     if "mu" not in unit.arrays and "mu_repeats" in unit.arrays:
-        energy, mu, extra_arrays, merge_summary, merge_diag = _merge_repeats(unit, config)
+        energy, mu, extra_arrays, merge_summary, merge_diag = _merge_repeats(unit, config, calibration)
         summary.update(merge_summary)
         diagnostics.update(merge_diag)
         shift = merge_summary["energy_shift"]
@@ -205,6 +216,7 @@ def normalize_spectrum(
         except InputError as exc:
             diagnostics["calibration_error"] = f"reference channel not used: {exc}"
         else:
+            calibration.merge(judge_calibration(energy, mu_ref, cal))
             shift = float(cal.shift)
             energy = np.asarray(cal.energy)
             diagnostics["reference_e0_measured"] = float(cal.e0_measured)
@@ -213,7 +225,8 @@ def normalize_spectrum(
         summary["e0_tabulated"] = float(e0_tab)
     proc = process(energy, mu, settings)
     return result_from_processing(proc, summary=summary, diagnostics=diagnostics, extra_arrays=extra_arrays,
-                                  energy_guessed=str(unit.metadata.get("energy_guessed", "")))
+                                  energy_guessed=str(unit.metadata.get("energy_guessed", "")),
+                                  calibration=calibration)
 
 
 @register("xafs.normalize_tile", "tile", "1.0", settings=_TILE_KEYS)

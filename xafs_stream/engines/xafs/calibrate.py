@@ -21,7 +21,8 @@ from .normalize import pre_edge
 
 @dataclass
 class Calibration:
-    """``shift`` (eV) to add to the energy; ``e0_measured`` of the reference before the shift; ``energy`` after.
+    """``shift`` (eV) to add to the energy; ``e0_measured`` of the reference before the shift; ``energy`` after;
+    ``noise`` the reference's per-point noise from its pre-edge fit (NaN when unknown).
 
     For a stack of reference spectra on one grid: ``shift`` and ``e0_measured`` are (n_spectra,) and
     ``energy`` is (n_spectra, n); ``ok`` / ``errors`` flag spectra without an edge.
@@ -33,6 +34,7 @@ class Calibration:
     energy: np.ndarray
     ok: np.ndarray
     errors: dict[int, str]
+    noise: float | np.ndarray = float("nan")
 
 
 def calibrate_energy(energy: np.ndarray, mu_ref: np.ndarray, *, e0_reference: float) -> Calibration:
@@ -59,6 +61,7 @@ def calibrate_energy(energy: np.ndarray, mu_ref: np.ndarray, *, e0_reference: fl
         energy=energy_out[0] if single else energy_out,
         ok=pe.ok,
         errors=pe.errors,
+        noise=float(np.atleast_1d(pe.noise)[0]) if single else np.asarray(pe.noise),
     )
 
 
