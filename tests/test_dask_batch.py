@@ -100,12 +100,15 @@ def test_a_stack_mapped_on_the_cluster_equals_the_in_memory_map(phantom_files, c
 
 def test_map_command_with_a_local_cluster_prints_the_same_statistics(phantom_files, tmp_path, capsys, caplog):
     _, d = phantom_files
-    assert main(["map", str(d / "od.h5"), "--json", str(tmp_path / "mem.json")]) == 0
+    # at this noise (0.3 per energy, per pixel) most pixels show no significant edge on their own: the
+    # verdict says so (bad, exit code 3) on both paths, although the MRF labels are right (test above)
+    assert main(["map", str(d / "od.h5"), "--json", str(tmp_path / "mem.json")]) == 3
     assert main(["map", str(d / "od.h5"), "--scheduler", "local", "--workers", "2", "--tile", "40",
-                 "--memory-limit", "1GB", "--json", str(tmp_path / "dask.json")]) == 0
+                 "--memory-limit", "1GB", "--json", str(tmp_path / "dask.json")]) == 3
     mem = json.loads((tmp_path / "mem.json").read_text())
     dist = json.loads((tmp_path / "dask.json").read_text())
     assert dist["phases"] == mem["phases"] and dist["masked"] == mem["masked"]
+    assert dist["quality"] == mem["quality"] and mem["quality"]["verdict"] == "bad"
     for key, value in mem["statistics"].items():
         if value is None:  # NaN (e.g. no correlation length) is written as null
             assert dist["statistics"][key] is None, key

@@ -17,6 +17,9 @@ def test_map_stxm_with_stored_refs(tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0
     assert "123 energies 700.00-730.35 eV, 125 x 125 pixels" in text
+    # an L-edge window has no K-edge features: no pixel is counted as "without an edge" for that (before, every
+    # pixel was, and the map was called bad); the references fit
+    assert [line for line in text.splitlines() if line.startswith("quality: ")] == ["quality: ok"]
     for phase in ("reduced", "oxidized", "none"):
         assert phase in text
     assert plot.stat().st_size > 10_000
@@ -39,11 +42,31 @@ def test_map_with_reference_files(tmp_path, capsys):
         refs.append(str(p))
     rc = main(["map", str(tmp_path / "s.npz"), "--refs", *refs])
     text = capsys.readouterr().out
-    assert rc == 0
+    assert rc == 0 and "quality: ok" in text.splitlines()  # every pixel shows the edge; references fit
     lines = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
              if line.split() and line.split()[0] in ("fe2", "fe3")}
     truth = [100 * np.mean(ph.labels == k) for k in (0, 1)]
     assert abs(lines["fe2"] - truth[0]) < 3 and abs(lines["fe3"] - truth[1]) < 3
+
+
+def test_a_map_without_the_element_says_bad_and_exits_3(tmp_path, capsys):
+    """A stack of noise around a flat absorption (no edge anywhere): one line naming why, exit code 3; the
+    --json file carries the same verdict."""
+    from xafs_stream.simulated_devices.phantom import make_phantom
+
+    ph = make_phantom((16, 16), n_phases=2, seed=1)
+    flat = np.full((ph.energy.size, 16, 16), 0.3) + np.random.default_rng(0).normal(0, 0.02, (ph.energy.size, 16, 16))
+    np.savez(tmp_path / "flat.npz", energy=ph.energy, stack=flat)
+    rc = main(["map", str(tmp_path / "flat.npz"), "--json", str(tmp_path / "s.json")])
+    text = capsys.readouterr().out
+    assert rc == 3
+    # noise passes the edge test in a pixel or two (a 1 % false-alarm level): "99 % show no edge" or "no pixel"
+    line = next(x for x in text.splitlines() if x.startswith("quality: "))
+    assert line.startswith("quality: bad (") and ("show no edge" in line or "no pixel shows" in line), line
+    import json
+
+    quality = json.loads((tmp_path / "s.json").read_text())["quality"]
+    assert quality["verdict"] == "bad" and line == f"quality: bad ({'; '.join(quality['reasons'])})"
 
 
 def test_map_errors_exit_2(tmp_path, capsys):

@@ -35,7 +35,7 @@ from ..engines.imaging.pipeline import (
     refs_from_spectra,
     stack_features,
 )
-from ..engines.imaging.verdict import judge_pixels
+from ..engines.imaging.verdict import judge_map, judge_pixels
 from .registry import AnalysisResult, register
 
 VERSION = "1"
@@ -306,11 +306,7 @@ class MapAccumulator:
             if p is not None:
                 summary[f"imaging.gmrf.{n}.s2"] = p.s2
                 summary[f"imaging.gmrf.{n}.lam"] = p.lam
-        observed = m.observed.astype(bool)
-        edge = m.raw.get("edge_step")
-        no_edge = int(np.count_nonzero(observed & ~np.isfinite(edge))) if edge is not None else 0
-        lcf = m.raw.get("lcf_rms")
-        verdict = judge_pixels(int(observed.sum()), no_edge, None if lcf is None else lcf[observed])
+        verdict = judge_map(m)
         return AnalysisResult(
             verdict=verdict.level, verdict_reasons=verdict.reasons,
             arrays=arrays, dims=dims, summary=summary,

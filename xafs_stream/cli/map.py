@@ -98,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
             result = map_stack_on_cluster(client, stack, settings, tile=TILE_PX if args.tile is None else args.tile, mask=mask)
     else:
         result = analyze_stack(stack.energy, stack.stack, settings, mask=mask)
+    from ..engines.imaging.verdict import judge_map
+
+    verdict = judge_map(result.model)
     _print_table(args.stack, stack, result)
+    print(verdict.line())
     if args.plot:
         plot_maps(result, settings, args.plot, title=Path(args.stack).name,
                   pixel_size_um=getattr(stack, "pixel_size_um", None))
@@ -110,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(
             {"stack": str(args.stack), "phases": list(result.phase_names),
              "statistics": {k: (v if np.isfinite(v) else None) for k, v in result.statistics.items()},
-             "masked": result.reasons}, indent=2))
+             "masked": result.reasons, "quality": {"verdict": verdict.level, "reasons": verdict.reasons}},
+            indent=2))
         print(f"statistics: {args.json}")
-    return 0
+    return 3 if verdict.level == "bad" else 0
 
 
 def _open(args: argparse.Namespace):

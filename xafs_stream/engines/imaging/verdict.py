@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..verdict import Verdict, threshold
@@ -36,3 +38,19 @@ def judge_pixels(n_pixels: int, n_without_edge: int, lcf_rms: np.ndarray | None 
             elif median > t("lcf_residual_warn"):
                 v.warn(f"median LCF residual {median:.3f} of the edge step")
     return v
+
+
+
+def judge_map(model: Any, *, thresholds: dict | None = None) -> Verdict:
+    """:func:`judge_pixels` of a map model (:class:`~.mapmodel.MapModel`, typed loosely: no import of it here):
+    its observed pixels, those without a significant edge (a NaN ``edge_step``; counted only when the edge
+    features were computed, not for a soft X-ray L-edge window, where every pixel's ``edge_step`` is NaN by
+    design) and the LCF residuals when references were fitted. The same verdict for the live map and
+    ``xafs-stream map``."""
+    observed = np.asarray(model.observed).astype(bool)
+    raw = model.raw
+    edge = raw.get("edge_step") if "edge_step" in model.config.smooth else None
+    no_edge = int(np.count_nonzero(observed & ~np.isfinite(edge))) if edge is not None else 0
+    lcf = raw.get("lcf_rms")
+    return judge_pixels(int(observed.sum()), no_edge, None if lcf is None else np.asarray(lcf)[observed],
+                        thresholds=thresholds)
