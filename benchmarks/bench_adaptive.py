@@ -111,7 +111,7 @@ def run_agent(sample, truths, noise, seed) -> dict:
     rep = agent.report()
     return {"beam_time_s": rep["beam_time_s"], "points": rep["points"], "met": rep["reason"].startswith("targets met"),
             "error_ev": {n: rep["estimates"].get(n, np.nan) - truths[n] for n in NAMES},
-            "sd_ev": {n: rep["sd"].get(n, np.inf) for n in NAMES}}
+            "sd_ev": {n: rep["sd"].get(n, np.inf) for n in NAMES}, "verdict": rep.get("verdict", "")}
 
 
 def run_gp(sample, truths, noise, seed, max_points=300) -> dict:
@@ -166,6 +166,10 @@ def summarise(runs: list[dict]) -> dict:
             "beam_time_p90_s": float(np.percentile(t, 90)), "met": int(sum(r["met"] for r in runs)),
             "n": len(runs), "rms_error_ev": {n: float(np.sqrt(np.nanmean(err[n] ** 2))) for n in NAMES},
             "z_rms": {n: float(np.sqrt(np.mean(z[n] ** 2))) if z[n].size else None for n in NAMES},
+            # answers off by more than 4 stated sd that the verdict still called ok (the agent only)
+            "wrong_but_ok": sum(1 for r in runs if r.get("verdict") == "ok" and any(
+                abs(r["error_ev"][n]) > 4 * r["sd_ev"][n] for n in NAMES)),
+            "verdicts": {v: sum(1 for r in runs if r.get("verdict") == v) for v in ("ok", "warn", "bad")},
             "beam_times_s": t.tolist()}
 
 
@@ -196,7 +200,8 @@ def main() -> int:
     print(f"\nBeam time to E0 and white line ± {TARGET} eV (noise {args.noise} edge steps at 1 s, {n_real} "
           f"realisations, {MOVE_S} s per move; {platform.node()})")
     print(f"{'sample':10} {'grid s':>8} {'GP s (met)':>16} {'agent s (met)':>16} {'grid/agent':>18} "
-          f"{'GP/agent':>18} {'agent RMS err e0/wl eV':>22} {'z rms':>10}")
+          f"{'GP/agent':>18} {'agent RMS err e0/wl eV':>22} {'z rms':>10} {'verdict ok/warn/bad':>20} "
+          f"{'>4 sd, ok':>10}")
     for name, row in out["samples"].items():
         g = row["grid"]["needed"]
         grid_s = f"{g['beam_time_s']:8.0f}" if g else "   >2700"
@@ -208,7 +213,8 @@ def main() -> int:
               f" {a['beam_time_median_s']:9.0f} ({a['met']:2d}/{a['n']}) {rg:>18} "
               f"{f'{rp[1]:5.1f} ({rp[0]:.1f}-{rp[2]:.1f})':>18} "
               f"{a['rms_error_ev']['e0']:10.3f} / {a['rms_error_ev']['whiteline']:.3f} "
-              f"{a['z_rms']['e0'] or float('nan'):5.2f}/{a['z_rms']['whiteline'] or float('nan'):.2f}")
+              f"{a['z_rms']['e0'] or float('nan'):5.2f}/{a['z_rms']['whiteline'] or float('nan'):.2f} "
+              f"{'/'.join(str(a['verdicts'][v]) for v in ('ok', 'warn', 'bad')):>20} {a['wrong_but_ok']:>10}")
     print("* held out (not used while the agent's rules were chosen)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "adaptive.json").write_text(json.dumps(out, indent=2, default=float))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .local import HALF_WIDTH, LocalEstimate, estimate, feature_candidates, rough_features
+from .local import HALF_WIDTH, LocalEstimate, estimate, feature_candidates, rough_features, whiteline_rivals
 
 LOCAL = ("e0", "whiteline")
 #: share of noise redraws that must find a feature at the same place before its value counts
@@ -133,12 +133,23 @@ class AdaptiveXanes:
         return decision
 
     def report(self) -> dict[str, Any]:
-        """Estimates (eV), their posterior sd (eV), points and beam seconds used, whether and why it is done."""
+        """Estimates (eV), their posterior sd (eV), points and beam seconds used, whether and why it is done, the
+        verdict (:func:`~.verdict.judge_agent`) and each local fit's posterior band (``band``: name -> energy
+        eV, mu, sd: the fitted μ over its window and its sd, for plotting)."""
+        from .verdict import judge_agent
+
         est, sd = self._estimates()
         done, why = self.done()
+        bands = {}
+        for name, fit in self.local.items():
+            energy, mu, mu_sd = fit.band()
+            bands[name] = {"energy": energy.round(3).tolist(), "mu": mu.tolist(), "sd": mu_sd.tolist()}
+        verdict = judge_agent(self)
         return {"estimates": est, "sd": sd, "ambiguous": {n: [list(c) for c in v] for n, v in self.ambiguous.items()},
                 "points": len(self.energy),
-                "beam_time_s": self.beam_time_s, "done": done, "reason": why, "targets": dict(self.targets)}
+                "beam_time_s": self.beam_time_s, "done": done, "reason": why, "targets": dict(self.targets),
+                "misfit": dict(self.scale), "verdict": verdict.level, "verdict_reasons": verdict.reasons,
+                "band": bands}
 
     # --- state -------------------------------------------------------------------------------------
     @property
@@ -185,7 +196,10 @@ class AdaptiveXanes:
             if name not in self.targets:
                 continue
             prev = previous.get(name)
-            start = prev.value if prev is not None and np.isfinite(prev.sd) else rough[name]
+            # from its last value, unless the feature (on the coarse-pass points) is now elsewhere: a fit that
+            # locked onto one of two maxima early must not stay there once the data say the other is higher
+            near = prev is not None and np.isfinite(prev.sd) and abs(prev.value - rough[name]) <= HALF_WIDTH[name]
+            start = prev.value if near else rough[name]
             est = estimate(name, e, y, var, start)
             if est is None:
                 continue
@@ -201,6 +215,10 @@ class AdaptiveXanes:
         ce, cy, cv = self._coarse_points(e, y, var)
         cands = feature_candidates(ce, cy, cv, self.e0_guess)
         self.ambiguous = {n: c for n, c in cands.items() if n in self.targets and c[0][1] < IDENTIFIED}
+        if "whiteline" in self.targets and "whiteline" not in self.ambiguous:
+            rivals = whiteline_rivals(ce, cy, cv, rough["e0"], z_share=1.0 - IDENTIFIED)
+            if rivals:
+                self.ambiguous["whiteline"] = rivals
         self._fresh = True
 
     def _coarse_points(self, e: np.ndarray, y: np.ndarray, var: np.ndarray

@@ -61,6 +61,13 @@ class LocalEstimate:
     def inside(self, energy: np.ndarray) -> np.ndarray:
         return np.abs(np.asarray(energy, float) - self.centre) <= self.half_width
 
+    def band(self, n: int = 41) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fitted polynomial over its window and its posterior sd: energies (eV), μ, sd of μ; ``n`` points."""
+        energy = np.linspace(self.centre - self.half_width, self.centre + self.half_width, n)
+        rows = self.basis(energy)
+        sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", rows, self.cov, rows), 0.0))
+        return energy, rows @ self.coef, sd
+
 
 def _target(name: str, coef: np.ndarray, half: float) -> float:
     """The target (x relative to the centre) of polynomial coefficients ``coef`` (lowest order first), in
@@ -129,19 +136,82 @@ def estimate(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, sta
     return est
 
 
-def rough_features(energy: np.ndarray, mu: np.ndarray, e0_guess: float) -> tuple[float, float]:
-    """Where the local windows start (eV): the first inflection point, i.e. the first local maximum of the
-    slope (data smoothed over ~1 eV) within 30 eV of ``e0_guess`` that reaches half the largest slope there
-    (on Fe foil the shoulder at 7112 eV, not the steeper-looking main rise 8 eV above it, by the usual
-    convention); and the highest point within 30 eV above it."""
+def _smoothed(energy: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The data (sorted by energy) interpolated on a 0.25 eV grid and smoothed over ~1 eV (Gaussian, σ of 4
+    grid steps): the grid (eV) and the smoothed μ. Linear in ``mu``."""
     from scipy.ndimage import gaussian_filter1d
 
     order = np.argsort(energy)
     e, y = np.asarray(energy, float)[order], np.asarray(mu, float)[order]
     grid = np.arange(e[0], e[-1], 0.25)
+    return grid, gaussian_filter1d(np.interp(grid, e, y), 4)
+
+
+def _rows(energy: np.ndarray, idx: np.ndarray, *, slope: bool = False) -> np.ndarray:
+    """Rows (len(idx), n) of the linear map from the data (sorted ``energy``, eV) to the smoothed curve of
+    :func:`_smoothed`, or to its slope, at the grid points ``idx``: the smoothing of unit vectors."""
+    op = np.empty((idx.size, energy.size))
+    for j in range(energy.size):
+        unit = np.zeros(energy.size)
+        unit[j] = 1.0
+        grid, smooth = _smoothed(energy, unit)
+        op[:, j] = (np.gradient(smooth, grid) if slope else smooth)[idx]
+    return op
+
+
+def whiteline_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: float, *, z_share: float = 0.05
+                     ) -> list[tuple[float, float]]:
+    """Whether the white line (the highest point of the smoothed data within 30 eV above ``e0``, as in
+    :func:`rough_features`) could be another local maximum there, given each point's noise variance ``var``.
+
+    The smoothed curve is linear in the data, so the difference between the highest maximum and each other
+    local maximum at least 3 eV away has a known variance; P(the other one is higher) = Φ(-Δ / se). Returns
+    [(energy eV, probability of being the highest)] for the highest maximum and the rivals whose probability
+    exceeds ``z_share`` (largest first), or [] when no rival reaches it. (A redraw of the data around its own
+    values, as :func:`feature_candidates` does, understates this: the redraws centre on the observed noise.)"""
+    from scipy.stats import norm
+
+    energy, mu, var = (np.asarray(a, float) for a in (energy, mu, var))
+    order = np.argsort(energy)
+    energy, mu, var = energy[order], mu[order], var[order]
+    if energy.size < 4:
+        return []
+    grid, smooth = _smoothed(energy, mu)
+    if grid.size < 8:
+        return []
+    above = np.flatnonzero((grid >= e0) & (grid <= e0 + 30.0))
+    if above.size < 3:
+        return []
+    s = smooth[above]
+    peaks = [i for i in range(1, s.size - 1) if s[i] >= s[i - 1] and s[i] > s[i + 1]]
+    best = int(np.argmax(s))
+    if best not in peaks:
+        peaks.append(best)
+    rivals = [i for i in peaks if i != best and abs(grid[above][i] - grid[above][best]) >= 3.0]
+    if not rivals:
+        return []
+    idx = above[[best, *rivals]]
+    op = _rows(energy, idx)
+    cov = (op * var[None, :]) @ op.T
+    out = []
+    for r in range(1, idx.size):
+        se = np.sqrt(max(cov[0, 0] + cov[r, r] - 2 * cov[0, r], 1e-300))
+        p = float(norm.cdf(-(smooth[idx[0]] - smooth[idx[r]]) / se))
+        if p > z_share:
+            out.append((float(grid[idx[r]]), p))
+    if not out:
+        return []
+    return [(float(grid[idx[0]]), 1.0 - max(p for _, p in out)), *sorted(out, key=lambda c: -c[1])]
+
+
+def rough_features(energy: np.ndarray, mu: np.ndarray, e0_guess: float) -> tuple[float, float]:
+    """Where the local windows start (eV): the first inflection point, i.e. the first local maximum of the
+    slope (data smoothed over ~1 eV) within 30 eV of ``e0_guess`` that reaches half the largest slope there
+    (on Fe foil the shoulder at 7112 eV, not the steeper-looking main rise 8 eV above it, by the usual
+    convention); and the highest point within 30 eV above it."""
+    grid, smooth = _smoothed(energy, mu)
     if grid.size < 8:
         return float(e0_guess), float(e0_guess) + 10.0
-    smooth = gaussian_filter1d(np.interp(grid, e, y), 4)
     slope = np.gradient(smooth, grid)
     near = np.flatnonzero(np.abs(grid - e0_guess) <= 30.0)
     if near.size < 3:

@@ -1,0 +1,44 @@
+"""The verdict on an adaptive scan's answer: every target identified, reached, and its local model adequate.
+
+While the scan runs the same rules give ``warn`` (not there yet); once it has stopped, a target that was not
+reached or not identified is ``bad``. A local polynomial that misses its points by more than their noise
+(χ² above its ``adaptive_misfit_p`` quantile) is ``warn`` at any time: its sd is scaled up by the misfit, but
+a model that does not follow the data can be biased by more than that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.stats import chi2
+
+from ..verdict import Verdict, threshold
+
+_MODEL = {"e0": "cubic", "whiteline": "quartic"}
+
+
+def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
+    """``ok``/``warn``/``bad`` for the current answer of ``agent``, an :class:`~.design.AdaptiveXanes` (see the
+    module docstring; typed loosely so that this module does not import the one that calls it)."""
+    v = Verdict()
+    est, sd = agent._estimates()
+    done, _ = agent.done()
+    flag = v.bad if done else v.warn
+    for name, goal in agent.targets.items():
+        if name in agent.ambiguous:
+            places = " or ".join(f"{e:.1f} eV ({100 * p:.0f} %)" for e, p in agent.ambiguous[name])
+            flag(f"{name} not identified: the noise moves it between {places}")
+        elif name not in sd or not np.isfinite(sd[name]):
+            flag(f"no estimate of {name} yet" if not done else f"no estimate of {name}")
+        elif sd[name] > goal:
+            flag(f"{name} sd {sd[name]:.2g} eV above the target {goal:g} eV")
+        fit = agent.local.get(name)
+        if fit is not None:
+            dof = max(fit.n_points - fit.coef.size, 1)
+            scale = agent.scale.get(name, 1.0)
+            limit = chi2.ppf(1.0 - threshold("adaptive_misfit_p", thresholds), dof) / dof
+            if scale > limit:
+                v.warn(f"{name}: the local {_MODEL.get(name, 'polynomial')} misses its {fit.n_points} points "
+                       f"(χ²/dof {scale:.2f} > {limit:.2f}): the value may be biased beyond its sd")
+    return v
