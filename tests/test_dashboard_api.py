@@ -153,6 +153,57 @@ def test_result_arrays_come_back_as_written(http, stored):
     assert png.content == a["png.labels"].tobytes()
 
 
+@pytest.fixture(scope="module")
+def adaptive_run(tiled):
+    """An adaptive Fe scan written live to Tiled; returns every document it emitted as (name, doc)."""
+    from bluesky import RunEngine
+
+    from xafs_stream.plans import xafs_scan_adaptive
+    from xafs_stream.simulated_devices.beamline import make_beamline
+
+    RE = RunEngine({}, call_returns_result=False)
+    writer = LiveTiledWriter(tiled.client, flush_interval_s=0.2)
+    RE.subscribe(writer)
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    bl = make_beamline(sample="Fe", seed=3, flux_cps=2e5)
+    RE(xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", sample="Fe-adaptive", target={"e0": 0.1, "whiteline": 0.1}))
+    writer.close()
+    return docs
+
+
+def test_an_adaptive_scan_shows_its_decisions_points_band_and_why_it_stopped(http, adaptive_run):
+    """The adaptive endpoint gives what the run's documents hold: every decision of the ``adaptive`` stream in
+    order (points chosen, estimates, sd, verdict), every measured point, the last decision's posterior band of
+    each target's local fit and the stop document's reason."""
+    start = next(d for n, d in adaptive_run if n == "start")
+    stop = next(d for n, d in adaptive_run if n == "stop")
+    streams = {d["uid"]: d["name"] for n, d in adaptive_run if n == "descriptor"}
+    decisions = [d["data"] for n, d in adaptive_run if n == "event" and streams[d["descriptor"]] == "adaptive"]
+    points = [d["data"] for n, d in adaptive_run if n == "event" and streams[d["descriptor"]] == "primary"]
+    body = http.get(f"/api/runs/{start['uid']}/adaptive").json()
+    assert body["target"] == {"e0": 0.1, "whiteline": 0.1} and body["running"] is False
+    assert body["stop_reason"] == stop["reason"] and body["stop_reason"].startswith("targets met")
+    assert [d["decision"] for d in body["decisions"]] == [d["adaptive_decision"] for d in decisions]
+    for got, want in zip(body["decisions"], decisions):
+        assert got["energies"] == json.loads(want["adaptive_energies"]) and got["reason"] == want["adaptive_reason"]
+        assert got["beam_time_s"] == pytest.approx(want["adaptive_beam_time_s"])
+        assert got["verdict"] == want["adaptive_verdict"]
+    last = json.loads(decisions[-1]["adaptive_report"])
+    assert body["verdict"] == last["verdict"] and body["verdict_reasons"] == last["verdict_reasons"]
+    assert body["band"] == last["band"] and set(body["band"]) == {"e0", "whiteline"}
+    assert body["decisions"][-1]["e0_sd"] <= 0.1
+    np.testing.assert_allclose(body["points"]["energy"], [p["dcm"] for p in points])
+    np.testing.assert_allclose(body["points"]["mu"], [np.log(p["scaler_i0"] / p["scaler_it"]) for p in points])
+    r = http.get("/api/runs/no-such-run/adaptive")
+    assert r.status_code == 404
+
+
+def test_a_conventional_scan_is_not_an_adaptive_one(http, raw_run):
+    r = http.get(f"/api/runs/{raw_run['uid']}/adaptive")
+    assert r.status_code == 404 and "is not an adaptive scan" in r.json()["detail"]
+
+
 @pytest.mark.parametrize("path, words", [
     ("/api/runs/no-such-run", "no run 'no-such-run'"),
     ("/api/runs/no-such-run/raw", "no run 'no-such-run'"),

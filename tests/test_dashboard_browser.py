@@ -9,6 +9,7 @@ and a new result is on the page within a few seconds of being written. The scree
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -263,6 +264,62 @@ def test_page_follows_a_live_scan_and_plots_its_results(driver, dashboard, servi
     js(driver, "window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_an_adaptive_scan_shows_its_points_band_sd_and_why_it_stopped(driver, dashboard, service, session, wait_for):
+    """Issue 21 item 4: the page follows an adaptive scan: its points as they arrive, each target's local fit
+    with its ± 2 sd band, each target's sd against beam time, the verdict badge and the stop reason, all equal
+    to what the run's documents in Tiled hold."""
+    from xafs_stream.plans import xafs_scan_adaptive
+    from xafs_stream.simulated_devices.beamline import make_beamline
+
+    RE, _ = session
+    driver.get(dashboard.url)
+    wait_for(lambda: js(driver, "return document.querySelector('#conn').textContent") == "live", 20,
+             poll_s=0.1, what="the event stream to connect")
+    bl = make_beamline(sample="Fe", seed=3, flux_cps=2e5, time_scale=0.02)  # ~5 s of wall time
+    thread, uids = run_in_thread(RE, xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", sample="Fe adaptive",
+                                                        target={"e0": 0.1, "whiteline": 0.1}))
+    wait_for(lambda: js(driver, "const a = window.dashboard.adaptive; return !!a && a.running && "
+                                "!document.querySelector('#adaptive-panel').hidden"), 60, poll_s=0.1,
+             what="the running adaptive scan on the page")
+    counts = set()
+    while thread.is_alive():
+        n = js(driver, "const a = window.dashboard.adaptive; return a && a.running ? a.points.energy.length : null")
+        if n is not None:
+            counts.add(n)
+        time.sleep(0.2)
+    thread.join()
+    assert len(counts) >= 3, f"the points did not arrive on the page as measured: {sorted(counts)}"
+    uid = uids[0]
+    wait_for(lambda: js(driver, "const a = window.dashboard.adaptive; return !!a && !a.running && "
+                                f"window.dashboard.selected === {uid!r}"), 30, poll_s=0.1, what="the stopped scan")
+    raw = service.tiled.client[uid]
+    stop_reason = raw.metadata["stop"]["reason"]
+    decisions = raw["adaptive"].base["internal"].read()
+    points = raw["primary"].base["internal"].read()
+    verdict = decisions["adaptive_verdict"].iloc[-1]
+    state = js(driver, "return document.querySelector('#adaptive-state').textContent")
+    assert state == f"stopped: {stop_reason}" and stop_reason.startswith("targets met")
+    badge = js(driver, "const b = document.querySelector('#adaptive-verdict'); return [b.textContent, b.className]")
+    assert badge == [f"quality {verdict}", f"badge st-{verdict}"]
+    series = js(driver, "return Object.fromEntries(Object.entries(window.dashboard.plots)"
+                        ".map(([k, u]) => [k, u.xafsSeries]))")
+    labels = [s["label"] for s in series["adaptive-points"]]
+    assert labels == ["coarse pass", "chosen", "e0 fit", "e0 +2 sd", "e0 −2 sd", "whiteline fit", "whiteline +2 sd",
+                      "whiteline −2 sd"]
+    distinct = np.unique(np.round(points["dcm"].to_numpy(), 3)).size
+    assert series["adaptive-points"][0]["n"] + series["adaptive-points"][1]["n"] == distinct
+    report = json.loads(decisions["adaptive_report"].iloc[-1])
+    assert series["adaptive-points"][2]["n"] == len(report["band"]["e0"]["energy"])
+    assert [s["label"] for s in series["adaptive-sd"]] == ["e0 sd", "e0 target", "whiteline sd", "whiteline target"]
+    assert series["adaptive-sd"][0]["n"] == len(decisions)
+    assert js(driver, "return document.querySelectorAll('#plot-adaptive-points canvas, #plot-adaptive-sd canvas')"
+                      ".length") >= 2
+    assert severe_console_errors(driver) == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    js(driver, "document.querySelector('#adaptive-panel').scrollIntoView()")
+    driver.save_screenshot(str(ARTIFACTS / "dashboard_adaptive.png"))
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ Routes (all GET)::
     /api/runs?limit=50&q=text                      newest runs first (state, analysis status, flags)
     /api/runs/{uid}                                one run: progress, summary, result metadata tree
     /api/runs/{uid}/raw                            μ(E) per repeat from the event table (live)
+    /api/runs/{uid}/adaptive                       an adaptive scan: decisions, points, posterior band, verdict
     /api/runs/{uid}/results/{analysis}/{unit}      metadata, arrays as JSON (?names=a,b to pick; ?arrays=false
                                                    for none), names of the stored PNGs
     /api/runs/{uid}/results/{analysis}/{unit}/png/{name}   a stored PNG (image/png)
@@ -93,6 +94,10 @@ def build_app(catalog: Catalog, feed: ChangeFeed, *, closing: threading.Event | 
     @app.get("/api/runs/{uid}/raw")
     def raw(uid: str) -> dict[str, Any]:
         return catalog.raw_spectra(uid)
+
+    @app.get("/api/runs/{uid}/adaptive")
+    def adaptive(uid: str) -> dict[str, Any]:
+        return catalog.adaptive(uid)
 
     @app.get("/api/runs/{uid}/results/{analysis}/{unit}")
     def result(uid: str, analysis: str, unit: str, names: str = "", arrays: bool = True) -> dict[str, Any]:

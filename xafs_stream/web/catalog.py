@@ -11,6 +11,7 @@ version, however many browsers show it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -283,22 +284,18 @@ class Catalog:
             return None
         return table.read(["time"])["time"].to_numpy(dtype=float)
 
-    def raw_spectra(self, uid: str) -> dict[str, Any]:
-        """μ(E) of each repeat straight from the event table (ln(I0/It), or If/I0 in fluorescence):
-        what the scan has measured so far, before any analysis."""
-        raw = self._raw(uid)
-        start = plain(raw.metadata.get("start") or {})
-        if start.get("xafs_kind") != "spectrum":
-            raise NotFound(f"run {uid} is not a spectrum scan")
+    def _measured_mu(self, uid: str, start: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Energy (eV), μ and repeat number of each event of a spectrum run so far, in the order measured
+        (ln(I0/It), or If/I0 in fluorescence); None before the first event."""
         channels = start.get("channels") or {}
         ekey = start.get("energy_key")
         table = self.event_table(uid)
         if table is None:
-            return {"repeats": []}
+            return None
         fluor = start.get("mode") == "fluorescence"
         signal = channels.get("ifluor") if fluor else channels.get("it")
         cols = [c for c in (ekey, channels.get("i0"), signal, "repeat") if c]
-        if len(cols) < 3:
+        if len(cols) < 4:
             raise NotFound(f"run {uid}: start document lacks energy_key/channels")
         frame = table.read(cols)
         energy = frame[ekey].to_numpy(float)
@@ -307,11 +304,60 @@ class Catalog:
         with np.errstate(divide="ignore", invalid="ignore"):
             mu = sig / i0 if fluor else np.log(i0 / sig)
         rep = frame["repeat"].to_numpy(int) if "repeat" in frame else np.zeros(energy.size, int)
+        return energy, mu, rep
+
+    def raw_spectra(self, uid: str) -> dict[str, Any]:
+        """μ(E) of each repeat straight from the event table (ln(I0/It), or If/I0 in fluorescence):
+        what the scan has measured so far, before any analysis."""
+        raw = self._raw(uid)
+        start = plain(raw.metadata.get("start") or {})
+        if start.get("xafs_kind") != "spectrum":
+            raise NotFound(f"run {uid} is not a spectrum scan")
+        measured = self._measured_mu(uid, start)
+        if measured is None:
+            return {"repeats": []}
+        energy, mu, rep = measured
         repeats = []
         for r in np.unique(rep):
             sel = rep == r
             repeats.append({"repeat": int(r), "energy": plain(thin(energy[sel])), "mu": plain(thin(mu[sel]))})
         return {"repeats": repeats, "mode": start.get("mode", "transmission")}
+
+    def adaptive(self, uid: str) -> dict[str, Any]:
+        """An adaptive scan as it goes (``xafs_scan_adaptive``): its target, every decision so far (points
+        chosen, why, the estimates and their sd, points and beam seconds used, the verdict), the points
+        measured (energy eV, μ, in the order measured), the local fits' posterior band of the last decision
+        and, once it stopped, why. Three table reads per call (decisions, the last report, the points)."""
+        raw = self._raw(uid)
+        start = plain(raw.metadata.get("start") or {})
+        if start.get("plan_name") != "xafs_scan_adaptive":
+            raise NotFound(f"run {uid} is not an adaptive scan")
+        stop = plain(raw.metadata.get("stop") or {})
+        out: dict[str, Any] = {"target": start.get("adaptive_target") or {}, "running": not stop,
+                               "stop_reason": stop.get("reason") if stop else None, "decisions": [], "band": {},
+                               "verdict": "", "verdict_reasons": [], "points": {"energy": [], "mu": []}}
+        table = self._get(uid, "adaptive", "internal")
+        if table is not None:
+            names = ("decision", "energies", "reason", "points", "beam_time_s", "e0", "e0_sd", "whiteline",
+                     "whiteline_sd", "verdict", "verdict_reasons")
+            frame = table.read(["time", *(f"adaptive_{n}" for n in names)])
+            for row in frame.to_dict("records"):
+                d = {n: row[f"adaptive_{n}"] for n in names}
+                d["energies"] = json.loads(d["energies"] or "[]")
+                d["verdict_reasons"] = json.loads(d["verdict_reasons"] or "[]")
+                d["time"] = row["time"]
+                out["decisions"].append(plain(d))
+            if out["decisions"]:
+                last = out["decisions"][-1]
+                out["verdict"], out["verdict_reasons"] = last["verdict"], last["verdict_reasons"]
+                reports = table.read(["adaptive_report"])["adaptive_report"]
+                report = json.loads(reports.iloc[-1] or "{}")
+                out["band"] = report.get("band") or {}
+        measured = self._measured_mu(uid, start)
+        if measured is not None:
+            energy, mu, _ = measured
+            out["points"] = {"energy": plain(energy), "mu": plain(mu)}
+        return out
 
     # -- result arrays --------------------------------------------------------------------------------
     def result_node(self, uid: str, analysis: str, unit: str) -> Any:

@@ -84,6 +84,7 @@ function drawPlot(name, el, series, opts = {}) {
     dash: s.dash,
     fill: s.fill,
     points: { show: s.points || false, size: 4 },
+    ...(s.width === 0 ? { paths: () => null } : {}),  // width 0: points only, no line between them
     spanGaps: true,
   })));
   const bands = (opts.bands || []).map(([hi, lo]) => ({ series: [hi, lo], fill: "rgba(31,119,180,0.15)" }));
@@ -272,7 +273,9 @@ async function loadDetail() {
   $("#map-panel").hidden = kind !== "map";
   $("#spm-panel").hidden = !(d.results.spm && pickUnit(d.results.spm));
   $("#bayes-panel").hidden = !(d.results.bayes_xanes && pickUnit(d.results.bayes_xanes));
+  $("#adaptive-panel").hidden = s.plan_name !== "xafs_scan_adaptive";
   const jobs = [];
+  if (!$("#adaptive-panel").hidden) jobs.push(loadAdaptive(d));
   if (kind === "spectrum") jobs.push(loadSpectra(d));
   if (!$("#spm-panel").hidden) jobs.push(loadSpm(d));
   if (!$("#bayes-panel").hidden) jobs.push(loadBayes(d));
@@ -454,6 +457,68 @@ async function loadBayes(d) {
     series.push({ label: `peak ${i + 1}`, x, y, color: COLORS[(i + 2) % COLORS.length], dash: [4, 3] });
   });
   drawPlot("bayes", $("#plot-bayes"), series, { xlabel: "E / eV", ylabel: "norm. μ", bands: [[3, 4]] });
+}
+
+/* an adaptive scan: its points as they arrive, the local fits' posterior band, each target's sd against beam
+   time, every decision and why it stopped (GET api/runs/<uid>/adaptive) */
+function meanByEnergy(energy, mu) {
+  const acc = new Map();
+  energy.forEach((e, i) => {
+    if (e === null || mu[i] === null) return;
+    const key = Math.round(e * 1000) / 1000;
+    const a = acc.get(key) || [0, 0];
+    acc.set(key, [a[0] + mu[i], a[1] + 1]);
+  });
+  const x = [...acc.keys()].sort((a, b) => a - b);
+  return { x, y: x.map((e) => acc.get(e)[0] / acc.get(e)[1]) };
+}
+
+async function loadAdaptive(d) {
+  const a = await api(`api/runs/${encodeURIComponent(d.uid)}/adaptive`);
+  if (d.uid !== D.selected) return;
+  D.adaptive = a;
+  const n = a.decisions.length;
+  const cls = verdictClass(a.verdict);
+  const badge = $("#adaptive-verdict");
+  badge.className = `badge st-${cls}`;
+  badge.textContent = a.verdict ? `quality ${a.verdict}` : "not judged yet";
+  const last = n ? a.decisions[n - 1] : null;
+  const est = last ? Object.keys(a.target).map((t) => `${t} ${pm(last[t], last[`${t}_sd`], 7)} eV (target ± ${a.target[t]})`).join(" · ") : "";
+  const state = a.running ? `running · decision ${n}${last ? ": " + last.reason : ""}` : `stopped: ${a.stop_reason || "(no reason recorded)"}`;
+  const why = a.verdict_reasons.length ? `<div class="verdict-${esc(a.verdict)}">quality ${esc(a.verdict)}: ${esc(a.verdict_reasons.join("; "))}</div>` : "";
+  const used = last ? ` · ${last.points} points, ${duration(last.beam_time_s)} of beam` : "";
+  $("#adaptive-status").innerHTML = `<div id="adaptive-state">${esc(state)}</div><div>${esc(est)}${esc(used)}</div>${why}`;
+  // points: the coarse pass (decision 0) and the design's picks, revisited energies averaged for the plot
+  const coarse = new Set((n ? a.decisions[0].energies : []).map((e) => Math.round(e * 1000) / 1000));
+  const all = meanByEnergy(a.points.energy, a.points.mu);
+  const pick = (inCoarse) => {
+    const x = [], y = [];
+    all.x.forEach((e, i) => { if (coarse.has(e) === inCoarse) { x.push(e); y.push(all.y[i]); } });
+    return { x, y };
+  };
+  const series = [
+    { label: "coarse pass", ...pick(true), color: "#7f7f7f", points: true, width: 0 },
+    { label: "chosen", ...pick(false), color: "#000", points: true, width: 0 },
+  ].filter((x) => x.x.length);  // drawPlot drops empty series: keep the band indices below right
+  const bands = [];
+  Object.entries(a.band || {}).forEach(([t, b], i) => {
+    const color = COLORS[(i + 1) % COLORS.length];
+    series.push({ label: `${t} fit`, x: b.energy, y: b.mu, color, width: 1.8 });
+    series.push({ label: `${t} +2 sd`, x: b.energy, y: b.mu.map((m, j) => m + 2 * b.sd[j]), color: "rgba(31,119,180,0.4)" });
+    series.push({ label: `${t} −2 sd`, x: b.energy, y: b.mu.map((m, j) => m - 2 * b.sd[j]), color: "rgba(31,119,180,0.4)" });
+    bands.push([series.length - 1, series.length]);  // uPlot series indices (x is 0)
+  });
+  drawPlot("adaptive-points", $("#plot-adaptive-points"), series, { xlabel: "E / eV", ylabel: "μ", bands });
+  const t = a.decisions.map((x) => x.beam_time_s);
+  const sdSeries = [];
+  Object.keys(a.target).forEach((name, i) => {
+    const color = COLORS[(i + 1) % COLORS.length];
+    sdSeries.push({ label: `${name} sd`, x: t, y: a.decisions.map((x) => x[`${name}_sd`]), color, points: true, width: 1.5 });
+    sdSeries.push({ label: `${name} target`, x: t, y: t.map(() => a.target[name]), color, dash: [5, 4] });
+  });
+  drawPlot("adaptive-sd", $("#plot-adaptive-sd"), sdSeries, { xlabel: "beam time / s", ylabel: "sd / eV" });
+  $("#adaptive-decisions").innerHTML = a.decisions.slice(-8).reverse().map((x) =>
+    `<li value="${x.decision}">${esc(x.energies.length)} point(s) · ${esc(x.reason)}</li>`).join("");
 }
 
 async function loadMap(d) {
