@@ -138,6 +138,17 @@ def test_an_npz_stack_is_refused_for_tile_reading_in_one_line(tmp_path, capsys):
     assert "tile-by-tile reading needs an HDF5 or zarr stack" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--memory-limit", "1GB"], "--memory-limit applies to a Dask run"),
+    (["--via-broker", "--scheduler", "local"], "--via-broker and --scheduler exclude each other"),
+])
+def test_reprocess_options_that_do_not_go_together_are_one_line(argv, words, capsys):
+    """Refused before Tiled is asked (the address below answers nothing), in one line, exit code 2."""
+    assert main(["reprocess", "0123abcd", *argv, "--tiled-uri", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+
+
 def _stored(tiled, uid: str, analysis: str) -> dict:
     from xafs_stream.storage.layout import RESULTS_ROOT
 

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     registry = analysis_registry(cfg)
     if args.via_broker and args.scheduler:
         raise CliError("--via-broker and --scheduler exclude each other: the broker's workers or a Dask cluster")
+    if args.memory_limit is not None and args.scheduler is None:
+        raise CliError("--memory-limit applies to a Dask run: give --scheduler local or tcp://host:port")
     tiled = open_tiled(cfg, role="reprocess")
     try:
         client = tiled.client
