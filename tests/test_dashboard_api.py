@@ -30,21 +30,30 @@ from xafs_stream.web import start_dashboard
 REGIONS = [[-60, -10, 5, "E"], [-10, 30, 1, "E"], [30, 60, 5, "E"]]
 
 
-@pytest.fixture(scope="module")
-def raw_run(tiled):
-    """A short two-repeat Cu scan written live to Tiled; returns its start document."""
+def _written_live(tiled, plan_of) -> list[tuple[str, dict]]:
+    """Run the plan ``plan_of()`` makes with a RunEngine whose documents are written live to
+    Tiled; returns every document as (name, doc)."""
     from bluesky import RunEngine
-    from xafs_stream.simulated_devices.beamline import make_beamline
 
     RE = RunEngine({}, call_returns_result=False)
     writer = LiveTiledWriter(tiled.client, flush_interval_s=0.2)
     RE.subscribe(writer)
-    docs = []
-    RE.subscribe(lambda name, doc: docs.append(doc) if name == "start" else None)
-    bl = make_beamline(sample="Cu", seed=3)
-    RE(xafs_scan([bl.scaler], bl.dcm, REGIONS, element="Cu", sample="Cu-dash", repeats=2, dwell_s=0.2))
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    RE(plan_of())
     writer.close()
-    return docs[0]
+    return docs
+
+
+@pytest.fixture(scope="module")
+def raw_run(tiled):
+    """A short two-repeat Cu scan written live to Tiled; returns its start document."""
+    from xafs_stream.simulated_devices.beamline import make_beamline
+
+    bl = make_beamline(sample="Cu", seed=3)
+    docs = _written_live(tiled, lambda: xafs_scan([bl.scaler], bl.dcm, REGIONS, element="Cu", sample="Cu-dash",
+                                                  repeats=2, dwell_s=0.2))
+    return next(doc for name, doc in docs if name == "start")
 
 
 def _record(uid, analysis, index, result=None, status="ok", error=""):
@@ -156,20 +165,12 @@ def test_result_arrays_come_back_as_written(http, stored):
 @pytest.fixture(scope="module")
 def adaptive_run(tiled):
     """An adaptive Fe scan written live to Tiled; returns every document it emitted as (name, doc)."""
-    from bluesky import RunEngine
-
     from xafs_stream.plans import xafs_scan_adaptive
     from xafs_stream.simulated_devices.beamline import make_beamline
 
-    RE = RunEngine({}, call_returns_result=False)
-    writer = LiveTiledWriter(tiled.client, flush_interval_s=0.2)
-    RE.subscribe(writer)
-    docs = []
-    RE.subscribe(lambda name, doc: docs.append((name, doc)))
     bl = make_beamline(sample="Fe", seed=3, flux_cps=2e5)
-    RE(xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", sample="Fe-adaptive", target={"e0": 0.1, "whiteline": 0.1}))
-    writer.close()
-    return docs
+    return _written_live(tiled, lambda: xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", sample="Fe-adaptive",
+                                                           target={"e0": 0.1, "whiteline": 0.1}))
 
 
 def test_an_adaptive_scan_shows_its_decisions_points_band_and_why_it_stopped(http, adaptive_run):
