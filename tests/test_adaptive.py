@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from xafs_stream.plans import PlanArgumentError, xafs_scan_adaptive
+from xafs_stream.simulated_devices.samples import load_sample
 
 from xafs_stream.engines.adaptive import AdaptiveXanes
 from xafs_stream.engines.adaptive.local import estimate, rough_features, whiteline_rivals
-from xafs_stream.plans import PlanArgumentError, xafs_scan_adaptive
-from xafs_stream.simulated_devices.samples import load_sample
 
 EE, WIDTH, PEAK_AT = 7000.0, 1.5, 7009.0
 
@@ -153,9 +153,10 @@ def test_bad_arguments_fail_before_any_message(beamline, kwargs, message):
 
 
 def test_adaptive_scan_on_the_simulated_beamline_records_its_decisions_and_is_analysed(RE, collect, capsys):
-    from xafs_stream.analyses import default_registry
     from xafs_stream.callbacks.units import SpectrumUnitBuilder
     from xafs_stream.simulated_devices import make_beamline
+
+    from xafs_stream.analyses import default_registry
     from xafs_stream.worker.processing import process_unit
 
     bl = make_beamline(sample="Fe", seed=3, flux_cps=2e5)

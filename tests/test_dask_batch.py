@@ -11,13 +11,14 @@ import pytest
 
 distributed = pytest.importorskip("distributed", reason="the dask extra (dask[distributed]) is not installed")
 
+from xafs_stream.simulated_devices.phantom import make_phantom  # noqa: E402
+
 from xafs_stream.batch.cluster import dask_client  # noqa: E402
 from xafs_stream.batch.stack import map_stack_on_cluster  # noqa: E402
 from xafs_stream.cli.main import main  # noqa: E402
 from xafs_stream.engines.imaging import ImagingSettings, analyze_stack  # noqa: E402
 from xafs_stream.io.stack import read_stack  # noqa: E402
 from xafs_stream.io.stack_tiles import open_stack_tiles  # noqa: E402
-from xafs_stream.simulated_devices.phantom import make_phantom  # noqa: E402
 
 # float rounding of vectorised kernels (BLAS) depends on the block's size: tiles agree to ~1e-14
 RTOL = 1e-9

@@ -17,8 +17,7 @@ from xafs_stream.data import SPECTRA_DIR
 from xafs_stream.engines.bayes.verdict import judge_selection
 from xafs_stream.engines.imaging.verdict import judge_pixels
 from xafs_stream.engines.verdict import THRESHOLDS, Verdict
-from xafs_stream.engines.xafs import process
-from xafs_stream.engines.xafs import calibrate_energy
+from xafs_stream.engines.xafs import calibrate_energy, process
 from xafs_stream.engines.xafs.verdict import e0_rival, judge_calibration, judge_processing, local_slopes
 from xafs_stream.io import read_spectrum
 

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..engines.imaging.pipeline import ImagingSettings, analyze_stack, refs_from_spectra
+    from ..engines.imaging.verdict import judge_map
     from ..io import read_spectrum
 
     if args.scheduler is None and (args.tile is not None or args.memory_limit is not None):
@@ -98,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
             result = map_stack_on_cluster(client, stack, settings, tile=TILE_PX if args.tile is None else args.tile, mask=mask)
     else:
         result = analyze_stack(stack.energy, stack.stack, settings, mask=mask)
-    from ..engines.imaging.verdict import judge_map
-
     verdict = judge_map(result.model)
     _print_table(args.stack, stack, result)
     print(verdict.line())

@@ -22,7 +22,7 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
     """``ok``/``warn``/``bad`` for the current answer of ``agent``, an :class:`~.design.AdaptiveXanes` (see the
     module docstring; typed loosely so that this module does not import the one that calls it)."""
     v = Verdict()
-    est, sd = agent._estimates()
+    _, sd = agent._estimates()
     done, _ = agent.done()
     flag = v.bad if done else v.warn
     for name, goal in agent.targets.items():

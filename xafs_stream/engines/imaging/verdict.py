@@ -44,7 +44,6 @@ def judge_pixels(n_pixels: int, n_without_edge: int, lcf_rms: np.ndarray | None 
     return v
 
 
-
 def judge_map(model: Any, *, thresholds: dict | None = None) -> Verdict:
     """:func:`judge_pixels` of a map model (:class:`~.mapmodel.MapModel`, typed loosely: no import of it here):
     its observed pixels, those without a significant edge (a NaN ``edge_step``; counted only when the edge
