@@ -113,7 +113,9 @@ def test_run_start_hint_prepares_result_nodes_and_picks_the_owner(service, sessi
     assert len(workers) == 1
 
 
-@pytest.mark.parametrize("order", ["tile-outer", "energy-outer"])
+# energy-outer is slow-marked here (18 s of CI): its unit building is tested in test_callbacks_units, and
+# through Tiled in test_raw_tiled, test_reprocess and test_dask_batch
+@pytest.mark.parametrize("order", ["tile-outer", pytest.param("energy-outer", marks=pytest.mark.slow)])
 def test_map_tiles_end_to_end(service, session, RE, beamline, collect, order):
     energies = list(default_map_energies(30))
     RE(mu_xafs_map(beamline.mapdet, beamline.dcm, beamline.stage, energies, n_tile_rows=2, n_tile_cols=2,
