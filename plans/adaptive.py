@@ -153,6 +153,7 @@ def xafs_scan_adaptive(
             # put, not bps.mv: a soft Signal's set() waits for readback == setpoint, which NaN never is
             signals[name].put(value)
         yield from bps.trigger_and_read(list(signals.values()), name="adaptive")
+        return report
 
     timed = [d for d in detectors if hasattr(d, "preset_time")]
 
@@ -171,13 +172,13 @@ def xafs_scan_adaptive(
         measured = 0
         while True:
             decision = agent.ask(int(batch))
-            yield from record(number, decision)
+            report = yield from record(number, decision)
             if not decision.energies:
-                _say(decision.reason, agent.report())
+                _say(decision.reason, report)
                 return decision.reason
             if measured >= max_points:  # an agent that ignores the budget is held to it here
                 reason = f"budget spent: {measured} points (max_points {max_points})"
-                _say(reason, agent.report())
+                _say(reason, report)
                 return reason
             for energy, dwell in list(zip(decision.energies, decision.dwells))[: int(max_points) - measured]:
                 yield from measure(energy, dwell)
