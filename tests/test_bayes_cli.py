@@ -69,6 +69,14 @@ def test_noise_auto_reports_an_estimate(two_peaks, capsys):
     assert abs(noise / 0.05 - 1) < 0.2
 
 
+def test_collapsed_moves_from_the_command_line_find_the_two_peaks(two_peaks, capsys):
+    rc = main(["bayes", str(two_peaks), "--model", "peaks", "--kmax", "3", "--noise", "0.05", "--collapsed", *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0 and "chosen K = 2" in out
+    for (_, c, err), (a, m, b) in zip(_peak_rows(out), TRUE):
+        assert abs(c - m) < max(4 * err, 0.01)
+
+
 def test_xanes_on_normalised_reference_reports_preedge_centroid(capsys):
     path = XANES_REFS_DIR / "FeLibNov2021.nor"
     rc = main(["bayes", str(path), "--column", "fe(iii)po4", "--normalized", "--kmax", "2", *FAST])

@@ -112,6 +112,8 @@ def test_worker_analysis_fits_merged_spectra_unless_told_to_fit_every_repeat():
     assert func(repeat, upstream, {**QUICK, "units": "all"}).summary["bayes.K"] in (1, 2)
     with pytest.raises(InputError, match="units must be"):
         func(repeat, upstream, {"units": "some"})
+    with pytest.raises(InputError, match="collapsed must be true or false"):
+        func(repeat, upstream, {"collapsed": "yes"})
 
 
 def test_worker_analysis_skips_and_rejects_bad_input():

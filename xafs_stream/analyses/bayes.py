@@ -4,7 +4,7 @@ free energy, and the pre-edge centroid (Wilke et al. 2001), after ``xafs.normali
 Config (all optional): ``region`` [-20, 30] (eV relative to E0), ``k_min`` 1, ``k_max`` 4, ``noise``
 "auto" or a number (normalised units), ``signal`` "norm" or "flat", ``edge`` "arctan"/"erf",
 ``peak_shape``, ``preedge`` true, ``preedge_k_max`` 3, ``n_replicas`` 24, ``n_chains`` 2, ``n_burn`` 200,
-``n_sweeps`` 400, ``seed`` 0, ``max_samples`` 200.
+``n_sweeps`` 400, ``seed`` 0, ``max_samples`` 200, ``collapsed`` false.
 
 The defaults are sized for a live worker (about 5-10 s per spectrum on one core: K = 1..4 over ~120 points,
 then the pre-edge): measured spectra are smooth on the scale of the model's misfit, so F(K) and the intervals
@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "n_sweeps": 400,
     "seed": 0,
     "max_samples": 200,
+    # collapsed moves (RemcSettings.collapsed): K <= 2 converge, ~3-4x the time; off for the live budget
+    "collapsed": False,
     # which spectrum units to fit live: "merge" (the merged spectrum of a run, default: a fit takes seconds
     # of CPU, too much for every repeat on a busy beamline) or "all"
     "units": "merge",
@@ -83,6 +85,8 @@ def _config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"bayes.xanes config: units must be 'merge' or 'all', got {cfg['units']!r}")
     if cfg["signal"] not in ("norm", "flat"):
         raise InputError(f"bayes.xanes config: signal must be 'norm' or 'flat', got {cfg['signal']!r}")
+    if not isinstance(cfg["collapsed"], bool):
+        raise InputError(f"bayes.xanes config: collapsed must be true or false, got {cfg['collapsed']!r}")
     for key in _INT_KEYS:
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -104,6 +108,7 @@ def _settings(cfg: Mapping[str, Any]) -> RemcSettings:
         n_burn=int(cfg["n_burn"]),
         n_sweeps=int(cfg["n_sweeps"]),
         thin=max(1, int(cfg["n_sweeps"]) // 100),
+        collapsed=bool(cfg["collapsed"]),
     )
 
 

@@ -78,6 +78,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--burn", type=int, default=500, help="burn-in sweeps (default 500)")
     p.add_argument("--sweeps", type=int, default=1500, help="recorded sweeps (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--collapsed", action="store_true",
+                   help="also move centres and widths with all heights redrawn from their exact conditional: "
+                        "better mixing of overlapping peaks, ~3-4x the time per sweep")
     p.add_argument("--priors", choices=("nagata", "scaled"), default="nagata",
                    help="peaks: Nagata et al. (2012)'s priors exactly as published (default; their data's "
                         "units: x in [0, 3], heights ~1) or the same shapes scaled to the data")
@@ -178,6 +181,7 @@ def _settings(args):
         n_burn=args.burn,
         n_sweeps=args.sweeps,
         thin=max(1, args.sweeps // 250),
+        collapsed=args.collapsed,
     )
 
 

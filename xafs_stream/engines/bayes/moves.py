@@ -1,4 +1,5 @@
-"""The two moves of replica-exchange MC: per-parameter Metropolis and neighbour exchange.
+"""The moves of replica-exchange MC: per-parameter Metropolis, neighbour exchange, and (optional) collapsed
+moves that redraw all scales with each non-scale parameter.
 
 Each move takes the target (model + data) and a :class:`ReplicaState`, updates the state in place and
 returns what was accepted. Both are vectorised over all replicas of all chains.
@@ -141,3 +142,105 @@ class ExchangeMove:
         state.shapes[:, rows] = state.shapes[:, src]
         state.components[:, rows] = state.components[:, src]
         return attempted, accepted
+
+
+def _conditional(A: np.ndarray, y: np.ndarray, b: np.ndarray, ridge: float):
+    """Gaussian of the scales given the shapes: mean (r, m), precision (r, m, m), Cholesky factor, log det."""
+    m = A.shape[1]
+    prec = b[:, None, None] * (A @ np.swapaxes(A, 1, 2))
+    diag = np.einsum("rii->ri", prec)
+    prec += (ridge * diag.max(axis=1) + 1e-300)[:, None, None] * np.eye(m)[None]
+    chol = np.linalg.cholesky(prec)
+    rhs = b[:, None] * np.einsum("rmn,rn->rm", A, y)
+    mean = np.linalg.solve(prec, rhs[..., None])[..., 0]
+    logdet = 2.0 * np.log(np.einsum("rii->ri", chol)).sum(axis=1)
+    return mean, prec, chol, logdet
+
+
+def _log_q(c: np.ndarray, mean: np.ndarray, prec: np.ndarray, logdet: np.ndarray) -> np.ndarray:
+    d = c - mean
+    return -0.5 * np.einsum("ri,rij,rj->r", d, prec, d) + 0.5 * logdet
+
+
+class CollapsedMove:
+    """Random-walk moves of the non-scale parameters (centres, widths, edge position) that redraw all scales
+    from their exact Gaussian conditional at the proposed shapes (a Metropolis-Hastings step on the joint
+    (parameter, scales), with both conditional densities in the ratio). A peak can then move to another
+    feature with its height following at once. Rows at b = 0 are skipped."""
+
+    RIDGE = 1e-10
+
+    def __init__(self, model: SpectrumModel) -> None:
+        self.comps = np.flatnonzero(model.scale_index >= 0)
+        self.params = model.scale_index[self.comps]
+        self.others = np.flatnonzero(model.scale_index < 0)
+        self.moving = [p for p in range(model.n_params) if p not in set(self.params.tolist())]
+
+    def propose(self, target: Target, state: ReplicaState, rng: np.random.Generator) -> np.ndarray:
+        """Run one pass over the non-scale parameters; returns a bool array (R, P) of accepted moves."""
+        model = target.model
+        R, P = state.x.shape
+        accepted = np.zeros((R, P), dtype=bool)
+        betas_r = state.rung_betas()
+        rows = np.flatnonzero(betas_r > 0)
+        if self.comps.size == 0 or rows.size == 0:
+            return accepted
+        b = betas_r[rows]
+        steps_r = np.tile(state.steps, (state.n_chains, 1))[rows]
+        slot = {int(c): j for j, c in enumerate(self.comps)}
+        for p in self.moving:
+            c = int(model.component_of[p])
+            theta = state.x[rows]
+            old_v = theta[:, p]
+            z = rng.standard_normal(rows.size) * steps_r[:, p]
+            if model.positive[p]:
+                new_v, jac = old_v * np.exp(z), z
+            else:
+                new_v, jac = old_v + z, 0.0
+            lp_p = model.priors[p].logpdf(new_v)
+            t_new = theta.copy()
+            t_new[:, p] = new_v
+            shape_new = model.shape(t_new, c)
+            A_old = np.moveaxis(state.shapes[self.comps][:, rows], 0, 1)
+            A_new = A_old.copy()
+            other_old = (state.components[self.others][:, rows].sum(axis=0) if self.others.size
+                         else np.zeros((rows.size, target.y.size)))
+            other_new = other_old
+            if c in slot:
+                A_new[:, slot[c]] = shape_new
+            else:
+                other_new = other_old - state.components[c, rows] + shape_new
+            y_old = target.y[None, :] - other_old
+            y_new = target.y[None, :] - other_new
+            try:
+                m_o, p_o, _, ld_o = _conditional(A_old, y_old, b, self.RIDGE)
+                m_n, p_n, ch_n, ld_n = _conditional(A_new, y_new, b, self.RIDGE)
+            except np.linalg.LinAlgError:
+                continue
+            zc = rng.standard_normal(m_n.shape)
+            c_new = m_n + np.linalg.solve(np.swapaxes(ch_n, 1, 2), zc[..., None])[..., 0]
+            c_old = theta[:, self.params]
+            lp_c_new = np.stack([model.priors[q].logpdf(c_new[:, j]) for j, q in enumerate(self.params)], axis=1)
+            comp_new = A_new * c_new[:, :, None]
+            resid_new = y_new - comp_new.sum(axis=1)
+            e_new = energy_of(resid_new)
+            with np.errstate(invalid="ignore", over="ignore"):
+                log_a = (-b * (e_new - state.energy[rows]) + lp_p - state.log_prior[rows, p] + jac
+                         + lp_c_new.sum(axis=1) - state.log_prior[rows][:, self.params].sum(axis=1)
+                         + _log_q(c_old, m_o, p_o, ld_o) - _log_q(c_new, m_n, p_n, ld_n))
+            acc = np.log(rng.random(rows.size)) < log_a
+            if not acc.any():
+                continue
+            idx = rows[acc]
+            state.x[idx, p] = new_v[acc]
+            state.log_prior[idx, p] = lp_p[acc]
+            state.x[np.ix_(idx, self.params)] = c_new[acc]
+            state.log_prior[np.ix_(idx, self.params)] = lp_c_new[acc]
+            state.shapes[c, idx] = shape_new[acc]
+            state.components[np.ix_(self.comps, idx)] = np.moveaxis(comp_new[acc], 1, 0)
+            if c not in slot:
+                state.components[c, idx] = shape_new[acc]
+            state.residual[idx] = resid_new[acc]
+            state.energy[idx] = e_new[acc]
+            accepted[idx, p] = True
+        return accepted

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InputError
 from . import ladder as ladder_mod
 from .models.base import SpectrumModel
-from .moves import ExchangeMove, MetropolisMove, Target, energy_of, relabel_peaks
+from .moves import CollapsedMove, ExchangeMove, MetropolisMove, Target, energy_of, relabel_peaks
 from .state import ReplicaState
 
 
@@ -46,6 +46,13 @@ class RemcSettings:
         running minimum of F(b), never above its initial value (for an estimated noise: the ladder then
         need not reach far below the noise)
     top_factor : see ``adapt_top``, default=100 (the ladder reaches a tenth of the noise estimate)
+    collapsed : after each sweep, also move every non-scale parameter with all scales redrawn from their
+        exact conditional (:class:`~.moves.CollapsedMove`), default=False. Measured on the five packaged
+        XANES with the live settings (K = 1..4, 24 replicas x 2 chains, 200 + 400 sweeps): K = 1 then
+        converges on all five (R-hat <= 1.06; plain sweeps: 1.09-2.11 on four of them) and K = 2 on three,
+        with F standard errors up to 10x smaller; K >= 3 does not converge either way, and the fits take
+        ~4x as long (15-17 s instead of 3-5 s). On Nagata's 3-peak set F and the posterior agree with
+        plain sweeps within their standard errors (R-hat 1.01 for K = 4 instead of 1.03-1.05).
     """
 
     n_replicas: int = 24
@@ -59,6 +66,7 @@ class RemcSettings:
     beta_min: float | None = None
     adapt_top: bool = False
     top_factor: float = 100.0
+    collapsed: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_replicas", "n_chains", "n_burn", "n_sweeps", "thin", "adapt_every", "tune_rounds"):
@@ -167,6 +175,9 @@ class ReplicaExchange:
         self.settings = settings or RemcSettings()
         self._metropolis = MetropolisMove()
         self._exchange = ExchangeMove()
+        self._collapsed = CollapsedMove(model) if self.settings.collapsed else None
+        if self._collapsed is not None and not (self._collapsed.params.size and self._collapsed.moving):
+            self._collapsed = None  # nothing to collapse: all scales, or no scale at all
         self._step_cap: np.ndarray | None = None  # set from the prior by initial_state
 
     @property
@@ -238,6 +249,8 @@ class ReplicaExchange:
         Returns (accepted (R, P), swap attempted (C, L-1), swap accepted (C, L-1)).
         """
         accepted = self._metropolis.propose(self.target, state, rng)
+        if self._collapsed is not None:
+            self._collapsed.propose(self.target, state, rng)
         relabel_peaks(self.model, state)
         attempted, swapped = self._exchange.propose(state, rng, parity=state.sweep % 2)
         self._track_round_trips(state)
