@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
                           enabled=cfg.worker.analyses or None, post_process=owner.post_process)
     worker = Worker(args.connect or cfg.broker.backend, handler, cfg.worker, cfg.broker,
                     keys=cfg.security.keys or None)
+    owner.tile_waiting = worker.tile_waiting
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()

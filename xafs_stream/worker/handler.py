@@ -71,13 +71,20 @@ class UnitHandler:
         self._stop.set()
 
     def warm_up(self) -> None:
-        """Open the store's connection and import what its first write needs (best effort)."""
+        """Open the store's connection and import what its first write and the post-process hook's owner (the
+        map owner) need (best effort)."""
         warm_up = getattr(self.store, "warm_up", None)
         if warm_up is not None:
             try:
                 warm_up()
             except Exception as exc:  # Tiled not up yet: the first store retries anyway
                 log.info("%s: warm-up of the result store failed: %s", self.name, exc)
+        owner_warm_up = getattr(getattr(self.post_process, "__self__", None), "warm_up", None)
+        if owner_warm_up is not None:
+            try:
+                owner_warm_up()
+            except Exception as exc:  # an optimisation only
+                log.info("%s: warm-up of the post-process hook failed: %s", self.name, exc)
 
     def prepare(self, info: dict[str, Any]) -> None:
         """Create a new run's result nodes ahead of its units (a run-start hint; a failure is only logged)."""

@@ -103,6 +103,13 @@ class Worker:
         self._stop.set()
         self.handler.stop()
 
+    def tile_waiting(self, run_uid: str) -> bool:
+        """Whether a tile of run ``run_uid`` waits in this worker's queue (received, not yet being processed)."""
+        with self._todo.mutex:
+            waiting = list(self._todo.queue)
+        return any(isinstance(e, P.UnitEnvelope) and e.unit.kind == "tile" and e.unit.run_uid == run_uid
+                   for e in waiting)
+
     def _announce(self, event: dict[str, Any]) -> None:
         """A record is stored: the socket thread tells the broker (``STORED``)."""
         self._stored.put(P.encode_stored(event))

@@ -7,15 +7,17 @@ The broker routes every tile of a map run to one worker (affinity ``map:<run uid
 rebuilds the accumulator from the per-tile feature results already in Tiled (every finished tile stored its
 features before it was acknowledged), so no tile is lost and two workers never write one map at once.
 
-Whole-map writes are throttled to one per ``min_write_interval_s`` (and always on the last tile): a map
-result holds ~20 maps and PNGs, and writing them per tile would dominate the tile time.
+A tile's whole map is written at once, unless the next tile of the same map is already waiting in the worker
+(``tile_waiting``) and the last write is less than ``min_write_interval_s`` old: then the next tile writes
+it, a moment later, and a backlog of tiles is not slowed down by a write per tile (a map result holds ~20
+maps and PNGs). The last tile always writes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,15 +32,27 @@ MAP_ANALYSIS = "imaging.map"
 
 
 class MapOwner:
-    """Post-processing hook of a worker: keeps the maps of the runs whose tiles it owns."""
+    """Post-processing hook of a worker: keeps the maps of the runs whose tiles it owns.
+
+    ``tile_waiting(run_uid) -> bool``: whether another tile of that run already waits in the worker (the
+    worker's :meth:`~xafs_stream.worker.loop.Worker.tile_waiting`); None: never (every tile writes).
+    """
 
     def __init__(self, store: Any, analysis_config: Mapping[str, Any] | None = None, *,
-                 min_write_interval_s: float = 1.0):
+                 min_write_interval_s: float = 1.0, tile_waiting: Callable[[str], bool] | None = None):
         self.store = store
         self.config = dict(analysis_config or {})
         self.min_write_interval_s = float(min_write_interval_s)
+        self.tile_waiting = tile_waiting
         self.maps: dict[str, Any] = {}
         self._last_write: dict[str, float] = {}
+
+    def warm_up(self) -> None:
+        """Import what the first whole-map result needs (the PNG renderer: ~1 s on an idle core, several
+        under load), so that the first tile's map does not wait for it."""
+        from ..analyses.imaging import render_png
+
+        render_png(np.zeros((2, 2)))
 
     def _accumulator(self, envelope: UnitEnvelope) -> Any:
         from ..analyses.imaging import MapAccumulator
@@ -88,7 +102,8 @@ class MapOwner:
             return [ResultRecord(**base, status="error", error=f"tile {unit.index}: {type(exc).__name__}: {exc}")]
         last = len(acc.tiles) >= int(unit.metadata.get("n_tiles", 0))
         now = time.monotonic()
-        if not last and now - self._last_write.get(unit.run_uid, 0.0) < self.min_write_interval_s:
+        recent = now - self._last_write.get(unit.run_uid, -float("inf")) < self.min_write_interval_s
+        if not last and recent and self.tile_waiting is not None and self.tile_waiting(unit.run_uid):
             return []
         self._last_write[unit.run_uid] = now
         return [ResultRecord(**base, status="ok", result=result, timings={"compute_s": time.perf_counter() - t0})]
