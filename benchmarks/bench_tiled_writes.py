@@ -118,7 +118,7 @@ def main() -> int:
             return out
 
     measured = Measured()
-    handler = UnitHandler(measured, load_registry([]), post_process=MapOwner(measured, {}).post_process,
+    handler = UnitHandler(measured, load_registry([]), post_process=MapOwner(measured, {}),
                           enabled=["xafs.normalize", "xafs.quality", "spm", "bayes.xanes", "imaging.features"])
     for env in _units(args.quick):
         handler.handle(env)

@@ -1,5 +1,6 @@
 """When the map owner writes the whole map: after each tile at once, unless the next tile of the same map is
-already waiting in the worker and the last write is recent; always on the last tile."""
+already waiting in the worker and the last write is recent; always on the last tile. And what it writes keeps
+its stored layout as the map fills (so the store rewrites it in place)."""
 
 import numpy as np
 from xafs_stream.simulated_devices.phantom import default_map_energies, make_phantom
@@ -7,6 +8,7 @@ from xafs_stream.simulated_devices.phantom import default_map_energies, make_pha
 from xafs_stream.analyses.imaging import tile_features
 from xafs_stream.analyses.registry import Registry
 from xafs_stream.core import ResultRecord, UnitEnvelope, WorkUnit
+from xafs_stream.storage.layout import BLOB_HEADER, pack_blobs, plan_arrays, unpack_blobs
 from xafs_stream.worker import MapOwner, UnitHandler, Worker
 
 ENERGY = default_map_energies(30)
@@ -65,3 +67,53 @@ def test_the_worker_says_whether_a_tile_of_a_run_waits_in_its_queue():
     assert not worker.tile_waiting("run-map")
     worker._todo.put(_tile(1)[0])
     assert worker.tile_waiting("run-map")
+
+
+def test_the_whole_maps_stored_layout_stays_the_same_as_the_map_fills():
+    """The map's PNGs compress less as it fills; the map reserves their full-map size, so that every update
+    rewrites the stored nodes in place (same children, shapes and dtypes) instead of replacing them."""
+    owner = MapOwner(None, {})
+    layouts, sizes = [], []
+    for i in range(4):
+        (record,) = owner.post_process(*_tile(i))
+        layouts.append({c.key: c.signature() for c in plan_arrays(record.result).children()})
+        blobs = plan_arrays(record.result).blobs
+        packed = pack_blobs(blobs, record.result.blob_capacity)
+        unpacked = unpack_blobs(packed, list(blobs), {"packed": BLOB_HEADER})
+        assert all(np.array_equal(unpacked[k], v) for k, v in blobs.items())
+        sizes.append((packed.size, pack_blobs(blobs).size))  # with and without the map's hint
+    assert all(layout == layouts[0] for layout in layouts)
+    assert sizes[0][1] < sizes[-1][1]  # without the hint the node would have grown
+    assert len({with_hint for with_hint, _ in sizes}) == 1
+
+
+class _Recorder:
+    """A store that notes the order of what it is asked to write."""
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, record):
+        self.written.append((record.analysis, record.index))
+
+
+def test_the_handler_stores_a_tiles_whole_map_before_its_features_and_warms_the_owner_up():
+    from xafs_stream.analyses import default_registry
+
+    store = _Recorder()
+    owner = MapOwner(store, {})
+    warmed = []
+    owner.warm_up = lambda: warmed.append(True)
+    handler = UnitHandler(store, default_registry(), enabled=["imaging.features"], post_process=owner)
+    handler.warm_up()
+    assert warmed == [True]
+    for i in range(2):
+        envelope, _ = _tile(i)
+        handler.handle(envelope)
+    assert store.written == [("imaging.map", "map"), ("imaging.features", 0),
+                             ("imaging.map", "map"), ("imaging.features", 1)]
+    # a plain function as the hook: the unit's records first, as they are computed
+    store.written.clear()
+    handler = UnitHandler(store, default_registry(), enabled=["imaging.features"], post_process=owner.post_process)
+    handler.handle(_tile(2)[0])
+    assert store.written == [("imaging.features", 2), ("imaging.map", "map")]

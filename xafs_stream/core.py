@@ -147,6 +147,9 @@ class AnalysisResult:
     diagnostics : extra JSON-able detail (not for queries)
     verdict : how good the result is: "ok", "warn" or "bad" ("" when the analysis does not judge)
     verdict_reasons : short reasons for a warn or bad verdict
+    blob_capacity : bytes to reserve for the 1-D uint8 arrays (PNGs) when stored, 0 for none: a result written
+        again and again as it grows (a live map) gives its expected final size, so that its stored nodes keep
+        their shape and are rewritten in place
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -156,6 +159,7 @@ class AnalysisResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     verdict: str = ""
     verdict_reasons: list[str] = field(default_factory=list)
+    blob_capacity: int = 0
 
 
 VERDICTS = ("ok", "warn", "bad")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         store = ResultStore(client)
         owner = MapOwner(store, cfg.analysis, min_write_interval_s=0.0)
-        handler = UnitHandler(store, registry, cfg.analysis, name="reprocess", post_process=owner.post_process)
+        handler = UnitHandler(store, registry, cfg.analysis, name="reprocess", post_process=owner)
         try:
             if args.scheduler:
                 from ..batch.cluster import dask_client

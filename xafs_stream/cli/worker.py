@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(tiled.client)
     owner = MapOwner(store, cfg.analysis)
     handler = UnitHandler(store, registry, cfg.analysis, name=args.name or "",
-                          enabled=cfg.worker.analyses or None, post_process=owner.post_process)
+                          enabled=cfg.worker.analyses or None, post_process=owner)
     worker = Worker(args.connect or cfg.broker.backend, handler, cfg.worker, cfg.broker,
                     keys=cfg.security.keys or None)
     owner.tile_waiting = worker.tile_waiting

@@ -214,13 +214,15 @@ class Child:
         return self.family, shape, dtype, tuple(self.dims or ()), repr(sorted(self.metadata.items()))
 
 
-def pack_blobs(blobs: dict[str, np.ndarray]) -> np.ndarray:
+def pack_blobs(blobs: dict[str, np.ndarray], capacity: int = 0) -> np.ndarray:
     """1-D uint8 arrays in one: their sizes (uint32 LE), then the bytes, zero-padded to a power of two of at
-    least twice the content, so that a live map's PNGs (20-35 kB for a 64×64 map, growing as it fills) keep
+    least twice the content and at least ``capacity``, so that a live map's PNGs (20-35 kB for a 64×64 map,
+    growing as it fills; the map gives the size it expects when full, ``AnalysisResult.blob_capacity``) keep
     the node's shape over many updates and are rewritten in place."""
     sizes = np.asarray([v.size for v in blobs.values()], dtype="<u4")
     content = sizes.nbytes + int(sizes.sum())
-    packed = np.zeros(1 << max(12, int(2 * content - 1).bit_length()), dtype=np.uint8)
+    need = max(2 * content, int(capacity), 1 << 12)
+    packed = np.zeros(1 << int(need - 1).bit_length(), dtype=np.uint8)
     packed[: sizes.nbytes] = sizes.view(np.uint8)
     if blobs:
         packed[sizes.nbytes: content] = np.concatenate([np.asarray(v, np.uint8) for v in blobs.values()])
@@ -249,6 +251,7 @@ class ArrayPlan:
     blobs: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D bytes (PNGs) → one packed uint8 node
     grids: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # N-D → stacked per (dims, shape)
     dims: dict[str, tuple] = field(default_factory=dict)
+    blob_capacity: int = 0  # the result's size hint for the packed blobs, bytes
 
     @property
     def is_single_table(self) -> bool:
@@ -278,7 +281,7 @@ class ArrayPlan:
         for name, arr in self.singles.items():
             out.append(Child(node_key(name), "array", arr, list(self.dims.get(name, ())) or None, {"layers": [name]}))
         if self.blobs:  # a map's 15 PNGs: 1 node instead of 15 (2 requests each, at every map update)
-            out.append(Child(BLOBS_KEY, "array", pack_blobs(self.blobs), None,
+            out.append(Child(BLOBS_KEY, "array", pack_blobs(self.blobs, self.blob_capacity), None,
                               {"layers": list(self.blobs), "packed": BLOB_HEADER}))
         for (dims, shape, is_float), arrays in self.grids.items():
             names = list(arrays)
@@ -298,7 +301,7 @@ def plan_arrays(result: AnalysisResult) -> ArrayPlan:
     """1-D float/bool arrays share one NaN-padded table unless padding would more than double it (then the
     longest go to their own nodes); other 1-D arrays (PNG bytes, integers) get a node each; N-D arrays
     sharing dims and shape are stacked."""
-    plan = ArrayPlan()
+    plan = ArrayPlan(blob_capacity=int(result.blob_capacity))
     for name, arr in result.arrays.items():
         arr = np.asarray(arr)
         dims = tuple(result.dims.get(name, ()))

@@ -21,7 +21,9 @@ from .processing import process_unit
 
 log = logging.getLogger(__name__)
 
-#: ``post_process(envelope, records) -> extra records`` (the map owner adds whole-map results)
+#: ``post_process(envelope, records) -> extra records`` (the map owner adds whole-map results). Optional
+#: attributes of the callable: ``warm_up()`` (run by :meth:`UnitHandler.warm_up`) and ``stores_first_for``
+#: (unit kinds whose hook records are stored before the unit's own).
 PostProcess = Callable[[UnitEnvelope, list[ResultRecord]], list[ResultRecord]]
 
 
@@ -71,15 +73,15 @@ class UnitHandler:
         self._stop.set()
 
     def warm_up(self) -> None:
-        """Open the store's connection and import what its first write and the post-process hook's owner (the
-        map owner) need (best effort)."""
+        """Open the store's connection and import what its first write and the post-process hook (the map
+        owner) need (best effort)."""
         warm_up = getattr(self.store, "warm_up", None)
         if warm_up is not None:
             try:
                 warm_up()
             except Exception as exc:  # Tiled not up yet: the first store retries anyway
                 log.info("%s: warm-up of the result store failed: %s", self.name, exc)
-        owner_warm_up = getattr(getattr(self.post_process, "__self__", None), "warm_up", None)
+        owner_warm_up = getattr(self.post_process, "warm_up", None)
         if owner_warm_up is not None:
             try:
                 owner_warm_up()
@@ -126,17 +128,25 @@ class UnitHandler:
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self.store_record(record)
 
+        hook = self.post_process is not None and lane in ("", "fast") and not envelope.extra.get("shed")
+        # the hook's records first for the kinds it names (the whole map before the tile's features: the map
+        # is visible sooner; the unit is acknowledged after both, so a crash in between loses nothing)
+        late = hook and envelope.unit.kind in getattr(self.post_process, "stores_first_for", ())
         if computed is None:
-            records = process_unit(envelope, self.registry, self.settings, worker=self.name, on_record=store)
+            records = process_unit(envelope, self.registry, self.settings, worker=self.name,
+                                   on_record=None if late else store)
         else:
             records = list(computed)
+            if not late:
+                for record in records:
+                    store(record)
+        extra = self.post_process(envelope, records) if hook else []
+        for record in extra:  # the hook's own records (the whole map): no registered analysis owns them
+            store(record, hook=True)
+        if late:
             for record in records:
                 store(record)
-        if self.post_process is not None and lane in ("", "fast") and not envelope.extra.get("shed"):
-            extra = self.post_process(envelope, records)
-            for record in extra:  # the hook's own records (the whole map): no registered analysis owns them
-                store(record, hook=True)
-            records = records + extra
+        records = records + extra
         self.stats["units"] += 1
         self.stats["records"] += len(records)
         self.stats["errors"] += sum(r.status == "error" for r in records)

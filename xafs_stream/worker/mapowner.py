@@ -36,7 +36,13 @@ class MapOwner:
 
     ``tile_waiting(run_uid) -> bool``: whether another tile of that run already waits in the worker (the
     worker's :meth:`~xafs_stream.worker.loop.Worker.tile_waiting`); None: never (every tile writes).
+
+    The owner is the handler's hook (``UnitHandler(post_process=owner)``): calling it is
+    :meth:`post_process`; the handler stores a tile's whole map before the tile's own features
+    (``stores_first_for``) and warms the owner up.
     """
+
+    stores_first_for = ("tile",)
 
     def __init__(self, store: Any, analysis_config: Mapping[str, Any] | None = None, *,
                  min_write_interval_s: float = 1.0, tile_waiting: Callable[[str], bool] | None = None):
@@ -82,6 +88,9 @@ class MapOwner:
             added += 1
         if added:
             log.info("map %s: took over ownership, rebuilt %d tile(s) from Tiled", run_uid, added)
+
+    def __call__(self, envelope: UnitEnvelope, records: list[ResultRecord]) -> list[ResultRecord]:
+        return self.post_process(envelope, records)
 
     def post_process(self, envelope: UnitEnvelope, records: list[ResultRecord]) -> list[ResultRecord]:
         unit = envelope.unit
