@@ -102,7 +102,8 @@ class UnitHandler:
             log.warning("%s: preparing result nodes of run %s failed: %s", self.name, info.get("run_uid"), exc)
 
     def handle(self, envelope: UnitEnvelope, computed: list[ResultRecord] | None = None) -> list[ResultRecord]:
-        """Analyse one unit and store its records (each as soon as its analysis is done). Returns the records.
+        """Analyse one unit and store its records (each as soon as its analysis is done; for the unit kinds in
+        the hook's ``stores_first_for``, after the hook's records). Returns the records.
 
         A delivery of one lane (``envelope.extra["lane"]``, with the broker's lanes) runs the analyses of
         that cost class and stores only theirs: the slow lane computes a normalisation its fits need, the
