@@ -117,3 +117,19 @@ def test_the_handler_stores_a_tiles_whole_map_before_its_features_and_warms_the_
     handler = UnitHandler(store, default_registry(), enabled=["imaging.features"], post_process=owner.post_process)
     handler.handle(_tile(2)[0])
     assert store.written == [("imaging.features", 2), ("imaging.map", "map")]
+
+
+def test_a_map_runs_start_prepares_the_whole_maps_node_too():
+    from xafs_stream.analyses import default_registry
+
+    class Preparing(_Recorder):
+        def prepare(self, run_uid, metadata, analyses):
+            self.prepared = (run_uid, list(analyses))
+
+    store = Preparing()
+    handler = UnitHandler(store, default_registry(), post_process=MapOwner(store, {}))
+    handler.prepare({"run_uid": "run-map", "kind": "tile", "metadata": {}})
+    assert store.prepared[0] == "run-map"
+    assert {"imaging.features", "imaging.map"} <= set(store.prepared[1])
+    handler.prepare({"run_uid": "run-xafs", "kind": "spectrum", "metadata": {}})
+    assert "imaging.map" not in store.prepared[1] and "xafs.normalize" in store.prepared[1]

@@ -22,8 +22,9 @@ from .processing import process_unit
 log = logging.getLogger(__name__)
 
 #: ``post_process(envelope, records) -> extra records`` (the map owner adds whole-map results). Optional
-#: attributes of the callable: ``warm_up()`` (run by :meth:`UnitHandler.warm_up`) and ``stores_first_for``
-#: (unit kinds whose hook records are stored before the unit's own).
+#: attributes of the callable: ``warm_up()`` (run by :meth:`UnitHandler.warm_up`), ``stores_first_for``
+#: (unit kinds whose hook records are stored before the unit's own) and ``prepares`` (unit kind → the hook's
+#: analyses whose nodes a run-start hint creates, like the registered analyses').
 PostProcess = Callable[[UnitEnvelope, list[ResultRecord]], list[ResultRecord]]
 
 
@@ -96,6 +97,7 @@ class UnitHandler:
         only = set(self.enabled) if self.enabled is not None else None
         try:
             names = [a.name for a in self.registry.for_kind(info["kind"], only)]
+            names += list(getattr(self.post_process, "prepares", {}).get(info["kind"], ()))  # the whole map
             prepare(info["run_uid"], info.get("metadata") or {}, names)
             self.stats["runs_prepared"] = self.stats.get("runs_prepared", 0) + 1
         except Exception as exc:  # a hint: the first unit creates what is missing

@@ -39,10 +39,12 @@ class MapOwner:
 
     The owner is the handler's hook (``UnitHandler(post_process=owner)``): calling it is
     :meth:`post_process`; the handler stores a tile's whole map before the tile's own features
-    (``stores_first_for``) and warms the owner up.
+    (``stores_first_for``), creates the whole map's node at a map run's start (``prepares``) and warms the
+    owner up.
     """
 
     stores_first_for = ("tile",)
+    prepares = {"tile": (MAP_ANALYSIS,)}  # a map run's start creates the whole map's analysis node too
 
     def __init__(self, store: Any, analysis_config: Mapping[str, Any] | None = None, *,
                  min_write_interval_s: float = 1.0, tile_waiting: Callable[[str], bool] | None = None):
