@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "n_sweeps": 400,
     "seed": 0,
     "max_samples": 200,
-    # collapsed moves (RemcSettings.collapsed): K <= 2 converge, ~3-4x the time; off for the live budget
+    # collapsed moves (RemcSettings.collapsed): better mixing at K = 1-2, ~4x the time; off for the live budget
     "collapsed": False,
     # which spectrum units to fit live: "merge" (the merged spectrum of a run, default: a fit takes seconds
     # of CPU, too much for every repeat on a busy beamline) or "all"
