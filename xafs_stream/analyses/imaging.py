@@ -325,7 +325,7 @@ class MapAccumulator:
         compresses better, so its stored node would otherwise grow, and be replaced instead of rewritten in
         place (9-11 requests instead of 5), every few tiles."""
         content = 4 * len(pngs) + sum(int(v.size) for v in pngs.values())
-        ny, nx = (len(range(0, n, max(1, int(np.ceil(max(self.shape) / self.png_max_px))))) for n in self.shape)
+        ny, nx = _downsample(np.empty(self.shape, np.uint8), self.png_max_px).shape  # the PNGs' pixels
         panels = 4  # the quick-look PNG's panels, side by side
         bound = (len(pngs) - 1 + panels) * (4 * ny * nx + 1024)
         return int(min(2 * content / max(self.coverage, 1 / 16), bound))
