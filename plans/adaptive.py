@@ -20,6 +20,12 @@ the white line is re-measured until one is higher with probability 0.95.) The an
 line, ``adaptive_verdict`` in the stream): bad when the budget ran out before a target was met or a feature
 identified, warn when a local polynomial misses its points by more than their noise.
 
+The pre-edge centroid (``target={"preedge": 0.1}``; ``bench_adaptive.py --part preedge``, noise 0.003 edge
+steps at 1 s, 20 realisations): met in every realisation on Fe2O3, hematite and four held-out FeLib references
+(magnetite, goethite, LiFe(II)PO4, Fe(III)PO4) and in 19 of 20 on siderite, z-RMS 0.78-1.43, none off by more
+than 4 sd and called ok; 2.8-15x less beam time than a 0.25 eV pre-edge grid. FeO's pre-edge is a weak
+shoulder on the rising edge: no realisation resolves it within 3000 s of beam, and every one ends ``bad``.
+
 Every decision is an event of the ``adaptive`` stream (the points chosen, why, the estimates and their sd so
 far, points and beam seconds used), so a run can be queried afterwards for how it decided; the last event and
 the stop document's ``reason`` say why it stopped. The primary stream holds every point, in the order measured
@@ -37,11 +43,10 @@ import numpy as np
 from ophyd import Signal
 
 from xafs_stream.core import to_json_safe
+from xafs_stream.engines.adaptive import TARGETS as TARGET_NAMES
 
 from .regions import PlanArgumentError
 from .xafs import ScanSetup
-
-TARGET_NAMES = ("e0", "whiteline")
 
 
 def mu_and_sigma(reading: dict, channels: dict[str, str], mode: str) -> tuple[float, float | None]:
@@ -88,7 +93,8 @@ def xafs_scan_adaptive(
     Parameters
     ----------
     detectors, mono, element, edge, e0, sample, mode : as for :func:`~xafs_stream.plans.xafs_scan`
-    target : precision to reach, e.g. {"e0": 0.1, "whiteline": 0.05} (posterior sd, eV); default {"e0": 0.1}
+    target : precision to reach, e.g. {"e0": 0.1, "whiteline": 0.05, "preedge": 0.1} (posterior sd, eV: E0,
+        the white line's energy, the pre-edge peak's centroid); default {"e0": 0.1}
     window : energies relative to E0 the scan may use, eV
     max_points, max_time_s : budget (points; beam seconds, dwell plus ``move_s`` per point)
     batch : points per decision
@@ -135,7 +141,7 @@ def xafs_scan_adaptive(
     channels = scan.md["channels"]
     signals = {name: Signal(name=f"adaptive_{name}", value=value, kind="normal") for name, value in (
         ("decision", 0), ("energies", "[]"), ("dwells", "[]"), ("reason", ""), ("points", 0), ("beam_time_s", 0.0),
-        *((t, float("nan")) for t in ("e0", "whiteline")), *((f"{t}_sd", float("nan")) for t in ("e0", "whiteline")),
+        *((t, float("nan")) for t in TARGET_NAMES), *((f"{t}_sd", float("nan")) for t in TARGET_NAMES),
         ("report", "{}"), ("verdict", ""), ("verdict_reasons", "[]"))}
 
     def record(number: int, decision: Any):
@@ -146,7 +152,7 @@ def xafs_scan_adaptive(
                   "report": json.dumps(to_json_safe(report), allow_nan=False),  # strict JSON: NaN, inf -> null
                   "verdict": str(report.get("verdict", "")),
                   "verdict_reasons": json.dumps([str(r) for r in report.get("verdict_reasons", [])])}
-        for name in ("e0", "whiteline"):
+        for name in TARGET_NAMES:
             values[name] = float(report.get("estimates", {}).get(name, float("nan")))
             values[f"{name}_sd"] = float(report.get("sd", {}).get(name, float("nan")))
         for name, value in values.items():

@@ -125,19 +125,22 @@ def load_sample(name: str, edge_step: float = 1.0, pre_edge_mut: float = 0.3) ->
 
 
 def sample_from_file(path: str | Path, element: str | None = None, edge: str | None = None, *,
-                     edge_step: float = 1.0, pre_edge_mut: float = 0.3, is_foil: bool = False) -> SampleModel:
+                     edge_step: float = 1.0, pre_edge_mut: float = 0.3, is_foil: bool = False,
+                     mu_column: str | None = None) -> SampleModel:
     """Any measured μ(E) file as a simulated sample (``make_beamline(sample="path/to/file.xdi")``).
 
     ``element``/``edge`` default to the file's XDI ``Element.symbol``/``Element.edge``; ValueError when
-    neither says. ``is_foil`` aligns the edge to the tabulated E0 (for metal foils)."""
+    neither says. ``is_foil`` aligns the edge to the tabulated E0 (for metal foils). ``mu_column``: which
+    column of a file with several spectra (e.g. a reference library), by its label."""
     path = Path(path)
-    spec = read_spectrum(path)
+    spec = read_spectrum(path, mu_column=mu_column) if mu_column else read_spectrum(path)
     element = element or spec.element
     edge = edge or spec.edge or "K"
     if not element:
         raise ValueError(f"{path}: the file does not name its element (no XDI Element.symbol); give "
                          f"sample_from_file(path, element=..., edge=...)")
-    return _model(path.name, spec.energy, spec.mu, element, edge, is_foil, edge_step, pre_edge_mut)
+    name = f"{path.name}:{mu_column}" if mu_column else path.name
+    return _model(name, spec.energy, spec.mu, element, edge, is_foil, edge_step, pre_edge_mut)
 
 
 def _model(name: str, energy: np.ndarray, mu: np.ndarray, element: str, edge: str, is_foil: bool,

@@ -29,3 +29,23 @@ def test_a_file_in_the_beam_gives_back_its_own_spectrum(RE):
         make_beamline(sample=str(SPECTRA_DIR / "fe2o3_rt1.xmu"))
     model = SampleModel.from_file(SPECTRA_DIR / "fe2o3_rt1.xmu", "Fe", "K")
     assert make_beamline(sample=model).sample_name == "fe2o3_rt1.xmu"
+
+
+def test_one_column_of_a_reference_library_as_a_sample():
+    """``mu_column`` picks one spectrum of a multi-column file (FeLib): the sample follows that column's
+    normalised μ (edge step 1 on a 0.3 pre-edge), not its neighbour's."""
+    from xafs_stream.data import XANES_REFS_DIR
+    from xafs_stream.simulated_devices.samples import SampleModel
+
+    path = XANES_REFS_DIR / "FeLibNov2021.nor"
+    lib = {c: read_spectrum(path, mu_column=c) for c in ("Magnetite", "Goethite")}
+    models = {c: SampleModel.from_file(path, "Fe", "K", mu_column=c) for c in lib}
+    assert models["Magnetite"].name.endswith(":Magnetite")
+    e = lib["Magnetite"].energy[(lib["Magnetite"].energy > 7105) & (lib["Magnetite"].energy < 7160)]
+    for c, model in models.items():
+        mine = np.interp(e, lib[c].energy, lib[c].mu)
+        other = np.interp(e, lib["Goethite" if c == "Magnetite" else "Magnetite"].energy,
+                          lib["Goethite" if c == "Magnetite" else "Magnetite"].mu)
+        got = model.mu_t(e) - 0.3  # the model's pre-edge level
+        assert np.abs(got - mine).max() < 0.05 < np.abs(got - other).max()
+        assert np.corrcoef(got, mine)[0, 1] > 0.999

@@ -338,8 +338,12 @@ class Catalog:
                                "verdict": "", "verdict_reasons": [], "points": {"energy": [], "mu": []}}
         table = self._get(uid, "adaptive", "internal")
         if table is not None:
-            names = ("decision", "energies", "reason", "points", "beam_time_s", "e0", "e0_sd", "whiteline",
-                     "whiteline_sd", "verdict", "verdict_reasons")
+            from ..engines.adaptive import TARGETS as ADAPTIVE_TARGETS
+
+            names = ("decision", "energies", "reason", "points", "beam_time_s",
+                     *(n for t in ADAPTIVE_TARGETS for n in (t, f"{t}_sd")), "verdict", "verdict_reasons")
+            # a scan recorded before a target existed has no column for it
+            names = tuple(n for n in names if f"adaptive_{n}" in set(table.columns))
             frame = table.read(["time", *(f"adaptive_{n}" for n in names)])
             for row in frame.to_dict("records"):
                 d = {n: row[f"adaptive_{n}"] for n in names}

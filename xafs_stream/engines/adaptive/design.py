@@ -1,12 +1,12 @@
 """The adaptive design agent: tell it what was measured, ask it what to measure next, and when to stop.
 
 :class:`AdaptiveXanes` follows bluesky-adaptive's agent interface (``tell``, ``ask``, ``report``). After a
-coarse pass over the window it estimates E0 and the white line from local polynomials (:mod:`.local`: linear
-models, exact Gaussian posteriors given the noise). Each next batch is chosen greedily: among candidate
-energies and dwell times, the point whose measurement reduces Σ over unmet targets of (posterior variance /
-target²) the most per second of beam (dwell + ``move_s``), the covariances updated after each pick (rank-one,
-so a batch spreads out). It stops when every target is met or the budget (points, beam seconds) is spent;
-:meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
+coarse pass over the window it estimates E0, the white line and the pre-edge centroid from local polynomials
+(:mod:`.local`: linear models, exact Gaussian posteriors given the noise). Each next batch is chosen greedily:
+among candidate energies and dwell times, the point whose measurement reduces Σ over unmet targets of
+(posterior variance / target²) the most per second of beam (dwell + ``move_s``), the covariances updated after
+each pick (rank-one, so a batch spreads out). It stops when every target is met or the budget (points, beam
+seconds) is spent; :meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
 
 Noise: each point's variance is given with it (from its counts) or, if not, estimated as s²/dwell from the
 local fits' residuals. A local fit whose reduced χ² exceeds 1 has its covariance scaled by it, so a stated sd
@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .local import HALF_WIDTH, LocalEstimate, estimate, feature_candidates, rough_features, whiteline_rivals
+from .local import (
+    HALF_WIDTH,
+    LocalEstimate,
+    estimate,
+    feature_candidates,
+    local_sd,
+    rough_features,
+    whiteline_rivals,
+)
 
-LOCAL = ("e0", "whiteline")
+LOCAL = ("e0", "whiteline", "preedge")
 #: share of noise redraws that must find a feature at the same place before its value counts
 IDENTIFIED = 0.95
 #: targets the agent can reach. The number of peaks K is not one of them: a BIC comparison of least-squares
@@ -50,7 +58,7 @@ class AdaptiveXanes:
     Parameters
     ----------
     e0 : tabulated or expected edge energy, eV
-    targets : e.g. {"e0": 0.1, "whiteline": 0.05}: posterior sd to reach, eV
+    targets : e.g. {"e0": 0.1, "whiteline": 0.05, "preedge": 0.1}: posterior sd to reach, eV
     window : energies relative to ``e0`` the scan may use, eV
     coarse_step : step of the first pass, eV (dwell ``coarse_dwell`` s); ``edge_step`` from ``e0`` - 12 to
         ``e0`` + 20 eV, so that a shoulder on the edge is not stepped over
@@ -196,10 +204,11 @@ class AdaptiveXanes:
             if name not in self.targets:
                 continue
             prev = previous.get(name)
-            # from its last value, unless the feature (on the coarse-pass points) is now elsewhere: a fit that
-            # locked onto one of two maxima early must not stay there once the data say the other is higher
-            near = prev is not None and np.isfinite(prev.sd) and abs(prev.value - rough[name]) <= HALF_WIDTH[name]
-            start = prev.value if near else rough[name]
+            # from its last anchor (its value, or the pre-edge's anchor), unless the feature (on the coarse-pass
+            # points) is now elsewhere: a fit that locked onto one of two maxima early must not stay there once
+            # the data say the other is higher
+            near = prev is not None and np.isfinite(prev.sd) and abs(prev.anchor - rough[name]) <= HALF_WIDTH[name]
+            start = prev.anchor if near else rough[name]
             est = estimate(name, e, y, var, start)
             if est is None:
                 continue
@@ -210,7 +219,7 @@ class AdaptiveXanes:
             scale = max(chi2, 1.0)
             est.cov = est.cov * scale
             if np.isfinite(est.sd):
-                est.sd = float(np.sqrt(max(est.grad @ est.cov @ est.grad, 0.0)))
+                est.sd = local_sd(est)
             self.local[name], self.scale[name] = est, scale
         ce, cy, cv = self._coarse_points(e, y, var)
         cands = feature_candidates(ce, cy, cv, self.e0_guess)
@@ -311,10 +320,22 @@ class AdaptiveXanes:
             if name in unmet and (name not in self.local or not np.isfinite(self.local[name].sd)):
                 # the feature is not resolved yet: points over its window, longer each time
                 half = HALF_WIDTH[name]
-                centre = rough[name]
+                # around the fit's window if there is one (a pre-edge fit follows its anchor off the rough place)
+                centre = self.local[name].anchor if name in self.local else rough[name]
                 self._fills[name] = self._fills.get(name, 0) + 1
                 t = self.dwell_choices[min(self._fills[name] - 1, len(self.dwell_choices) - 1)]
-                for x in np.linspace(centre - half, centre + half, 7)[: max(n - len(picks_e), 0)]:
+                m = max(n - len(picks_e), 0)
+                if name == "preedge":
+                    # the batch's free places over the whole window, shifted by a golden-ratio step each round
+                    # so that every round adds new energies: the sextic needs 8 distinct ones, and its area
+                    # needs both ends of the window
+                    shift = (self._fills[name] * 0.618034) % 1.0
+                    xs = centre - half + (np.arange(m) + shift) * (2.0 * half / max(m, 1))
+                else:
+                    # the same seven places each round, the lowest first (with this fill the stated E0 sd covers
+                    # the scatter on the synthetic edge; the pre-edge's fill gave an error z-RMS of 1.71 there)
+                    xs = np.linspace(centre - half, centre + half, 7)[:m]
+                for x in xs:
                     picks_e.append(float(np.clip(x, *self.window)))
                     picks_t.append(t)
                 reasons.append(f"{name}: not resolved yet near {centre:.1f} eV, points over its window ({t:g} s)")
