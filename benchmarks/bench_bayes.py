@@ -49,6 +49,12 @@ NOISE = 0.1
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _write(path: Path, text: str) -> None:
+    """Write one result file, creating ``benchmarks/results/`` on a fresh checkout."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+
+
 def nagata_data(seed: int) -> np.ndarray:
     """Nagata et al.'s three peaks on X plus Gaussian noise of sd NOISE (one realisation per seed)."""
     return sum(a * np.exp(-b * (X - m) ** 2 / 2) for a, m, b in TRUE) + NOISE * np.random.default_rng(
@@ -146,8 +152,7 @@ def scatter(n_real: int, jobs: int, dynesty: bool) -> int:
                   f"({dyn[-1]['time_s']:.0f} s); REMC reference {ref_dF:+.3f} ± {ref_se:.3f}", flush=True)
         out["dynesty"] = dyn
     path = RESULTS / "bayes_scatter.json"
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    _write(path, json.dumps(out, indent=2))
     print(f"wrote {path}")
     return 0
 
@@ -180,8 +185,7 @@ def cluster(n_seeds: int, jobs: int) -> int:
     print(f"|difference| <= 2 se in {int(np.sum(np.abs(z) <= 2))} of {len(rows)}; Δ covered in "
           f"{sum(r['covers'] for r in rows)} of {len(rows)}")
     path = RESULTS / "bayes_cluster.json"
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"scans": rows}, indent=2))
+    _write(path, json.dumps({"scans": rows}, indent=2))
     print(f"wrote {path}")
     return 0
 
@@ -213,9 +217,8 @@ def live(config: dict | None = None) -> int:
     print(f"converged (R-hat <= 1.05): {rate:.0%} of {len(rows)} (goal >= 90 % within 10 s each); "
           f"every non-converged fit bad: {all(r['verdict'] == 'bad' for r in rows if not r['converged'])}")
     path = RESULTS / "bayes_live.json"
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"fits": rows, "converged_rate": rate, "config": config or {}}, indent=2,
-                               default=float))
+    _write(path, json.dumps({"fits": rows, "converged_rate": rate, "config": config or {}}, indent=2,
+                            default=float))
     print(f"wrote {path}")
     return 0
 
@@ -329,8 +332,7 @@ def main() -> int:
         "per_k": rows,
     }
     path = RESULTS / "bayes.json"
-    RESULTS.mkdir(exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=float))
+    _write(path, json.dumps(out, indent=2, default=float))
     print(f"wrote {path}")
     return 0
 

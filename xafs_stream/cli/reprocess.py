@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             _via_broker(cfg, client, uids, registry, args)
             return 0
         store = ResultStore(client)
-        owner = MapOwner(store, cfg.analysis, min_write_interval_s=0.0)
+        owner = MapOwner(store, cfg.analysis)  # no worker queue (tile_waiting): every tile writes its map
         handler = UnitHandler(store, registry, cfg.analysis, name="reprocess", post_process=owner)
         try:
             if args.scheduler:

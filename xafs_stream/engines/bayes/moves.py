@@ -188,6 +188,9 @@ class CollapsedMove:
         b = betas_r[rows]
         steps_r = np.tile(state.steps, (state.n_chains, 1))[rows]
         slot = {int(c): j for j, c in enumerate(self.comps)}
+        # the scales' conditional at each row's current shapes (mean, precision, log det): computed once, then
+        # taken over from each accepted move's proposal (whose shapes the row now has), not rebuilt per parameter
+        current = None
         for p in self.moving:
             c = int(model.component_of[p])
             theta = state.x[rows]
@@ -213,10 +216,12 @@ class CollapsedMove:
             y_old = target.y[None, :] - other_old
             y_new = target.y[None, :] - other_new
             try:
-                m_o, p_o, _, ld_o = _conditional(A_old, y_old, b, self.RIDGE)
+                if current is None:
+                    current = _conditional(A_old, y_old, b, self.RIDGE)
                 m_n, p_n, ch_n, ld_n = _conditional(A_new, y_new, b, self.RIDGE)
             except np.linalg.LinAlgError:
                 continue
+            m_o, p_o, _, ld_o = current
             zc = rng.standard_normal(m_n.shape)
             c_new = m_n + np.linalg.solve(np.swapaxes(ch_n, 1, 2), zc[..., None])[..., 0]
             c_old = theta[:, self.params]
@@ -232,6 +237,7 @@ class CollapsedMove:
             if not acc.any():
                 continue
             idx = rows[acc]
+            m_o[acc], p_o[acc], ld_o[acc] = m_n[acc], p_n[acc], ld_n[acc]
             state.x[idx, p] = new_v[acc]
             state.log_prior[idx, p] = lp_p[acc]
             state.x[np.ix_(idx, self.params)] = c_new[acc]
