@@ -343,7 +343,8 @@ class Catalog:
             names = ("decision", "energies", "reason", "points", "beam_time_s",
                      *(n for t in ADAPTIVE_TARGETS for n in (t, f"{t}_sd")), "verdict", "verdict_reasons")
             # a scan recorded before a target existed has no column for it
-            names = tuple(n for n in names if f"adaptive_{n}" in set(table.columns))
+            columns = set(table.columns)
+            names = tuple(n for n in names if f"adaptive_{n}" in columns)
             frame = table.read(["time", *(f"adaptive_{n}" for n in names)])
             for row in frame.to_dict("records"):
                 d = {n: row[f"adaptive_{n}"] for n in names}
