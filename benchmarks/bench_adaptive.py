@@ -156,10 +156,11 @@ def run_gp(sample, truths, noise, seed, max_points=300, names=NAMES, windows=Fal
         measure(e, 0.5)
     candidates = np.arange(sample.e0 - 30, sample.e0 + 50, 0.1)
     if windows:  # knowledge injected: only within twice each target's local window of its feature
+        from xafs_stream.engines.adaptive import TARGETS
         from xafs_stream.engines.adaptive.local import HALF_WIDTH
 
         agent = _agent(sample.e0, names)
-        rough = dict(zip(("e0", "whiteline", "preedge"),
+        rough = dict(zip(TARGETS,  # the order of rough_features' features
                          agent.rough(np.asarray(energy), np.asarray(mu), np.full(len(mu), noise ** 2 / 0.5))))
         near = np.zeros(candidates.size, bool)
         for n in names:

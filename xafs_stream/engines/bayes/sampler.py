@@ -50,9 +50,10 @@ class RemcSettings:
         exact conditional (:class:`~.moves.CollapsedMove`), default=False. Measured on the five packaged
         XANES with the live settings (K = 1..4, 24 replicas x 2 chains, 200 + 400 sweeps): K = 1 then
         reaches R-hat <= 1.06 on all five (<= 1.05 on four; plain sweeps: 1.09-2.11 on four of them) and
-        K = 2 on three, with F standard errors often several times smaller (Cu foil, K = 1: 7.4 -> 0.9 nat); K >= 3 does
-        not converge either way, and the fits take ~4x as long (15-17 s instead of 3-5 s). On Nagata's 3-peak set F and the posterior agree with
-        plain sweeps within their standard errors (R-hat 1.01 for K = 4 instead of 1.03-1.05).
+        K = 2 on three, with F standard errors often several times smaller (Cu foil, K = 1: 7.4 -> 0.9 nat);
+        K >= 3 does not converge either way, and the fits take ~4x as long (15-17 s instead of 3-5 s). On
+        Nagata's 3-peak set F and the posterior agree with plain sweeps within their standard errors (R-hat
+        1.01 for K = 4 instead of 1.03-1.05).
     """
 
     n_replicas: int = 24
