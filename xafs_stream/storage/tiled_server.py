@@ -132,8 +132,11 @@ def _enable_wal(path: Path) -> None:
     Without it a live reader polling a table while TiledWriter appends got "database is locked" (HTTP 500).
     """
     import sqlite3
+    from contextlib import closing
 
-    with sqlite3.connect(path) as conn:
+    # closed here, before the server's own SQLite (adbc) opens the file: a descriptor of it closed later in this
+    # process would drop the server's POSIX locks on it
+    with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
