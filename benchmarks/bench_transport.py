@@ -19,8 +19,8 @@
    and ``xafs-stream watch`` follow a run), or polls Tiled every 50 ms (``--reader poll``).
 
 3. Priority lanes (``--mixed``, on its own): the latency of 2. while Bayes XANES fits of every repeat run
-   beside the normalisation (2 workers), without lanes and with ``[service] slow_workers = 1``; writes
-   benchmarks/results/lanes.json.
+   beside the normalisation (2 workers), without lanes and with ``[service] slow_workers = 1`` (the slow
+   worker at ``[worker] slow_nice`` 0, and at the default 10); writes benchmarks/results/lanes.json.
 
     python benchmarks/bench_transport.py [--quick] [--latency-only] [--reader events|poll] [--mixed]
 
@@ -312,7 +312,7 @@ def _map_reader(events_address: str, result_file: str, ready, stop) -> None:
 
 
 def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode: str = "events", *,
-                  analyses: str = "xafs.normalize", slow_workers: int = 0,
+                  analyses: str = "xafs.normalize", slow_workers: int = 0, slow_nice: int = 10,
                   analysis_config: dict | None = None, map_tiles: int = 0) -> dict:
     from bluesky import RunEngine
 
@@ -326,7 +326,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
     cfg = load_config(overrides={
         "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0, "slow_workers": slow_workers},
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0"},
-        "worker": {"analyses": analyses}, "dashboard": {"enabled": False}})
+        "worker": {"analyses": analyses, "slow_nice": slow_nice}, "dashboard": {"enabled": False}})
     cfg.analysis.update(analysis_config or {})
     seen: dict[str, float] = {}
     slow_done: list[float] = []
@@ -445,6 +445,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
         out["map_lag_ms"] = [round(v) for v in lags]
     out["analyses"] = analyses
     out["slow_workers"] = slow_workers
+    out["slow_nice"] = slow_nice
     if slow_done:
         out["bayes_results"] = len(slow_done)
         out["bayes_to_computed_median_ms"] = float(np.median(slow_done))
@@ -470,8 +471,9 @@ def mixed_main(args: argparse.Namespace) -> int:
     mixed = {"analyses": "xafs.normalize,xafs.quality,bayes.xanes,imaging.features",
              "analysis_config": {"bayes.xanes": {"units": "all"}}, "map_tiles": 4}
     n_scans = 3 if args.quick else 6
-    rows = {name: bench_latency(n_scans, 3, reader_mode=args.reader, slow_workers=sw, **mixed)
-            for name, sw in (("no lanes", 0), ("lanes (1 slow worker)", 1))}
+    rows = {name: bench_latency(n_scans, 3, reader_mode=args.reader, slow_workers=sw, slow_nice=nice, **mixed)
+            for name, sw, nice in (("no lanes", 0, 10), ("lanes, slow_nice 0", 1, 0),
+                                   ("lanes (1 slow worker)", 1, 10))}
     print(f"\nNormalisation and map latency while Bayes XANES fits run on every repeat ({platform.node()}, "
           f"{os.cpu_count()} cores, 2 workers, {n_scans} scans x 3 repeats, then a 2x2-tile map)")
     print(f"{'':24} {'units':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'Bayes fits':>11} "

@@ -6,6 +6,7 @@ registry: ``toy.norm`` (fast) and ``toy.fit`` (slow: 1 s, needs ``toy.norm``).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -143,6 +144,9 @@ def test_serve_splits_its_workers_into_lanes(tmp_path, wait_for):
         pub = UnitPublisher(svc.frontend, tmp_path / "outbox")
         try:
             assert wait_for(lambda: {w["lane"] for w in svc.status()["workers"]} == {"fast", "slow"}, 60)
+            # the slow lane's worker yields the CPU: it runs [worker] slow_nice (default 10) nicer than the fast
+            fast, slow = (os.getpriority(os.PRIO_PROCESS, proc.pid) for proc in svc.worker_procs)
+            assert slow == min(fast + 10, 19), (fast, slow)
             pub.submit(UnitEnvelope(unit))
             assert wait_for(lambda: svc.status()["stats"]["done"] == 1, 120)
         finally:

@@ -126,6 +126,9 @@ def test_config_file_env_and_overrides(tmp_path):
     bad.write_text("[service]\nworkers = 'many'\n")
     with pytest.raises(ConfigError, match="workers: expected int"):
         load_config(bad, environ={})
+    assert load_config(environ={}).worker.slow_nice == 10  # a slow-lane worker yields the CPU by default
+    with pytest.raises(ConfigError, match=r"\[worker\] slow_nice must be 0 \.\. 19"):
+        load_config(environ={"XAFS_STREAM_WORKER_SLOW_NICE": "25"})
 
 
 def test_result_event_round_trip_and_checks():

@@ -95,6 +95,8 @@ class BrokerConfig:
 class WorkerConfig:
     credit: int = 2
     lane: str = ""  # with [broker] lanes: "fast" or "slow" (the analyses it runs); "": both
+    slow_nice: int = 10  # a slow-lane worker lowers its CPU priority by this (os.nice, 0..19): on a busy host
+    #                      the fast lane, the broker and Tiled run first; 0 keeps the priority
     analyses: list = field(default_factory=list)  # run only these (and what they need); empty: all
     plugins: list = field(default_factory=list)  # extra modules that register analyses (importable names)
 
@@ -264,6 +266,8 @@ def load_config(path: str | Path | None = None, *, overrides: dict[str, dict[str
     if not 0 <= cfg.service.slow_workers < max(cfg.service.workers, 1):
         raise ConfigError(f"[service] slow_workers must be 0 .. workers - 1 (one worker at least serves the fast "
                           f"lane), got {cfg.service.slow_workers} of {cfg.service.workers}")
+    if not 0 <= cfg.worker.slow_nice <= 19:
+        raise ConfigError(f"[worker] slow_nice must be 0 .. 19 (a niceness increment), got {cfg.worker.slow_nice}")
     if cfg.worker.lane not in ("", "fast", "slow"):
         raise ConfigError(f"[worker] lane must be \"\", \"fast\" or \"slow\", got {cfg.worker.lane!r}")
     if not re.fullmatch(r"merges|every:[1-9][0-9]*", cfg.broker.shed_keep):

@@ -28,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from ..worker import MapOwner, UnitHandler, Worker
 
     cfg = config_from_args(args, worker={"credit": args.credit, "lane": args.lane})
+    if cfg.worker.lane == "slow" and cfg.worker.slow_nice:
+        # slow fits yield the CPU to the fast lane, the broker and Tiled on the same host (issue 20 item 1)
+        os.nice(cfg.worker.slow_nice)
     registry = analysis_registry(cfg)
     if not cfg.tiled.uri:
         raise CliError("worker needs --tiled-uri (or [tiled] uri): workers write results to an existing Tiled")
