@@ -377,8 +377,8 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
 
             tiles._emit = stamp_tile
             side = int(round(map_tiles ** 0.5))
-            RE(mu_xafs_map(bl.mapdet, bl.dcm, bl.stage, list(default_map_energies(30)), n_tile_rows=side,
-                           n_tile_cols=side, element="Fe", sample="phantom"))
+            (map_uid,) = RE(mu_xafs_map(bl.mapdet, bl.dcm, bl.stage, list(default_map_energies(30)),
+                                        n_tile_rows=side, n_tile_cols=side, element="Fe", sample="phantom"))
         session.flush()
         svc.wait_idle(600 if "bayes" in analyses else 120, publisher=session.publisher)
         if map_tiles:
@@ -411,6 +411,17 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
                 t = node.metadata.get("timings", {}).get("since_unit_complete_s")
                 if t is not None:
                     slow_done.append(1e3 * float(t))
+        tile_split = []
+        if map_tiles:  # per tile: when its features were computed after it completed, and the compute alone
+            for k in range(len(tile_done)):
+                try:
+                    t = reader[f"{RESULTS_ROOT}/{map_uid}/imaging_features/tile_{k}"].metadata.get("timings", {})
+                except KeyError:
+                    continue
+                tile_split.append({key: round(1e3 * float(t[key])) for key in ("received_after_complete_s",
+                                                                                "started_after_complete_s",
+                                                                                "since_unit_complete_s",
+                                                                                "compute_s") if key in t})
         session.close()
     tags = [k for k in unit_done if k in seen]
     lat_arr = np.asarray([seen[k] - unit_done[k] for k in tags]) * 1e3
@@ -443,6 +454,8 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
         out["map_lag_median_ms"] = float(np.median(lags)) if lags else None
         out["map_lag_p95_ms"] = float(np.percentile(lags, 95)) if lags else None
         out["map_lag_ms"] = [round(v) for v in lags]
+        out["tile_done_after_first_ms"] = [round(1e3 * (t - tile_done[0])) for t in tile_done]
+        out["tile_features_ms"] = tile_split  # since_unit_complete_s etc., in ms
     out["analyses"] = analyses
     out["slow_workers"] = slow_workers
     out["slow_nice"] = slow_nice

@@ -68,6 +68,9 @@ def test_spectra_end_to_end(service, session, RE, beamline, collect):
         md = run["xafs_normalize"][key].metadata
         assert md["status"] == "ok", md["error"]
         assert abs(md["summary"]["e0"] - 8979.0) < 1.0
+        # where its lag went: at the worker, then started, then stored, in that order (s after the unit completed)
+        t = md["timings"]
+        assert 0 <= t["received_after_complete_s"] <= t["started_after_complete_s"] <= t["since_unit_complete_s"] < 60
     # the run node carries the merged spectrum's numbers for queries
     assert run.metadata["sample"] == "Cu"
     assert abs(run.metadata["summary"]["e0"] - 8979.0) < 1.0

@@ -122,12 +122,19 @@ class UnitHandler:
         if wanted is not None:
             envelope.analyses = sorted(wanted) or ["__none__"]
         sent = _finite(envelope.unit.metadata.get("t_complete"))
+        received = _finite(envelope.extra.get("received"))
+        started = time.time()
 
         def store(record: ResultRecord, *, hook: bool = False) -> None:
             if not hook and mine is not None and record.analysis not in mine:
                 return  # computed for another analysis of this lane; the other lane stores it
             if sent is not None:
+                # where a result's lag went: to this worker (transport and the broker's queue), waiting in it,
+                # then computing and storing (this record's and, before it, those stored first)
                 record.timings["t_complete"] = sent
+                if received is not None:
+                    record.timings["received_after_complete_s"] = received - sent
+                record.timings["started_after_complete_s"] = started - sent
                 record.timings["since_unit_complete_s"] = time.time() - sent
             self.store_record(record)
 
