@@ -312,7 +312,7 @@ def _map_reader(events_address: str, result_file: str, ready, stop) -> None:
 
 
 def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode: str = "events", *,
-                  analyses: str = "xafs.normalize", slow_workers: int = 0, slow_nice: int = 10,
+                  analyses: str = "xafs.normalize", slow_workers: int = 0, slow_nice: int | None = None,
                   analysis_config: dict | None = None, map_tiles: int = 0) -> dict:
     from bluesky import RunEngine
 
@@ -320,13 +320,14 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
     from xafs_stream.plans import xafs_scan
     from xafs_stream.service import Service, subscribe
     from xafs_stream.simulated_devices.beamline import make_beamline
-    from xafs_stream.storage.layout import RESULTS_ROOT
+    from xafs_stream.storage.layout import RESULTS_ROOT, result_node, unit_key
 
     tmp = tempfile.mkdtemp(prefix="bench-lat-")
     cfg = load_config(overrides={
         "service": {"data_dir": tmp, "workers": 2, "reconcile_recent": 0, "slow_workers": slow_workers},
         "broker": {"frontend": "tcp://127.0.0.1:0", "backend": "tcp://127.0.0.1:0", "events": "tcp://127.0.0.1:0"},
-        "worker": {"analyses": analyses, "slow_nice": slow_nice}, "dashboard": {"enabled": False}})
+        "worker": {"analyses": analyses, **({} if slow_nice is None else {"slow_nice": slow_nice})},
+        "dashboard": {"enabled": False}})
     cfg.analysis.update(analysis_config or {})
     seen: dict[str, float] = {}
     slow_done: list[float] = []
@@ -403,25 +404,22 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
         if "bayes.xanes" in analyses:  # the slow fits that ran beside: how many, and when they finished
             for tag in unit_done:
                 uid, rep = tag.rsplit(":", 1)
-                key = "merge" if rep == "merge" else f"repeat_{rep}"
-                try:
-                    node = reader[f"{RESULTS_ROOT}/{uid}/bayes_xanes/{key}"]
-                except KeyError:
+                node = result_node(reader, uid, "bayes.xanes", unit_key("spectrum", rep))
+                if node is None:
                     continue
                 t = node.metadata.get("timings", {}).get("since_unit_complete_s")
                 if t is not None:
                     slow_done.append(1e3 * float(t))
         tile_split = []
-        if map_tiles:  # per tile: when its features were computed after it completed, and the compute alone
+        if map_tiles:  # per tile, ms after it completed: at the worker, started, stored; and the compute alone
             for k in range(len(tile_done)):
-                try:
-                    t = reader[f"{RESULTS_ROOT}/{map_uid}/imaging_features/tile_{k}"].metadata.get("timings", {})
-                except KeyError:
+                node = result_node(reader, map_uid, "imaging.features", unit_key("tile", k))
+                if node is None:
                     continue
-                tile_split.append({key: round(1e3 * float(t[key])) for key in ("received_after_complete_s",
-                                                                                "started_after_complete_s",
-                                                                                "since_unit_complete_s",
-                                                                                "compute_s") if key in t})
+                t = node.metadata.get("timings", {})
+                tile_split.append({key: round(1e3 * float(t[key])) for key in (
+                    "received_after_complete_s", "started_after_complete_s", "since_unit_complete_s", "compute_s")
+                    if key in t})
         session.close()
     tags = [k for k in unit_done if k in seen]
     lat_arr = np.asarray([seen[k] - unit_done[k] for k in tags]) * 1e3
@@ -458,7 +456,7 @@ def bench_latency(n_scans: int, repeats: int, poll_s: float = 0.05, reader_mode:
         out["tile_features_ms"] = tile_split  # since_unit_complete_s etc., in ms
     out["analyses"] = analyses
     out["slow_workers"] = slow_workers
-    out["slow_nice"] = slow_nice
+    out["slow_nice"] = cfg.worker.slow_nice
     if slow_done:
         out["bayes_results"] = len(slow_done)
         out["bayes_to_computed_median_ms"] = float(np.median(slow_done))
@@ -485,8 +483,8 @@ def mixed_main(args: argparse.Namespace) -> int:
              "analysis_config": {"bayes.xanes": {"units": "all"}}, "map_tiles": 4}
     n_scans = 3 if args.quick else 6
     rows = {name: bench_latency(n_scans, 3, reader_mode=args.reader, slow_workers=sw, slow_nice=nice, **mixed)
-            for name, sw, nice in (("no lanes", 0, 10), ("lanes, slow_nice 0", 1, 0),
-                                   ("lanes (1 slow worker)", 1, 10))}
+            for name, sw, nice in (("no lanes", 0, None), ("lanes, slow_nice 0", 1, 0),
+                                   ("lanes (1 slow worker)", 1, None))}
     print(f"\nNormalisation and map latency while Bayes XANES fits run on every repeat ({platform.node()}, "
           f"{os.cpu_count()} cores, 2 workers, {n_scans} scans x 3 repeats, then a 2x2-tile map)")
     print(f"{'':24} {'units':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8} {'Bayes fits':>11} "

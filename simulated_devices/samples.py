@@ -133,7 +133,7 @@ def sample_from_file(path: str | Path, element: str | None = None, edge: str | N
     neither says. ``is_foil`` aligns the edge to the tabulated E0 (for metal foils). ``mu_column``: which
     column of a file with several spectra (e.g. a reference library), by its label."""
     path = Path(path)
-    spec = read_spectrum(path, mu_column=mu_column) if mu_column else read_spectrum(path)
+    spec = read_spectrum(path, mu_column=mu_column or None)
     element = element or spec.element
     edge = edge or spec.edge or "K"
     if not element:

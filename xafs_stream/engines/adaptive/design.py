@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .local import (
+    FEATURES,
     HALF_WIDTH,
     LocalEstimate,
     estimate,
@@ -32,7 +33,7 @@ from .local import (
     whiteline_rivals,
 )
 
-LOCAL = ("e0", "whiteline", "preedge")
+LOCAL = FEATURES
 #: share of noise redraws that must find a feature at the same place before its value counts
 IDENTIFIED = 0.95
 #: targets the agent can reach. The number of peaks K is not one of them: a BIC comparison of least-squares

@@ -43,6 +43,8 @@ PE_MIN_AREA_Z = 5.0
 #: the anchor is sought within this share of the half width: a sextic's wiggles near its window's ends make
 #: spurious curvature minima, on which the window then stuck (hematite, 2 of 12 realisations)
 PE_ANCHOR_SHARE = 0.6
+#: the features, in the order :func:`rough_features` returns them
+FEATURES = ("e0", "whiteline", "preedge")
 _DEGREE = {"e0": 3, "whiteline": 4, "preedge": 6}
 HALF_WIDTH = {"e0": E0_HALF_EV, "whiteline": WL_HALF_EV, "preedge": PE_HALF_EV}  # eV
 
@@ -353,7 +355,7 @@ def feature_candidates(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0_g
     draws = np.array([rough_features(energy, mu + rng.normal(0.0, 1.0, sd.size) * sd, e0_guess)
                       for _ in range(n_draws)])
     out = {}
-    for j, name in enumerate(("e0", "whiteline", "preedge")):
+    for j, name in enumerate(FEATURES):
         values = np.sort(draws[:, j])
         groups: list[list[float]] = []
         for v in values:
