@@ -28,12 +28,14 @@ def _tile(index: int) -> tuple[UnitEnvelope, list[ResultRecord]]:
 
 
 def _written(owner: MapOwner) -> list[int]:
-    """Tiles (in order) after which the owner returned a whole-map record."""
+    """Tiles (in order) after which the owner returned a whole-map record; only the last tile's is final (the
+    store may defer the run summary of the others)."""
     out = []
     for i in range(4):
         extra = owner.post_process(*_tile(i))
         if extra:
             assert [r.analysis for r in extra] == ["imaging.map"] and extra[0].status == "ok"
+            assert extra[0].final == (i == 3)
             out.append(i)
     return out
 

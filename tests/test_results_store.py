@@ -86,15 +86,46 @@ def test_other_arrays_go_to_a_container_and_round_trip(tiled):
     node = tiled.client[RESULTS_ROOT]["run-b"]["xafs_normalize"]["merge"]
     assert structure_family(node) == "container"
     layout = result_layout(node)
-    # "long" would pad "energy" and "mu" 100-fold (the table 50x its data): it gets its own node; a and b (same dims, shape) are stacked
+    # "long" would pad "energy" and "mu" 100-fold (the table 50x its data): it gets its own node; a, b and the
+    # integer labels (same dims, shape) are one float64 stack, the labels' dtype restored on reading
     assert any(names == ["long"] for _, names in layout.values())
-    assert any(set(names) == {"a", "b"} for _, names in layout.values())
+    assert any(set(names) == {"a", "b", "labels"} for _, names in layout.values())
     assert any(set(names) == {"png.labels", "quicklook_png"} for _, names in layout.values())  # one packed node
     back = read_arrays(node)
     assert set(back) == set(arrays)
     for name, arr in arrays.items():
         np.testing.assert_array_equal(back[name], arr)
+        assert back[name].dtype == arr.dtype, name
     assert back["png.labels"].tobytes() == png.tobytes() and back["quicklook_png"].tobytes() == png2.tobytes()
+
+
+def test_a_result_of_one_stacked_array_is_that_array_node_stored_in_two_requests(tiled):
+    """A map tile's features (N-D maps of one shape, nothing else) need no container: the unit node is the
+    stacked array, with the result's metadata; it reads back by name, also from its result event."""
+    from xafs_stream.storage.layout import read_stored
+
+    store = ResultStore(tiled.client)
+    store.write(record("run-t", 0, spectrum_result(seed=1)))  # creates the run and analysis nodes
+    rng = np.random.default_rng(5)
+    arrays = {f"f.{n}": rng.normal(size=(6, 7)) for n in ("edge", "whiteline", "step")}
+    log = RequestLog(tiled.client)
+    event = store.write(record("run-t", 1, AnalysisResult(arrays=arrays, dims={k: ("y", "x") for k in arrays},
+                                                          summary={"imaging.tile.y0": 0})))
+    assert [m for m, _ in log.requests] == ["POST", "PUT"], log.requests
+    assert event["family"] == "array" and event["table"] is None
+    node = tiled.client[event["path"]]
+    assert structure_family(node) == "array"
+    assert node.metadata["status"] == "ok" and node.metadata["summary"]["imaging"]["tile"]["y0"] == 0
+    assert list(result_layout(node)) == [""]
+    for back in (read_arrays(node), read_stored(tiled.client, event["path"])):
+        assert sorted(back) == sorted(arrays)
+        for name, arr in arrays.items():
+            np.testing.assert_array_equal(back[name], arr, err_msg=name)
+    # one array alone is the same; a redelivery replaces it; an error record is a container again
+    store.write(record("run-t", 1, AnalysisResult(arrays={"only": np.arange(12).reshape(3, 4)})))
+    np.testing.assert_array_equal(read_arrays(tiled.client[event["path"]])["only"], np.arange(12).reshape(3, 4))
+    store.write(record("run-t", 1, None, status="error"))
+    assert structure_family(tiled.client[event["path"]]) == "container"
 
 
 def test_a_rewrite_replaces_the_node_even_when_its_kind_changes(tiled):
@@ -221,8 +252,9 @@ def test_a_live_map_is_updated_in_place(tiled):
     second = map_result(0.5, 1400)  # PNGs grew, within the packed node's padding
     store.write(map_record("run-m", second))
     methods = [m for m, _ in log.requests]
-    # 3 children's data and the container's metadata (PUT), the run's summary (PATCH: a map speaks for its run)
-    assert sorted(methods) == ["PATCH", "PUT", "PUT", "PUT", "PUT"], log.requests
+    # 2 children's data (the packed PNGs; the maps and labels in one stack) and the container's metadata
+    # (PUT), the run's summary (PATCH: a map speaks for its run)
+    assert sorted(methods) == ["PATCH", "PUT", "PUT", "PUT"], log.requests
     node = tiled.client[path]
     assert node.metadata["summary"]["imaging"]["coverage"] == 0.5
     assert [spec.name for spec in node.specs] == ["xafs-result"]
@@ -246,6 +278,90 @@ def test_a_live_map_is_updated_in_place(tiled):
     assert tiled.client[path].metadata["status"] == "error" and list(tiled.client[path]) == []
     store.write(map_record("run-m", map_result(1.0, 1000)))
     assert sorted(read_arrays(tiled.client[path])) == sorted(map_result(1.0, 1000).arrays)
+
+
+def test_a_busy_live_map_defers_its_runs_summary_and_its_last_write_sends_it(tiled):
+    """An intermediate map write (final False) soon after the last run update leaves the run's summary for
+    later (one request less per tile); a changed verdict, the interval passing, a flush or the map's last
+    write sends it."""
+    store = ResultStore(tiled.client, summary_interval_s=60.0)
+    run_path = f"{RESULTS_ROOT}/run-d"
+
+    def write(fill: float, *, final: bool, verdict: str = "ok") -> list[str]:
+        result = map_result(fill, 1000)
+        result.verdict = verdict
+        rec = map_record("run-d", result)
+        rec.final = final
+        log = RequestLog(tiled.client)
+        store.write(rec)
+        tiled.client.context.http_client.event_hooks["request"].remove(log._hook)
+        return [m for m, _ in log.requests]
+
+    def coverage() -> float:
+        return tiled.client[run_path].metadata["summary"]["imaging"]["coverage"]
+
+    write(0.25, final=False)  # the first write of a run's map always updates the run
+    assert coverage() == 0.25 and store.flush_run_updates() is None
+    assert sorted(write(0.5, final=False)) == ["PUT"] * 3  # the map's 2 children and metadata; no PATCH
+    assert coverage() == 0.25
+    assert 0 < store.flush_run_updates() <= 60.0  # deferred, due within the interval
+    assert store.flush_run_updates(force=True) is None and coverage() == 0.5
+    assert "PATCH" in write(0.6, final=False, verdict="warn")  # the verdict changed: sent at once
+    assert tiled.client[run_path].metadata["quality"]["imaging_map"] == "warn"
+    assert "PATCH" not in write(0.7, final=False, verdict="warn")
+    assert "PATCH" in write(1.0, final=True, verdict="warn")  # the last tile's map
+    assert coverage() == 1.0 and store.flush_run_updates() is None  # the deferred 0.7 was superseded
+    store.summary_interval_s = 0.0
+    assert "PATCH" in write(1.0, final=False)  # the interval passed
+
+
+def test_an_idle_worker_sends_a_deferred_run_summary_when_it_is_due(tiled):
+    """The worker's compute loop flushes the store's deferred run updates while it waits for units, and all
+    of them when it stops."""
+    import threading
+
+    from xafs_stream.analyses.registry import Registry
+    from xafs_stream.worker import UnitHandler, Worker
+
+    store = ResultStore(tiled.client, summary_interval_s=0.5)
+    for fill, final in ((0.25, False), (0.5, False)):
+        rec = map_record("run-idle", map_result(fill, 1000))
+        rec.final = final
+        store.write(rec)
+    run = tiled.client[f"{RESULTS_ROOT}/run-idle"]
+    assert run.metadata["summary"]["imaging"]["coverage"] == 0.25
+    worker = Worker("tcp://127.0.0.1:9", UnitHandler(store, Registry()))
+    thread = threading.Thread(target=worker._compute_loop, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while tiled.client[f"{RESULTS_ROOT}/run-idle"].metadata["summary"]["imaging"]["coverage"] != 0.5:
+        assert time.monotonic() < deadline, "the deferred run summary was not sent"
+        time.sleep(0.1)
+    rec = map_record("run-idle", map_result(0.75, 1000))
+    rec.final = False
+    store.summary_interval_s = 60.0
+    store.write(rec)  # deferred for a minute; the worker stops meanwhile
+    worker._todo.put(None)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert tiled.client[f"{RESULTS_ROOT}/run-idle"].metadata["summary"]["imaging"]["coverage"] == 0.75
+
+
+def test_only_exact_layers_join_a_float_stack():
+    """Integers beyond 2**53 would lose digits in float64: they keep their own node; complex maps their own."""
+    from xafs_stream.storage.layout import plan_arrays
+
+    yx = ("y", "x")
+    arrays = {"f": np.ones((2, 3)), "small": np.arange(6).reshape(2, 3), "ok": np.ones((2, 3), bool),
+              "big": np.full((2, 3), 2**60), "big2": np.zeros((2, 3), np.int64),
+              "z": np.ones((2, 3), complex), "z2": np.zeros((2, 3), complex)}
+    children = plan_arrays(AnalysisResult(arrays=arrays, dims={k: yx for k in arrays})).children()
+    by_layers = {tuple(c.metadata["layers"]): c for c in children}
+    assert set(by_layers) == {("f", "small", "ok", "big2"), ("big",), ("z", "z2")}
+    floats = next(c for layers, c in by_layers.items() if "f" in layers)
+    assert floats.data.dtype == np.float64 and floats.metadata["layer_dtypes"]["small"] == np.dtype(int).str
+    assert by_layers[("z", "z2")].data.dtype == complex and by_layers[("z", "z2")].key == "stack_y_x_complex128"
+    assert by_layers[("big",)].data.dtype == np.int64
 
 
 def test_packed_bytes_keep_their_shape_while_they_grow_and_read_the_older_layout():

@@ -185,6 +185,7 @@ class ResultRecord:
     unit_metadata: dict[str, Any] = field(default_factory=dict)
     attempt: int = 0
     worker: str = ""
+    final: bool = True  # False: an intermediate state of a unit written again soon (a live map before its last tile)
 
     @property
     def representative(self) -> bool:

@@ -21,8 +21,11 @@ spectrum's μ, χ(k), |χ(R)|, fit curves) is ONE table node, the unit node itse
 shorter arrays padded with NaN (their lengths in the metadata ``table_lengths``). Any other result is a
 container: a table ``arrays`` for its 1-D numbers, one array ``bytes`` with its 1-D uint8 arrays (PNGs)
 packed (metadata ``layers``; see :func:`pack_blobs`), one array node per other 1-D array and one stacked
-array per group of N-D arrays sharing dims and shape (metadata ``layers`` names the slices). Few nodes per
-result because each node costs two HTTP requests and the Tiled server ~20-25 ms of CPU per request.
+array per group of N-D arrays sharing dims and shape (metadata ``layers`` names the slices; integer and
+bool layers join a float64 stack exactly, their dtypes in ``layer_dtypes``). A result that
+would be a container of one array node (a map tile's stacked features) is that array node itself, with the
+result's metadata and ``layers``. Few nodes per result because each node costs two HTTP requests and the
+Tiled server ~20-25 ms of CPU per request.
 
 Reading back (:func:`read_arrays`, :func:`read_stored`) undoes all of this; a result whose node exists but
 whose data are not all written yet raises :class:`ResultIncomplete`. Writing is
@@ -249,13 +252,21 @@ class ArrayPlan:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D numbers → one table
     singles: dict[str, np.ndarray] = field(default_factory=dict)  # other 1-D arrays → one array node each
     blobs: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D bytes (PNGs) → one packed uint8 node
-    grids: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # N-D → stacked per (dims, shape)
+    # N-D → stacked per (dims, shape, True for exact in float64 | else the dtype)
+    grids: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)
     dims: dict[str, tuple] = field(default_factory=dict)
     blob_capacity: int = 0  # the result's size hint for the packed blobs, bytes
 
     @property
     def is_single_table(self) -> bool:
         return bool(self.columns) and not self.singles and not self.grids and not self.blobs
+
+    def single_array(self) -> Child | None:
+        """The result's only node when that is one array (a tile's stacked feature maps): the unit node is
+        then that array, 2 requests instead of 3 for a container holding it. None otherwise."""
+        if self.columns or len(self.singles) + len(self.grids) + bool(self.blobs) != 1:
+            return None
+        return self.children()[0]
 
     def table_metadata(self) -> dict[str, Any]:
         return {"table_columns": list(self.columns),
@@ -283,24 +294,43 @@ class ArrayPlan:
         if self.blobs:  # a map's 15 PNGs: 1 node instead of 15 (2 requests each, at every map update)
             out.append(Child(BLOBS_KEY, "array", pack_blobs(self.blobs, self.blob_capacity), None,
                               {"layers": list(self.blobs), "packed": BLOB_HEADER}))
-        for (dims, shape, is_float), arrays in self.grids.items():
+        for (dims, shape, group), arrays in self.grids.items():
+            numeric = group is True
             names = list(arrays)
             if len(names) == 1:
                 arr = np.ascontiguousarray(arrays[names[0]])
                 out.append(Child(node_key(names[0]), "array", arr, list(dims) or None, {"layers": names}))
                 continue
-            dtype = np.float64 if is_float else np.result_type(*arrays.values())
+            md: dict[str, Any] = {"layers": names, "stacked": True}
+            is_float = numeric and any(a.dtype.kind == "f" for a in arrays.values())
+            if is_float:  # integer and bool layers ride along exactly (a map's labels: one node less per update)
+                dtype, suffix = np.dtype(np.float64), ""
+                exact = {n: a.dtype.str for n, a in arrays.items() if a.dtype.kind != "f"}
+                md.update({"layer_dtypes": exact} if exact else {})
+            else:
+                dtype = np.result_type(*arrays.values())
+                suffix = "_int" if numeric else f"_{dtype.name}"
             block = np.stack([np.asarray(arrays[n], dtype=dtype) for n in names])
-            key = "stack_" + ("_".join(dims) if dims else "x".join(map(str, shape))) + ("" if is_float else "_int")
-            out.append(Child(node_key(key), "array", block, ["layer", *dims] if dims else None,
-                              {"layers": names, "stacked": True}))
+            key = "stack_" + ("_".join(dims) if dims else "x".join(map(str, shape))) + suffix
+            out.append(Child(node_key(key), "array", block, ["layer", *dims] if dims else None, md))
         return out
+
+
+def _exact_in_float64(arr: np.ndarray) -> bool:
+    """Whether ``arr`` (floats, bools or integers within ±2⁵³) survives a float64 stack unchanged."""
+    kind = arr.dtype.kind
+    if kind in "fb":
+        return True
+    if kind not in "iu":
+        return False
+    return arr.size == 0 or max(abs(int(arr.min())), abs(int(arr.max()))) <= 2**53
 
 
 def plan_arrays(result: AnalysisResult) -> ArrayPlan:
     """1-D float/bool arrays share one NaN-padded table unless padding would more than double it (then the
     longest go to their own nodes); other 1-D arrays (PNG bytes, integers) get a node each; N-D arrays
-    sharing dims and shape are stacked."""
+    sharing dims and shape are stacked (integer and bool layers in a float64 stack when they are exact in
+    it, their dtypes in metadata ``layer_dtypes``)."""
     plan = ArrayPlan(blob_capacity=int(result.blob_capacity))
     for name, arr in result.arrays.items():
         arr = np.asarray(arr)
@@ -313,7 +343,8 @@ def plan_arrays(result: AnalysisResult) -> ArrayPlan:
         elif arr.ndim <= 1:
             plan.singles[name] = arr
         else:
-            plan.grids.setdefault((dims, arr.shape, arr.dtype.kind == "f"), {})[name] = arr
+            exact = _exact_in_float64(arr)  # else one stack per dtype: nothing is cast with a loss
+            plan.grids.setdefault((dims, arr.shape, True if exact else arr.dtype.str), {})[name] = arr
     while len(plan.columns) > 1:
         sizes = {n: v.size for n, v in plan.columns.items()}
         longest = max(sizes, key=sizes.get)
@@ -438,10 +469,13 @@ def structure_family(node: Any) -> str:
 
 def result_layout(node: Any) -> dict[str, tuple[str, list[str]]]:
     """``{child key: (structure family, [array names it holds])}`` of a result node ("" = the node itself,
-    when the result is one table), from the listing already fetched or one listing request."""
-    if structure_family(node) == "table":
+    when the result is one table or one array), from the listing already fetched or one listing request."""
+    family = structure_family(node)
+    if family == "table":
         md = node.metadata
         return {"": ("table", list(md.get("table_columns") or md.get("columns") or []))}
+    if family == "array":  # a result that is one array node (ArrayPlan.single_array)
+        return {"": ("array", list(node.metadata.get("layers") or []))}
     out = {}
     try:
         children = list(node.items())
@@ -477,8 +511,9 @@ def read_named(node: Any, layout: dict[str, tuple[str, list[str]]], names: list[
             data = _read(child, f"result array {key} is not readable now")
             md = child.metadata
             if md.get("stacked"):
+                dtypes = md.get("layer_dtypes") or {}
                 for i, name in enumerate(held):
-                    out[name] = data[i]
+                    out[name] = data[i].astype(dtypes[name]) if name in dtypes else data[i]
             elif md.get("packed") or md.get("packed_sizes"):
                 out.update(unpack_blobs(data, held, md))
             else:

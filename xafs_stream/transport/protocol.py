@@ -299,7 +299,7 @@ def encode_stored(event: dict[str, Any]) -> bytes:
 
         {"schema": 1, "run_uid": "...", "analysis": "xafs.normalize", "unit": "repeat_0", "unit_id": "...",
          "path": "xafs_results/<uid>/xafs_normalize/repeat_0", "status": "ok"|"error"|"skipped",
-         "family": "table"|"container", "error": "", "summary": {...nested...},
+         "family": "table"|"array"|"container", "error": "", "summary": {...nested...},
          "verdict": ""|"ok"|"warn"|"bad", "verdict_reasons": ["..."],
          "table": null | {"columns": [...], "lengths": {...}, "dtypes": {...}}, "worker": "...", "written": s}
     """
@@ -323,8 +323,8 @@ def decode_stored(body: list) -> dict[str, Any]:
     _checked(check_id, parts[0], "STORED results root")
     if info.get("status") not in STORED_STATUSES:
         raise ProtocolError(f"STORED status must be one of {STORED_STATUSES}, got {brief(info.get('status'))}")
-    if info.get("family") not in ("table", "container"):
-        raise ProtocolError(f"STORED family must be 'table' or 'container', got {brief(info.get('family'))}")
+    if info.get("family") not in ("table", "array", "container"):
+        raise ProtocolError(f"STORED family must be 'table', 'array' or 'container', got {brief(info.get('family'))}")
     table = info.get("table")
     if table is not None and not (isinstance(table, dict) and isinstance(table.get("columns"), list)
                                   and isinstance(table.get("lengths", {}), dict)):

@@ -103,6 +103,19 @@ class UnitHandler:
         except Exception as exc:  # a hint: the first unit creates what is missing
             log.warning("%s: preparing result nodes of run %s failed: %s", self.name, info.get("run_uid"), exc)
 
+    def flush(self, *, force: bool = False) -> float | None:
+        """Send the store's deferred run-summary updates that are due (all with ``force``; see
+        :meth:`~xafs_stream.storage.results.ResultStore.flush_run_updates`): the seconds until the next is due,
+        or None. A failure is only logged: a map's next write updates its run anyway."""
+        flush = getattr(self.store, "flush_run_updates", None)
+        if flush is None:
+            return None
+        try:
+            return flush(force=force)
+        except Exception as exc:
+            log.warning("%s: a deferred run-summary update failed: %s", self.name, exc)
+            return None
+
     def handle(self, envelope: UnitEnvelope, computed: list[ResultRecord] | None = None) -> list[ResultRecord]:
         """Analyse one unit and store its records (each as soon as its analysis is done; for the unit kinds in
         the hook's ``stores_first_for``, after the hook's records). Returns the records.

@@ -260,12 +260,15 @@ class Worker:
         while not self._stop.is_set():
             while opens and opens[0][0] <= time.monotonic():
                 self.handler.prepare(opens.pop(0)[1])
+            wait = self.handler.flush()  # the run summaries a busy live map deferred, when due (no request if none)
+            flush_at = None if wait is None else time.monotonic() + wait
+            deadlines = [t for t in (opens[0][0] if opens else None, flush_at) if t is not None]
             try:
-                envelope = self._todo.get(timeout=max(0.0, opens[0][0] - time.monotonic()) if opens else None)
+                envelope = self._todo.get(timeout=max(0.0, min(deadlines) - time.monotonic()) if deadlines else None)
             except queue.Empty:
                 continue
             if envelope is None:
-                return
+                break
             if isinstance(envelope, _Open):
                 # a run starts, and usually the previous one just stopped: its last units are being stored
                 # while the raw writer flushes and creates the new run. Creating our nodes a moment later
@@ -287,3 +290,4 @@ class Worker:
                 raise
             self._done.put((P.DONE, envelope.unit_id, lane, status))
             self._waker.wake()
+        self.handler.flush(force=True)  # stopping: what was deferred is sent now

@@ -71,17 +71,24 @@ class MapOwner:
             md = unit.metadata
             acc = MapAccumulator((int(md["map_ny"]), int(md["map_nx"])), np.asarray(unit.arrays["energy"]),
                                  self.config.get(FEATURES, {}))
-            self._rebuild(acc, unit.run_uid, skip_index=unit.index)
+            self._rebuild(acc, unit, skip_index=unit.index)
             self.maps[unit.run_uid] = acc
         return acc
 
-    def _rebuild(self, acc: Any, run_uid: str, *, skip_index: Any) -> None:
-        """Add the tiles whose features are already in Tiled (another owner processed them)."""
+    def _stored_features(self, unit: Any) -> dict[str, Any]:
+        """``{unit key: node}`` of the run's stored tile features: one listing request through the store's node
+        of the run's features (made at the run's start), else a lookup and a listing (a store without one)."""
+        node_of = getattr(self.store, "analysis_node", None)
+        if node_of is not None:
+            return dict(node_of(unit.run_uid, FEATURES, self.store.run_node(unit.run_uid, unit.metadata)).items())
         client = getattr(self.store, "client", None)
-        if client is None:
-            return
+        return {} if client is None else analysis_results(client, unit.run_uid, FEATURES)
+
+    def _rebuild(self, acc: Any, unit: Any, *, skip_index: Any) -> None:
+        """Add the tiles whose features are already in Tiled (another owner processed them)."""
+        run_uid = unit.run_uid
         added = 0
-        for node in analysis_results(client, run_uid, FEATURES).values():
+        for node in self._stored_features(unit).values():
             md = node.metadata
             if md.get("status") != "ok" or md.get("unit_index") == skip_index:
                 continue
@@ -117,4 +124,5 @@ class MapOwner:
         if not last and recent and self.tile_waiting is not None and self.tile_waiting(unit.run_uid):
             return []
         self._last_write[unit.run_uid] = now
-        return [ResultRecord(**base, status="ok", result=result, timings={"compute_s": time.perf_counter() - t0})]
+        return [ResultRecord(**base, status="ok", result=result, timings={"compute_s": time.perf_counter() - t0},
+                             final=last)]
