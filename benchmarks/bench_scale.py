@@ -20,12 +20,10 @@ Needs the PostgreSQL server binaries (Debian package postgresql) and, as root, t
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,20 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from xafs_stream.testing import ThrowawayPostgres, free_port, postgres_bindir
+
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = "benchscalekey"
 ANALYSES = ("xafs.normalize", "xafs.quality")
-
-
-def _pg_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-    return os.path.dirname(found[-1]) if found[-1] else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_s(pid: int) -> float:
@@ -85,39 +74,6 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-class Postgres:
-    """A throw-away PostgreSQL cluster in a temporary directory (run as the postgres user when root)."""
-
-    def __init__(self, bindir: str):
-        self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="xafs-scale-pg-", dir="/tmp"))
-        self.port = _free_port()
-        as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if as_pg:
-            shutil.chown(self.root, "postgres")
-        subprocess.run([*as_pg, f"{bindir}/initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "tiled"],
-                       check=True, stdout=subprocess.DEVNULL)
-        self.proc = subprocess.Popen([*as_pg, f"{bindir}/postgres", "-D", str(self.root / "data"), "-p",
-                                      str(self.port), "-k", str(self.root), "-h", "127.0.0.1",
-                                      "-c", "max_connections=300"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port)],
-                                     capture_output=True).returncode == 0, 60, "PostgreSQL")
-
-    def new_database(self, name: str) -> str:
-        subprocess.run([f"{self.bindir}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "tiled", name],
-                       check=True)
-        return f"postgresql://tiled@127.0.0.1:{self.port}/{name}"
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 def _spectrum_units(n_points: int):
     from xafs_stream.simulated_devices.samples import load_sample
 
@@ -126,7 +82,7 @@ def _spectrum_units(n_points: int):
     return energy, sample.mu_t(energy)
 
 
-def run_config(pg: Postgres, n_tiled: int, n_workers: int, rate: float, seconds: float, n_points: int,
+def run_config(pg: ThrowawayPostgres, n_tiled: int, n_workers: int, rate: float, seconds: float, n_points: int,
                work: Path) -> dict:
     from xafs_stream.core import UnitEnvelope, WorkUnit
     from xafs_stream.transport.events import ResultEvents
@@ -148,13 +104,13 @@ def run_config(pg: Postgres, n_tiled: int, n_workers: int, rate: float, seconds:
         db = pg.new_database(f"catalog_{tag}")
         files = d / "tiled-data"
         files.mkdir()
-        ports = [_free_port() for _ in range(n_tiled)]
+        ports = [free_port() for _ in range(n_tiled)]
         for i, port in enumerate(ports):
             start(f"tiled{i}", [sys.executable, "-m", "tiled", "serve", "catalog", db, *(["--init"] if i == 0 else []),
                                 "--host", "127.0.0.1", "--port", str(port), "-w", str(files), "-w", db,
                                 "--api-key", KEY])
             _wait(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), 120, f"tiled serve #{i}")
-        fp, bp, ep = _free_port(), _free_port(), _free_port()
+        fp, bp, ep = free_port(), free_port(), free_port()
         frontend, backend, events = (f"tcp://127.0.0.1:{p}" for p in (fp, bp, ep))
         toml = d / "xafs-stream.toml"
         toml.write_text(f'[tiled]\nuri = "http://127.0.0.1:{ports[0]}/api/v1"\napi_key = "{KEY}"\n'
@@ -260,11 +216,11 @@ def main() -> int:
     ap.add_argument("--points", type=int, default=1000, help="points per spectrum (default 1000)")
     args = ap.parse_args()
     seconds = 20.0 if args.quick else args.seconds
-    bindir = _pg_bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         print("bench_scale skipped: no PostgreSQL server binaries (Debian package postgresql)")
         return 0
-    pg = Postgres(bindir)
+    pg = ThrowawayPostgres(bindir, max_connections=300)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="xafs-scale-"))
     try:

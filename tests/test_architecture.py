@@ -37,6 +37,7 @@ ALLOWED = {
     "core": set(),
     "config": set(),
     "data": set(),
+    "testing": set(),  # helpers for tests and benchmarks (a free port, a throw-away PostgreSQL)
     "engines": set(),
     "io": {"engines", "data"},
     "analyses": {"core", "config", "engines", "io", "simulated_devices"},

@@ -25,6 +25,7 @@ from xafs_stream.core import ResultRecord
 from xafs_stream.engines.xafs import find_e0
 from xafs_stream.storage.raw_writer import LiveTiledWriter
 from xafs_stream.storage.results import ResultStore
+from xafs_stream.testing import free_port
 from xafs_stream.web import start_dashboard
 
 REGIONS = [[-60, -10, 5, "E"], [-10, 30, 1, "E"], [30, 60, 5, "E"]]
@@ -312,10 +313,7 @@ def test_cli_serves_the_dashboard_over_a_tiled_uri(cli, tiled, capsys, tmp_path)
 
 
 def test_cli_reports_an_unreachable_tiled_in_one_line(cli, capsys, tmp_path, no_retries):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
-    rc = cli(["dashboard", "--tiled-uri", f"http://127.0.0.1:{free}/api/v1", "--no-broker", "--port", "0",
+    rc = cli(["dashboard", "--tiled-uri", f"http://127.0.0.1:{free_port()}/api/v1", "--no-broker", "--port", "0",
               "--run-for", "0", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "cannot connect to Tiled" in err[0]

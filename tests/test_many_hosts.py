@@ -8,7 +8,6 @@ otherwise."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -19,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+from xafs_stream.testing import postgres_bindir
 
 TILED_KEY = "manyhostskey1"
 
@@ -38,11 +39,6 @@ def _can_make_namespaces() -> str | None:
         return f"ip netns add is not permitted here: {res.stderr.strip()}"
     _ip("netns", "del", name, check=False)
     return None
-
-
-def _pg_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-    return os.path.dirname(found[-1]) if found[-1] else None
 
 
 class Hosts:
@@ -100,7 +96,7 @@ def test_broker_tiled_and_workers_on_separate_hosts(tmp_path, wait_for):
     why = _can_make_namespaces()
     if why:
         pytest.skip(why)
-    bindir = _pg_bindir()
+    bindir = postgres_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries (Debian package postgresql)")
     pytest.importorskip("ophyd")

@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from xafs_stream.testing import free_port
 
 
 def _stop(proc: subprocess.Popen | None, sig=signal.SIGTERM) -> None:
@@ -46,10 +41,11 @@ def test_xafs_scan_and_mu_xafs_map_from_the_queue(tmp_path, wait_for):
 
     toml = tmp_path / "xafs-stream.toml"
     toml.write_text(f'[service]\ndata_dir = "{tmp_path / "data"}"\nworkers = 1\n'
-                    f'[broker]\nfrontend = "tcp://127.0.0.1:{_port()}"\nbackend = "tcp://127.0.0.1:{_port()}"\n'
-                    f'events = "tcp://127.0.0.1:{_port()}"\n[dashboard]\nenabled = false\n')
+                    f'[broker]\nfrontend = "tcp://127.0.0.1:{free_port()}"\n'
+                    f'backend = "tcp://127.0.0.1:{free_port()}"\n'
+                    f'events = "tcp://127.0.0.1:{free_port()}"\n[dashboard]\nenabled = false\n')
     profile = write_profile(tmp_path / "profile", toml)
-    rport, control, info = _port(), _port(), _port()
+    rport, control, info = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen] = []
     RM = None
     try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from xafs_stream.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,13 +25,7 @@ def _section() -> str:
 
 
 def _blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", _section(), flags=re.S)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return re.findall(rf"```{lang}\n(.*?)```", _section(), flags=re.DOTALL)
 
 
 def test_the_beamline_section_runs_as_written(tmp_path):
@@ -40,8 +35,8 @@ def test_the_beamline_section_runs_as_written(tmp_path):
     assert cmd.strip() == "xafs-stream serve --config xafs-stream.toml" and len(python) >= 2
     # the configuration a user writes: the defaults (data_dir "xafs-data"), free ports, no dashboard
     (tmp_path / "xafs-stream.toml").write_text(
-        f'[broker]\nfrontend = "tcp://127.0.0.1:{_port()}"\nbackend = "tcp://127.0.0.1:{_port()}"\n'
-        f'events = "tcp://127.0.0.1:{_port()}"\n[dashboard]\nenabled = false\n')
+        f'[broker]\nfrontend = "tcp://127.0.0.1:{free_port()}"\nbackend = "tcp://127.0.0.1:{free_port()}"\n'
+        f'events = "tcp://127.0.0.1:{free_port()}"\n[dashboard]\nenabled = false\n')
     exe = Path(sys.executable).parent / "xafs-stream"
     serve = subprocess.Popen([str(exe), *cmd.split()[1:]], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
 
@@ -15,6 +13,7 @@ from xafs_stream.plans import xafs_scan
 from xafs_stream.config import load_config
 from xafs_stream.service import Service, subscribe
 from xafs_stream.storage.layout import RESULTS_ROOT
+from xafs_stream.testing import ThrowawayPostgres, free_port, postgres_bindir
 
 REGIONS = [[-60, 60, 2, "E"]]
 
@@ -44,14 +43,8 @@ def test_restart_reconciles_runs_recorded_without_live_processing(tmp_path, RE, 
         assert wait_for(done, 90, poll_s=0.5), "the service did not fill the recorded run on start"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tiled_serve(catalog_uri: str, tmp_path, api_key: str, wait_for) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     tables = f"sqlite:///{tmp_path / 'tables.db'}" if catalog_uri.startswith("sqlite") else catalog_uri
     proc = subprocess.Popen(
         [sys.executable, "-m", "tiled", "serve", "catalog", catalog_uri, "--init", "--host", "127.0.0.1",
@@ -96,41 +89,12 @@ def test_external_tiled_server_by_configuration(tmp_path, RE, beamline, collect,
 
 
 @pytest.mark.slow  # in CI, test_many_hosts.py runs the same PostgreSQL-backed tiled serve, on its own host
-@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None and shutil.which("initdb") is None,
-                    reason="no PostgreSQL server binaries on this machine")
+@pytest.mark.skipif(postgres_bindir() is None, reason="no PostgreSQL server binaries on this machine")
 def test_postgresql_backed_tiled_by_configuration(tmp_path, RE, beamline, collect, wait_for):
-    import glob
-    import os
-    import tempfile
-    from pathlib import Path
-
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
-    bindir = os.path.dirname(candidates[-1])
-    # the server refuses to run as root: as root, run it as the postgres user in a directory it can reach
-    user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    pgroot = Path(tempfile.mkdtemp(prefix="xafs-pg-", dir="/tmp"))
-    pgdata = pgroot / "data"
-    if user:
-        shutil.chown(pgroot, "postgres")
-    initdb = os.path.join(bindir, "initdb")
-    subprocess.run([*user, initdb, "-D", str(pgdata), "-A", "trust", "-U", "tiled"], check=True,
-                   stdout=subprocess.DEVNULL)
-    port = _free_port()
-    pg = subprocess.Popen([*user, os.path.join(bindir, "postgres"), "-D", str(pgdata), "-p", str(port), "-k", str(pgroot),
-                           "-h", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: subprocess.run([os.path.join(bindir, "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                                               capture_output=True).returncode == 0, 30, poll_s=0.5)
-        subprocess.run([os.path.join(bindir, "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tiled", "catalog"],
-                       check=True)
-        proc, uri = _tiled_serve(f"postgresql://tiled@127.0.0.1:{port}/catalog", tmp_path, "secretkey2",
-                                 wait_for)
+    with ThrowawayPostgres() as pg:
+        proc, uri = _tiled_serve(pg.new_database("catalog"), tmp_path, "secretkey2", wait_for)
         try:
             _run_against(uri, "secretkey2", tmp_path, RE, beamline, collect)
         finally:
             proc.terminate()
             proc.wait(10)
-    finally:
-        pg.terminate()
-        pg.wait(10)
-        shutil.rmtree(pgroot, ignore_errors=True)

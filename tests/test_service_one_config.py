@@ -17,16 +17,11 @@ from pathlib import Path
 import pytest
 
 from xafs_stream.service_info import ServiceRunning, acquire_lock, read_info, release_lock, write_info
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from xafs_stream.testing import free_port
 
 
 def _toml(tmp_path: Path) -> Path:
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     path = tmp_path / "xafs-stream.toml"
     path.write_text(f"""[service]
 data_dir = "{tmp_path / 'data'}"
@@ -170,7 +165,7 @@ def test_tiled_that_does_not_start_is_one_line_naming_its_log(tmp_path):
 
 def test_the_embedded_tiled_port_in_use_is_one_line(tmp_path):
     toml = _toml(tmp_path)
-    port = _free_port()
+    port = free_port()
     toml.write_text(toml.read_text() + f"[tiled]\nport = {port}\n")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", port))
