@@ -163,6 +163,23 @@ def test_result_arrays_come_back_as_written(http, stored):
     assert png.content == a["png.labels"].tobytes()
 
 
+def test_a_result_stored_as_one_array_node_comes_back_by_name(http, stored):
+    """A map tile's features are one stacked array node (no container): the API serves its layers by name,
+    integer layers with their own values."""
+    rng = np.random.default_rng(11)
+    arrays = {"f.edge": rng.normal(size=(4, 5)), "f.step": rng.normal(size=(4, 5)),
+              "mask": (rng.random((4, 5)) > 0.5).astype(np.int64)}
+    event = stored["store"].write(_record(stored["uid"], "imaging.features", 3, AnalysisResult(
+        arrays=arrays, dims={k: ("y", "x") for k in arrays})))
+    assert event["family"] == "array"
+    url = f"/api/runs/{stored['uid']}/results/imaging_features/{event['unit']}"
+    body = http.get(url).json()
+    assert body["metadata"]["status"] == "ok" and body["pngs"] == []
+    for name, arr in arrays.items():
+        assert body["arrays"][name] == arr.tolist(), name
+    assert http.get(url, params={"names": "mask"}).json()["arrays"] == {"mask": arrays["mask"].tolist()}
+
+
 @pytest.fixture(scope="module")
 def adaptive_run(tiled):
     """An adaptive Fe scan written live to Tiled; returns every document it emitted as (name, doc)."""

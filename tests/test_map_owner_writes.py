@@ -135,3 +135,36 @@ def test_a_map_runs_start_prepares_the_whole_maps_node_too():
     assert {"imaging.features", "imaging.map"} <= set(store.prepared[1])
     handler.prepare({"run_uid": "run-xafs", "kind": "spectrum", "metadata": {}})
     assert "imaging.map" not in store.prepared[1] and "xafs.normalize" in store.prepared[1]
+
+
+def test_a_new_owner_rebuilds_the_map_from_the_stored_tile_arrays_in_one_listing(tmp_path):
+    """Another worker stored tiles 0 and 1 (each tile's features one array node); the worker that gets tile 2
+    lists them through its store's node of the run's features (one request) and maps all three tiles."""
+    from xafs_stream.storage.results import ResultStore
+    from xafs_stream.storage.tiled_server import start_embedded_tiled
+
+    tiled = start_embedded_tiled(tmp_path)
+    try:
+        first = ResultStore(tiled.client)
+        for i in (0, 1):
+            envelope, (record,) = _tile(i)
+            record.unit_metadata = envelope.unit.metadata
+            assert first.write(record)["family"] == "array"
+        store = ResultStore(tiled.client)
+        store.prepare("run-map", {"sample": "phantom"}, ["imaging.features", "imaging.map"])
+        requests = []
+        tiled.client.context.http_client.event_hooks["request"].append(
+            lambda request: requests.append((request.method, request.url.path)))
+        (whole,) = MapOwner(store, {}).post_process(*_tile(2))
+        # one listing (no lookup of the features' node: the store has it), then each stored tile's data
+        assert [path.split("/")[3] for _, path in requests] == ["search", "array", "array"], requests
+        assert whole.result.summary["imaging.n_tiles_done"] == 3 and not whole.final
+        alone = MapOwner(None, {})
+        for i in (0, 1, 2):
+            (expected,) = alone.post_process(*_tile(i))
+        maps = [k for k in expected.result.arrays if not k.startswith("png.") and not k.endswith("_png")]
+        assert "labels" in maps and len(maps) > 5
+        for name in maps:
+            np.testing.assert_array_equal(whole.result.arrays[name], expected.result.arrays[name], err_msg=name)
+    finally:
+        tiled.close()

@@ -134,5 +134,8 @@ def test_map_tiles_end_to_end(service, session, RE, beamline, collect, order):
     md = run["imaging_map"]["map"].metadata
     assert md["status"] == "ok", md["error"]
     assert md["summary"]["imaging"]["n_tiles_done"] == 4
+    # the run node's summary, deferred while the map filled, is the final map's
+    assert run.metadata["summary"]["imaging"] == md["summary"]["imaging"]
+    assert run.metadata["quality"]["imaging_map"] == md["verdict"]
     maps = read_arrays(run["imaging_map"]["map"])
     assert maps["labels"].shape == (32, 32)

@@ -128,6 +128,31 @@ def test_a_result_of_one_stacked_array_is_that_array_node_stored_in_two_requests
     assert structure_family(tiled.client[event["path"]]) == "container"
 
 
+def test_an_array_node_read_before_its_data_says_incomplete_not_zeros(tiled):
+    """Between the array node's creation and its data (one request later) Tiled serves its fill value; the
+    checksum stored at creation tells a reader that these are not the data."""
+    from tiled.structures.array import ArrayStructure
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource
+
+    from xafs_stream.storage.layout import plan_arrays
+
+    store = ResultStore(tiled.client)
+    store.write(record("run-z", 0, spectrum_result(seed=1)))
+    arrays = {"a": np.ones((3, 4)), "b": np.full((3, 4), 2.0)}
+    child = plan_arrays(AnalysisResult(arrays=arrays, dims={"a": ("y", "x"), "b": ("y", "x")})).single_array()
+    structure = ArrayStructure.from_array(child.data)
+    parent = tiled.client[f"{RESULTS_ROOT}/run-z/xafs_normalize"]
+    node = parent.new(StructureFamily.array, [DataSource(structure=structure, structure_family="array")],
+                      key="tile_0", metadata={"status": "ok", **child.metadata})  # created; data not yet written
+    assert structure_family(node) == "array"
+    with pytest.raises(ResultIncomplete, match="checksum"):
+        read_arrays(tiled.client[f"{RESULTS_ROOT}/run-z/xafs_normalize/tile_0"])
+    node.write(child.data)
+    back = read_arrays(tiled.client[f"{RESULTS_ROOT}/run-z/xafs_normalize/tile_0"])
+    np.testing.assert_array_equal(back["b"], arrays["b"])
+
+
 def test_a_rewrite_replaces_the_node_even_when_its_kind_changes(tiled):
     store = ResultStore(tiled.client)
     store.write(record("run-c", "merge", None, status="error"))
@@ -362,6 +387,31 @@ def test_only_exact_layers_join_a_float_stack():
     assert floats.data.dtype == np.float64 and floats.metadata["layer_dtypes"]["small"] == np.dtype(int).str
     assert by_layers[("z", "z2")].data.dtype == complex and by_layers[("z", "z2")].key == "stack_y_x_complex128"
     assert by_layers[("big",)].data.dtype == np.int64
+
+
+def test_a_stopping_worker_sends_what_it_deferred(tiled):
+    """Worker.run() returning (stop) lets the compute thread send the deferred run summaries first."""
+    import threading
+
+    from xafs_stream.analyses.registry import Registry
+    from xafs_stream.testing import free_port
+    from xafs_stream.worker import UnitHandler, Worker
+
+    store = ResultStore(tiled.client, summary_interval_s=600.0)
+    for fill in (0.25, 0.5):
+        rec = map_record("run-stop", map_result(fill, 1000))
+        rec.final = False
+        store.write(rec)
+    path = f"{RESULTS_ROOT}/run-stop"
+    assert tiled.client[path].metadata["summary"]["imaging"]["coverage"] == 0.25
+    worker = Worker(f"tcp://127.0.0.1:{free_port()}", UnitHandler(store, Registry()))  # no broker there
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    worker.stop()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert tiled.client[path].metadata["summary"]["imaging"]["coverage"] == 0.5
 
 
 def test_packed_bytes_keep_their_shape_while_they_grow_and_read_the_older_layout():

@@ -26,7 +26,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 def postgres_bindir() -> str | None:
     """The folder of the PostgreSQL server programs (``initdb``, ``postgres``, ``pg_isready``, ``createdb``):
     Debian's newest ``/usr/lib/postgresql/<version>/bin``, else wherever ``initdb`` is on PATH; None if none."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+    def version(path: str) -> tuple[int, ...]:  # /usr/lib/postgresql/16/bin/initdb -> (16,); 9.6 before 16
+        return tuple(int(p) for p in Path(path).parts[-3].split(".") if p.isdigit())
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version) or [shutil.which("initdb")]
     return os.path.dirname(found[-1]) if found[-1] else None
 
 
@@ -43,10 +46,10 @@ class ThrowawayPostgres:
         self.root = Path(tempfile.mkdtemp(prefix="xafs-pg-", dir="/tmp"))
         self.port = free_port()
         as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if as_pg:
-            shutil.chown(self.root, "postgres")
         settings = ["-c", f"max_connections={int(max_connections)}"] if max_connections else []
         try:
+            if as_pg:
+                shutil.chown(self.root, "postgres")
             subprocess.run([*as_pg, f"{bindir}/initdb", "-D", str(self.root / "data"), "-A", "trust", "-U", "tiled"],
                            check=True, stdout=subprocess.DEVNULL)
             self.proc = subprocess.Popen([*as_pg, f"{bindir}/postgres", "-D", str(self.root / "data"), "-p",

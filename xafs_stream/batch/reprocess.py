@@ -53,12 +53,15 @@ def reprocess_on_cluster(dask_client: Any, tiled_client: Any, run_uids: list[str
         futures += [dask_client.submit(analyse_unit, env, tuple(plugins), handler.settings, f"dask:{handler.name}",
                                        pure=False) for env in todo]
     done: dict[str, int] = dict.fromkeys(reports, 0)
-    for future in as_completed(futures):
-        envelope, records = future.result()
-        future.release()
-        uid = envelope.unit.run_uid
-        reports[uid].records += len(handler.handle(envelope, computed=records))
-        done[uid] += 1
-        if progress is not None:
-            progress(uid, done[uid], len(reports[uid].submitted))
+    try:
+        for future in as_completed(futures):
+            envelope, records = future.result()
+            future.release()
+            uid = envelope.unit.run_uid
+            reports[uid].records += len(handler.handle(envelope, computed=records))
+            done[uid] += 1
+            if progress is not None:
+                progress(uid, done[uid], len(reports[uid].submitted))
+    finally:
+        handler.flush(force=True)  # a partial map's run summary that its last write did not send
     return [reports[uid] for uid in run_uids]

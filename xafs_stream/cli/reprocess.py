@@ -61,8 +61,6 @@ def run(args: argparse.Namespace) -> int:
                                          handler=handler) for uid in uids]
         except ReprocessError as exc:
             raise CliError(str(exc)) from None
-        finally:
-            handler.flush(force=True)  # a map's run summary that its last write did not send (a partial map)
         for report in reports:
             print(f"run {report.run_uid}: {report.units} units, {report.already_done} complete, "
                   f"{len(report.submitted)} processed ({report.records} results written)")

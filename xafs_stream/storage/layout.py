@@ -34,6 +34,7 @@ whose data are not all written yet raises :class:`ResultIncomplete`. Writing is
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,7 +203,8 @@ BLOB_HEADER = "u32-sizes"  # packed layout: little-endian uint32 size of each la
 
 @dataclass
 class Child:
-    """One node of a container result: its key, family ("table" or "array"), data, dims and metadata."""
+    """One node of a container result (or the one array a result is, :meth:`ArrayPlan.single_array`): its key,
+    family ("table" or "array"), data, dims and metadata."""
 
     key: str
     family: str
@@ -215,6 +217,16 @@ class Child:
         shape = tuple(getattr(self.data, "shape", ()))
         dtype = str(getattr(self.data, "dtype", ""))
         return self.family, shape, dtype, tuple(self.dims or ()), repr(sorted(self.metadata.items()))
+
+
+CHECKSUM_KEY = "data_crc32"
+
+
+def data_checksum(data: np.ndarray) -> int:
+    """CRC-32 of an array's bytes in C order, as Tiled serves them. An array node made by the results store
+    exists, and reads as its fill value (zeros), between its creation and its data (the next request): a
+    reader compares this checksum, stored in the node's metadata at creation, to tell the two apart."""
+    return zlib.crc32(np.ascontiguousarray(data).data)
 
 
 def pack_blobs(blobs: dict[str, np.ndarray], capacity: int = 0) -> np.ndarray:
@@ -263,10 +275,13 @@ class ArrayPlan:
 
     def single_array(self) -> Child | None:
         """The result's only node when that is one array (a tile's stacked feature maps): the unit node is
-        then that array, 2 requests instead of 3 for a container holding it. None otherwise."""
+        then that array, 2 requests instead of 3 for a container holding it, its metadata with the data's
+        checksum (:func:`data_checksum`). None otherwise."""
         if self.columns or len(self.singles) + len(self.grids) + bool(self.blobs) != 1:
             return None
-        return self.children()[0]
+        child = self.children()[0]
+        child.metadata[CHECKSUM_KEY] = data_checksum(child.data)
+        return child
 
     def table_metadata(self) -> dict[str, Any]:
         return {"table_columns": list(self.columns),
@@ -302,14 +317,14 @@ class ArrayPlan:
                 out.append(Child(node_key(names[0]), "array", arr, list(dims) or None, {"layers": names}))
                 continue
             md: dict[str, Any] = {"layers": names, "stacked": True}
-            is_float = numeric and any(a.dtype.kind == "f" for a in arrays.values())
-            if is_float:  # integer and bool layers ride along exactly (a map's labels: one node less per update)
+            if numeric and any(a.dtype.kind == "f" for a in arrays.values()):
+                # integer and bool layers ride along exactly (a map's labels: one node less per update)
                 dtype, suffix = np.dtype(np.float64), ""
-                exact = {n: a.dtype.str for n, a in arrays.items() if a.dtype.kind != "f"}
-                md.update({"layer_dtypes": exact} if exact else {})
             else:
                 dtype = np.result_type(*arrays.values())
                 suffix = "_int" if numeric else f"_{dtype.name}"
+            changed = {n: a.dtype.str for n, a in arrays.items() if a.dtype != dtype}
+            md.update({"layer_dtypes": changed} if changed else {})  # each layer reads back as it was given
             block = np.stack([np.asarray(arrays[n], dtype=dtype) for n in names])
             key = "stack_" + ("_".join(dims) if dims else "x".join(map(str, shape))) + suffix
             out.append(Child(node_key(key), "array", block, ["layer", *dims] if dims else None, md))
@@ -320,7 +335,7 @@ def _exact_in_float64(arr: np.ndarray) -> bool:
     """Whether ``arr`` (floats, bools or integers within ±2⁵³) survives a float64 stack unchanged."""
     kind = arr.dtype.kind
     if kind in "fb":
-        return True
+        return arr.dtype.itemsize <= 8  # not long double
     if kind not in "iu":
         return False
     return arr.size == 0 or max(abs(int(arr.min())), abs(int(arr.max()))) <= 2**53
@@ -464,7 +479,8 @@ def _decode_table(frame: Any, md: Any) -> dict[str, np.ndarray]:
 
 def structure_family(node: Any) -> str:
     """``"table"``, ``"array"`` or ``"container"`` of a Tiled client node (no request)."""
-    return str(node.item["attributes"]["structure_family"])
+    family = node.item["attributes"]["structure_family"]
+    return str(getattr(family, "value", family))  # an enum on a node this client just created
 
 
 def result_layout(node: Any) -> dict[str, tuple[str, list[str]]]:
@@ -510,6 +526,9 @@ def read_named(node: Any, layout: dict[str, tuple[str, list[str]]], names: list[
         elif family == "array":
             data = _read(child, f"result array {key} is not readable now")
             md = child.metadata
+            if CHECKSUM_KEY in md and data_checksum(data) != md[CHECKSUM_KEY]:
+                raise ResultIncomplete(f"result array {key or '.'} is not stored yet (its data do not match "
+                                       "their checksum)")
             if md.get("stacked"):
                 dtypes = md.get("layer_dtypes") or {}
                 for i, name in enumerate(held):

@@ -11,6 +11,7 @@ the only node ever deleted is a result node being replaced.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -30,6 +31,8 @@ from .layout import (
     result_path,
     unit_key,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ResultStore:
@@ -66,6 +69,7 @@ class ResultStore:
         tiled's ``write_table`` imports ``dask.dataframe`` on first use (measured: first store 0.86 s, the
         next ones 0.08-0.1 s)."""
         import dask.dataframe  # noqa: F401
+        import tiled.client.array  # noqa: F401  the client of an array node (a map's), imported on its first write
         from tiled.serialization.table import serialize_arrow
         from tiled.structures.table import TableStructure
 
@@ -175,13 +179,14 @@ class ResultStore:
             run_key = (record.run_uid, record.analysis)
             self._deferred.pop(run_key, None)
             if self._run_update_due(record, verdict):
-                self._update_run(run_key, run, update, record.status, verdict)
+                self._update_run(run_key, run, update, record.status, verdict, final=record.final)
             else:
                 self._deferred[run_key] = (run, update, record.status, verdict)
         return {
             "run_uid": record.run_uid, "analysis": record.analysis, "unit": key, "unit_id": record.unit_id,
             "path": result_path(record.run_uid, record.analysis, key),
-            "status": record.status, "family": "table" if table_md else "array" if single is not None else "container", "error": record.error,
+            "status": record.status, "error": record.error,
+            "family": "table" if table_md else "array" if single is not None else "container",
             "summary": summary, "verdict": verdict, "verdict_reasons": reasons, "worker": record.worker,
             "written": metadata["written"],
             "table": None if table_md is None else {"columns": table_md["table_columns"],
@@ -197,9 +202,12 @@ class ResultStore:
         return time.monotonic() - last[2] >= self.summary_interval_s
 
     def _update_run(self, run_key: tuple[str, str], run: Any, update: dict[str, Any], status: str,
-                    verdict: str) -> None:
+                    verdict: str, *, final: bool) -> None:
         run.update_metadata(metadata=update, drop_revision=True)
-        self._run_updates[run_key] = (status, verdict, time.monotonic())
+        if final:  # nothing more of this unit to defer: forget it (the store lives as long as its worker)
+            self._run_updates.pop(run_key, None)
+        else:
+            self._run_updates[run_key] = (status, verdict, time.monotonic())
 
     def flush_run_updates(self, *, force: bool = False) -> float | None:
         """Send the deferred run updates that are due (all with ``force``). Returns the seconds until the next
@@ -208,7 +216,10 @@ class ResultStore:
         for run_key, (run, update, status, verdict) in list(self._deferred.items()):
             if force or now - self._run_updates[run_key][2] >= self.summary_interval_s:
                 del self._deferred[run_key]  # first: a failed update is not retried (the next write sends one)
-                self._update_run(run_key, run, update, status, verdict)
+                try:
+                    self._update_run(run_key, run, update, status, verdict, final=False)
+                except Exception as exc:  # one run's failure does not hold back the others
+                    log.warning("run %s: deferred summary update of %s failed: %s", *run_key, exc)
         if not self._deferred:
             return None
         return max(0.0, min(self._run_updates[k][2] for k in self._deferred) + self.summary_interval_s - now)
@@ -216,7 +227,7 @@ class ResultStore:
     def _update_in_place(self, cache_key: tuple[str, str, str], children: list[Child],
                          metadata: dict[str, Any]) -> bool:
         """Write a container result's new data into the nodes of our last write of it: one PUT per child and
-        one metadata PUT (a map update: 4 requests instead of 9 for delete and recreate), and readers never
+        one metadata PUT (a map update: 3 requests instead of 6 for delete and recreate), and readers never
         find it missing. False (nothing written) when the layout changed (other children, shapes, dtypes or
         child metadata) or the node was deleted meanwhile (e.g. ``reprocess --force``): then it is replaced.
 
@@ -269,7 +280,8 @@ def _replace(parent: Any, key: str, create: Any) -> Any:
         except Exception as exc:
             if _is_missing(exc):  # already gone: create again
                 continue
-            raise _Raced(f"{key}: changed by another writer while being replaced ({type(exc).__name__}: {exc})") from exc
+            raise _Raced(f"{key}: changed by another writer while being replaced "
+                         f"({type(exc).__name__}: {exc})") from exc
     try:
         return create()
     except Exception as exc:

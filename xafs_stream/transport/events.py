@@ -43,7 +43,7 @@ class ResultEvent:
 
     ``path`` is relative to the catalog root (``client[path]``); ``summary`` is nested as in the result's
     metadata (``flat_summary`` gives the dotted names); ``table`` says how to read a one-table result in one
-    request (None for a container result or an error record).
+    request (None for a container or array result, or an error record).
     """
 
     run_uid: str

@@ -39,7 +39,7 @@ class UnitHandler:
     ----------
     store : object with ``write(record) -> event dict | None`` (a
         :class:`~xafs_stream.storage.results.ResultStore`) and optionally ``prepare(run_uid, metadata,
-        analyses)`` and ``warm_up()``
+        analyses)``, ``warm_up()`` and ``flush_run_updates(force=...)`` (see :meth:`flush`)
     registry : the analyses
     settings : analysis name → its settings (the ``[analysis."<name>"]`` tables)
     name : recorded as the ``worker`` of each record

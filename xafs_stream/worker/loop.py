@@ -35,6 +35,8 @@ from .handler import StoreFailed, UnitHandler
 
 log = logging.getLogger(__name__)
 
+STOP_FLUSH_S = 2.0  # how long a stopping worker waits for its compute thread to send deferred run summaries (s)
+
 
 def default_worker_name() -> str:
     """``worker-<host>-<pid>-<random>``: unique across hosts and restarts."""
@@ -198,6 +200,9 @@ class Worker:
             self._stop.set()
             self._todo.put(None)
             self._waker.close()
+            # a moment for the compute thread to finish and send the run summaries it deferred (one request
+            # each); a unit still computing is not waited for (the broker redelivers it)
+            self._compute.join(STOP_FLUSH_S)
 
     def _on_message(self, sock: zmq.Socket, frames: list) -> None:
         try:
@@ -255,6 +260,8 @@ class Worker:
             return self.handler.fail(envelope, f"{type(exc).__name__}: {exc}")
 
     def _compute_loop(self) -> None:
+        """Analyse and store the units the socket thread queues, in order; act on run-start hints; send the
+        run summaries the store deferred when they are due, and all of them when stopping."""
         self.handler.warm_up()
         opens: list[tuple[float, dict[str, Any]]] = []  # (when, info) of run-start hints to act on
         while not self._stop.is_set():

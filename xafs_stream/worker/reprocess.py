@@ -113,11 +113,15 @@ def reprocess_run(client: Any, run_uid: str, registry: Registry, *, analysis: st
     """Fill the missing results of one run: submit the units to the broker through ``publisher``, or
     process them here with ``handler`` (a :class:`~xafs_stream.worker.handler.UnitHandler`)."""
     todo, report = plan_missing(client, run_uid, registry, analysis=analysis, force=force)
-    for env in todo:
-        if publisher is not None:
-            publisher.submit(env)
-        else:
-            report.records += len(handler.handle(env))
+    try:
+        for env in todo:
+            if publisher is not None:
+                publisher.submit(env)
+            else:
+                report.records += len(handler.handle(env))
+    finally:
+        if handler is not None:  # a partial map's run summary that its last write did not send
+            handler.flush(force=True)
     return report
 
 
