@@ -483,7 +483,8 @@ def _pooled(runs: list[dict]) -> dict:
     lags = np.concatenate([np.asarray(r.get("map_lag_ms") or [], float) for r in runs])
     bayes = [r["bayes_to_computed_median_ms"] for r in runs if r.get("bayes_to_computed_median_ms") is not None]
     return {"measured": int(units.size), "median_ms": float(np.median(units)),
-            "p95_ms": float(np.percentile(units, 95)), "max_ms": float(units.max()), "bayes_results": sum(r.get("bayes_results", 0) for r in runs),
+            "p95_ms": float(np.percentile(units, 95)), "max_ms": float(units.max()),
+            "bayes_results": sum(r.get("bayes_results", 0) for r in runs),
             "bayes_to_computed_median_ms": float(np.median(bayes)) if bayes else float("nan"),
             "map_tiles": int(lags.size),
             "map_lag_median_ms": float(np.median(lags)) if lags.size else None,

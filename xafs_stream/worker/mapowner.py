@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core import AnalysisResult, ResultRecord, UnitEnvelope, make_unit_id
-from ..storage.layout import analysis_results, lookup_summary, read_arrays
+from ..storage.layout import ResultIncomplete, analysis_results, lookup_summary, read_arrays
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,9 @@ class MapOwner:
         return {} if client is None else analysis_results(client, unit.run_uid, FEATURES)
 
     def _rebuild(self, acc: Any, unit: Any, *, skip_index: Any) -> None:
-        """Add the tiles whose features are already in Tiled (another owner processed them)."""
+        """Add the tiles whose features are already in Tiled (another owner processed them). A tile whose data
+        are not all there (its owner died between a node and its data) is left out: it was not acknowledged, so
+        the broker delivers it again and it is added then."""
         run_uid = unit.run_uid
         added = 0
         for node in self._stored_features(unit).values():
@@ -93,7 +95,12 @@ class MapOwner:
             if md.get("status") != "ok" or md.get("unit_index") == skip_index:
                 continue
             y0, x0 = (int(lookup_summary(md.get("summary") or {}, f"imaging.tile.{k}")) for k in ("y0", "x0"))
-            acc.add_tile(y0, x0, AnalysisResult(arrays=read_arrays(node)))
+            try:
+                arrays = read_arrays(node)
+            except ResultIncomplete as exc:
+                log.warning("map %s: tile %s left out of the rebuild: %s", run_uid, md.get("unit_index"), exc)
+                continue
+            acc.add_tile(y0, x0, AnalysisResult(arrays=arrays))
             added += 1
         if added:
             log.info("map %s: took over ownership, rebuilt %d tile(s) from Tiled", run_uid, added)
