@@ -42,7 +42,7 @@ class ResultStore:
     at once only when its status or verdict changed or this long after the last update (s); otherwise the
     update is deferred, sent by :meth:`flush_run_updates` when due (the worker calls it when idle) or replaced
     by the next write's. The map's own node is always written at once, and its last write always updates the
-    run: one request less per tile on a busy map, ~50 ms of a ~0.3 s map update."""
+    run: one request less per tile on a busy map, ~50 ms of a ~0.3 s map update (docs/measurements.md)."""
 
     def __init__(self, client: Any, *, summary_interval_s: float = 2.0):
         self.client = client

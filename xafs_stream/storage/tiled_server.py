@@ -87,8 +87,8 @@ class EmbeddedTiledServer:
         # adapter opened the missing path with zarr.open (which creates an empty group there), and every later
         # write of that array failed with HTTP 500. Never seen in rollback mode; not again until that is fixed.
         # tiled.adapters.zarr (zarr, obstore: 84 modules) is imported above, at start, not by the first array
-        # created: that request took 0.24-0.29 s instead of 0.08-0.13 s (measured), and it is a live map's first
-        # write, the one the map's first tiles wait for
+        # created: that request took 0.24-0.29 s instead of 0.08-0.13 s, and it is a live map's first write, the
+        # one the map's first tiles wait for (docs/measurements.md)
         app = build_app(catalog, authentication=Authentication(single_user_api_key=self.api_key))
         self._server = ThreadedServer(uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level="warning"))
         self._cm = self._server.run_in_thread()
