@@ -218,6 +218,32 @@ def test_an_adaptive_scan_shows_its_decisions_points_band_and_why_it_stopped(htt
     assert r.status_code == 404
 
 
+def test_an_adaptive_scans_band_is_read_again_only_after_a_new_decision(tiled, adaptive_run):
+    """The reports column (the band's source, the bulk of the stream) is read when the number of decisions
+    changed, not at every refresh of the page."""
+    from xafs_stream.web.catalog import Catalog
+
+    uid = next(d for n, d in adaptive_run if n == "start")["uid"]
+    catalog = Catalog(tiled.client)
+    reads = []
+
+    def hook(request) -> None:
+        if "adaptive_report" in str(request.url):
+            reads.append(str(request.url))
+
+    hooks = tiled.client.context.http_client.event_hooks["request"]
+    hooks.append(hook)
+    try:
+        first = catalog.adaptive(uid)
+        assert len(reads) == 1 and first["band"]
+        again = catalog.adaptive(uid)
+        assert len(reads) == 1 and again["band"] == first["band"]
+        catalog._bands[uid] = (0, {})  # as if the last call had seen fewer decisions
+        assert catalog.adaptive(uid)["band"] == first["band"] and len(reads) == 2
+    finally:
+        hooks.remove(hook)
+
+
 def test_a_conventional_scan_is_not_an_adaptive_one(http, raw_run):
     r = http.get(f"/api/runs/{raw_run['uid']}/adaptive")
     assert r.status_code == 404 and "is not an adaptive scan" in r.json()["detail"]

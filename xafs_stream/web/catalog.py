@@ -145,6 +145,7 @@ class Catalog:
         self._reading: dict[tuple, threading.Event] = {}
         self._trees: dict[str, tuple[float, dict]] = {}
         self._pngs: dict[tuple[str, str, str, str], bytes] = {}  # last PNG served per result and name
+        self._bands: dict[str, tuple[int, dict]] = {}  # adaptive scan uid -> (decisions read, last report's band)
         self._lock = threading.Lock()
         self._prefetcher: ThreadPoolExecutor | None = None
 
@@ -327,7 +328,8 @@ class Catalog:
         """An adaptive scan as it goes (``xafs_scan_adaptive``): its target, every decision so far (points
         chosen, why, the estimates and their sd, points and beam seconds used, the verdict), the points
         measured (energy eV, μ, in the order measured), the local fits' posterior band of the last decision
-        and, once it stopped, why. Three table reads per call (decisions, the last report, the points)."""
+        and, once it stopped, why. Two table reads per call (the decisions, the points), and a third (the
+        reports, for the band) only when the number of decisions changed since the last call."""
         raw = self._raw(uid)
         start = plain(raw.metadata.get("start") or {})
         if start.get("plan_name") != "xafs_scan_adaptive":
@@ -355,14 +357,27 @@ class Catalog:
             if out["decisions"]:
                 last = out["decisions"][-1]
                 out["verdict"], out["verdict_reasons"] = last["verdict"], last["verdict_reasons"]
-                reports = table.read(["adaptive_report"])["adaptive_report"]
-                report = json.loads(reports.iloc[-1] or "{}")
-                out["band"] = report.get("band") or {}
+                out["band"] = self._band(uid, table, len(out["decisions"]))
         measured = self._measured_mu(uid, start)
         if measured is not None:
             energy, mu, _ = measured
             out["points"] = {"energy": plain(energy), "mu": plain(mu)}
         return out
+
+    def _band(self, uid: str, table: Any, n_decisions: int) -> dict[str, Any]:
+        """The last report's posterior band, read again only when the scan made a decision since (the reports
+        column is the bulk of the ``adaptive`` stream and grows with every decision)."""
+        with self._lock:
+            hit = self._bands.get(uid)
+        if hit is not None and hit[0] == n_decisions:
+            return hit[1]
+        reports = table.read(["adaptive_report"])["adaptive_report"]
+        band = json.loads(reports.iloc[-1] or "{}").get("band") or {}
+        with self._lock:
+            self._bands[uid] = (n_decisions, band)
+            while len(self._bands) > self.cache_size:
+                self._bands.pop(next(iter(self._bands)))
+        return band
 
     # -- result arrays --------------------------------------------------------------------------------
     def result_node(self, uid: str, analysis: str, unit: str) -> Any:
