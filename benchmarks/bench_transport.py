@@ -538,6 +538,8 @@ def main() -> int:
                          "every repeat run beside it, 2 workers, lanes off vs [service] slow_workers = 1")
     ap.add_argument("--runs", type=int, default=1, help="--mixed: runs of each configuration, pooled")
     args = ap.parse_args()
+    if args.runs < 1:
+        ap.error(f"--runs must be at least 1, got {args.runs}")
     if args.mixed:
         return mixed_main(args)
     # a 150-tile run took ~0.3 s and gave 204-521 units/s for the same code: runs are longer and repeated
