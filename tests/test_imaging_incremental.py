@@ -105,3 +105,29 @@ def test_resent_tile_is_idempotent_and_state_round_trips(data):
     assert np.array_equal(inc.labels, other.labels)
     for n in inc.smoothed:
         np.testing.assert_allclose(inc.smoothed[n], other.smoothed[n], atol=1e-9, equal_nan=True)
+
+
+def test_batch_model_shares_its_data_and_continues_after_releasing_block_stats(data):
+    """The batch path's memory savings change no result: ``share=True`` keeps the caller's maps (no copy),
+    and a model whose block statistics were released rebuilds them when a tile arrives, continuing exactly
+    like a model that kept them."""
+    values, config = data
+    tiles = ORDERS["rows"]
+    first = {n: np.full((N, N), np.nan) for n in values}
+    for y, x in tiles[:20]:
+        for n in values:
+            first[n][y:y + T, x:x + T] = values[n][y:y + T, x:x + T]
+    kept = MapModel.batch((N, N), config, {n: v.copy() for n, v in first.items()})
+    shared = MapModel.batch((N, N), config, first, share=True, release_block_stats=True)
+    assert all(shared.raw[n] is first[n] for n in values)
+    assert np.array_equal(kept.labels, shared.labels)
+    assert shared._block_power is None
+    for y, x in tiles[20:26]:
+        a = kept.add_tile(y, x, _tile(values, y, x))
+        b = shared.add_tile(y, x, _tile(values, y, x))
+        assert (a.kind, a.reason) == (b.kind, b.reason)
+    assert np.array_equal(kept.labels, shared.labels)
+    for n in kept.smoothed:
+        np.testing.assert_allclose(shared.smoothed[n], kept.smoothed[n], atol=1e-9, equal_nan=True)
+        assert kept.gmrf[n] == shared.gmrf[n] or np.allclose(
+            kept.gmrf[n].as_array(), shared.gmrf[n].as_array(), rtol=1e-9)

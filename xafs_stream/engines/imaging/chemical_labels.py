@@ -90,21 +90,27 @@ def chemical_labels(weights: np.ndarray, present: np.ndarray, weights_sd: np.nda
     """Labels (ny, nx; -1 where not ``present``), their uncertainty (1 - conditional probability of the
     label; NaN where not present) and the Potts coupling, from reference weight maps (K, ny, nx).
 
-    ``weights_sd`` (K, ny, nx): the weights' standard errors (for GMRF-smoothed weights their posterior sd);
-    None: the raw maps' pixel noise (:func:`robust_pixel_noise`)."""
+    ``weights_sd`` (K, ny, nx), or K maps (ny, nx): the weights' standard errors (for GMRF-smoothed weights
+    their posterior sd); None: the raw maps' pixel noise (:func:`robust_pixel_noise`)."""
     weights = np.asarray(weights, float)
     present = np.asarray(present, bool) & np.all(np.isfinite(weights), axis=0)
     if weights_sd is not None:
-        sd = np.asarray(weights_sd, float)
-        sigma = np.max(np.where(np.isfinite(sd), sd, 0.0), axis=0)
+        # the largest finite sd per pixel, one map at a time (no (K, ny, nx) temporaries on a large map)
+        sigma = np.zeros(present.shape)
+        for sd in weights_sd:
+            np.fmax(sigma, np.nan_to_num(np.asarray(sd, float), nan=0.0, posinf=0.0, neginf=0.0), out=sigma)
+        del weights_sd
         fill = np.median(sigma[present & (sigma > 0)]) if np.any(present & (sigma > 0)) else 1.0
         sigma = np.where(sigma > 0, sigma, fill)
     else:
         noise = np.array([robust_pixel_noise(np.where(present, w, np.nan)) for w in weights])
         sigma = float(np.nanmax(noise)) if np.any(np.isfinite(noise)) else 1.0
     sigma = np.maximum(sigma, 1e-12)
-    unary = dominance_unary(np.where(present[None], weights, 0.0), sigma)
+    weights = np.where(present[None], weights, 0.0)
+    unary = dominance_unary(weights, sigma)
+    del weights, sigma
     labels, prob, beta = _potts(unary, present)
+    del unary
     lab = np.where(present, labels, 0)
     p_label = np.take_along_axis(np.nan_to_num(prob, nan=0.0), lab[None], axis=0)[0]
     unc = np.where(present, 1.0 - p_label, np.nan)

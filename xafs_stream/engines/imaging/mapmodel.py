@@ -238,16 +238,13 @@ class MapModel:
         b = config.block_size
         self._block = (min(b, ny), min(b, nx))
         self._nb = (ny // self._block[0], nx // self._block[1])
-        self._block_power = {n: np.zeros(self._nb + self._block) for n in self.names}
-        self._block_ok = {n: np.zeros(self._nb, dtype=bool) for n in self.names}
         # running sums of the block statistics each GMRF learns from, keyed (map, cut): stage 1 uses every
         # complete block (uncut), stage 3 of a cut map only the blocks inside one label; kept up to date as
         # blocks and labels change, so re-learning costs no pass over all blocks
         keys = [(n, False) for n in config.class_features] + [(n, n not in config.uncut) for n in config.smooth]
         self._stat_keys = tuple(dict.fromkeys(keys))
-        self._stat_sum = {k: np.zeros(self._block) for k in self._stat_keys}
-        self._stat_n = {k: 0 for k in self._stat_keys}
-        self._stat_in = {k: np.zeros(self._nb, dtype=bool) for k in self._stat_keys}
+        self._reset_block_stats()
+        self._release_after_learning = False  # batch(release_block_stats=True) during its solve
         self._hist = np.zeros(5 ** (config.n_phases + 1) + 5, dtype=np.int64)
         self._hist_labels = self.labels.copy()
         self._hist_valid = np.zeros(self.shape, dtype=bool)
@@ -329,6 +326,25 @@ class MapModel:
             i0, i1 = region[0].start // by, min(self._nb[0], -(-region[0].stop // by))
             j0, j1 = region[1].start // bx, min(self._nb[1], -(-region[1].stop // bx))
         return (i0, i1, j0, j1) if i1 > i0 and j1 > j0 else None
+
+    def _reset_block_stats(self) -> None:
+        """Empty block statistics: the DCT power of every complete block (8 bytes per pixel and map) and their
+        running sums."""
+        self._block_power = {n: np.zeros(self._nb + self._block) for n in self.names}
+        self._block_ok = {n: np.zeros(self._nb, dtype=bool) for n in self.names}
+        self._stat_sum = {k: np.zeros(self._block) for k in self._stat_keys}
+        self._stat_n = {k: 0 for k in self._stat_keys}
+        self._stat_in = {k: np.zeros(self._nb, dtype=bool) for k in self._stat_keys}
+
+    def release_block_stats(self) -> None:
+        """Free the per-block powers (8 bytes per pixel and map, as much as the data) once a batch solve is
+        done; the learned parameters stay. A later tile (``add_tile``) recomputes them from the data first."""
+        self._block_power = None
+
+    def _ensure_block_stats(self) -> None:
+        if self._block_power is None:
+            self._reset_block_stats()
+            self._update_blocks(FULL)  # with the current labels for the cut maps
 
     def _update_blocks(self, region: tuple[slice, slice] | None) -> None:
         """Block statistics of the complete blocks that overlap ``region`` (all blocks at once per map)."""
@@ -568,6 +584,8 @@ class MapModel:
 
     def _global(self, cold: bool, reason: str, drift: dict | None = None) -> None:
         if cold:
+            if self._block_power is None:
+                self._reset_block_stats()
             self._update_blocks(FULL)
             self.beta = 0.0
         self.gmrf_class = self._learn_class_gmrf()
@@ -583,6 +601,8 @@ class MapModel:
         rounds = self._solve_labels_global(cold=True)
         self._relabel_blocks(FULL)
         self.gmrf = self._learn_map_gmrf()
+        if self._release_after_learning:
+            self.release_block_stats()
         it3 = self._smooth_global(self.config.smooth, self.gmrf, self.smoothed, self.sd, self.labels,
                                   warm=not cold)
         self._refresh_probabilities(FULL)
@@ -671,11 +691,26 @@ class MapModel:
     # ----------------------------------------------------------------------------------------- public
 
     @classmethod
-    def batch(cls, shape: tuple[int, int], config: MapConfig, values: dict[str, np.ndarray]) -> MapModel:
-        """Solve a whole map from scratch from full-size per-pixel feature maps (the batch reference)."""
+    def batch(cls, shape: tuple[int, int], config: MapConfig, values: dict[str, np.ndarray], *,
+              share: bool = False, release_block_stats: bool = False) -> MapModel:
+        """Solve a whole map from scratch from full-size per-pixel feature maps (the batch reference).
+
+        For large maps (the results are the same): ``share`` keeps the given float64 maps as the model's data
+        instead of copying them (8 bytes per pixel and map); the caller must not change them while the model
+        is in use, and later tiles (``add_tile``) write into them. ``release_block_stats`` frees the per-block
+        powers (:meth:`release_block_stats`) as soon as the solve has learned from them, before the last
+        stage's solves."""
         model = cls(shape, config)
+        if share:
+            for n in model.names:
+                given = values.get(n)
+                if isinstance(given, np.ndarray) and given.dtype == np.float64 and given.shape == model.shape \
+                        and given.flags.writeable:
+                    model.raw[n] = given  # set_pixels below then copies it onto itself (no new memory)
         model.set_pixels(0, 0, values)
+        model._release_after_learning = release_block_stats
         model.solve_from_scratch()
+        model._release_after_learning = False
         return model
 
     def solve_from_scratch(self) -> None:
@@ -690,6 +725,7 @@ class MapModel:
             return self._add_tile(y0, x0, values)
 
     def _add_tile(self, y0: int, x0: int, values: dict[str, np.ndarray]) -> SolveLog:
+        self._ensure_block_stats()
         region = self.set_pixels(y0, x0, values)
         self._update_blocks(region)
         self.n_updates += 1

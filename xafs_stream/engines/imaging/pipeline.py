@@ -293,12 +293,12 @@ def final_labels(model: MapModel, settings: ImagingSettings) -> tuple[np.ndarray
     present, p_none, _ = _presence(model, settings)
     names = [f"weight.{n}" for n in settings.ref_names]
     if all(n in model.smoothed and model.gmrf.get(n) is not None for n in names):
-        # the Gaussian-MRF weights and their posterior sd (when the GMRF was learned for every weight map)
-        weights = np.stack([model.smoothed[n] for n in names])
-        sd = np.stack([model.sd[n] for n in names])
+        # the Gaussian-MRF weights and their posterior sd (when the GMRF was learned for every weight map);
+        # the stack is made in the call so that chemical_labels can drop it once used (large maps)
+        labels, unc, _ = chemical_labels(np.stack([model.smoothed[n] for n in names]), present,
+                                         [model.sd[n] for n in names])
     else:
-        weights, sd = np.stack([model.raw[n] for n in names]), None
-    labels, unc, _ = chemical_labels(weights, present, sd)
+        labels, unc, _ = chemical_labels(np.stack([model.raw[n] for n in names]), present, None)
     absent = np.isfinite(model.raw["lcf_total"]) & ~present
     labels[absent] = len(settings.ref_names)
     unc[absent] = 1.0 - p_none[absent]
@@ -394,7 +394,9 @@ def solve_maps(raw: dict[str, np.ndarray], reasons: dict[str, int], settings: Im
             raw[n][~mask] = np.nan
     config = settings.map_config()
     names = dict.fromkeys(config.class_features + config.smooth)
-    model = MapModel.batch((ny, nx), config, {n: raw[n] for n in names})
+    # on a large map every 8 bytes per pixel count (docs/measurements.md): the model keeps raw's arrays as its
+    # data (they are the result's raw maps too), and frees its block statistics once it has learned from them
+    model = MapModel.batch((ny, nx), config, {n: raw[n] for n in names}, share=True, release_block_stats=True)
     labels, unc = final_labels(model, settings)
     return MapResult(raw=raw, model=model, phase_names=settings.phase_names, labels=labels, label_uncertainty=unc,
                      fractions=fraction_maps(model, settings, labels),

@@ -68,15 +68,18 @@ def icm(
     start = np.argmax(unary, axis=0) if labels is None else labels
     lab = np.where(valid, start, -1).astype(np.int64)
     movable = valid if update is None else (valid & update)
-    yy, xx = np.indices(valid.shape)
-    colour = [(((yy + xx) % 2) == c) & movable for c in (0, 1)]
+    ny, nx = valid.shape
+    odd = (np.arange(ny)[:, None] % 2) != (np.arange(nx)[None, :] % 2)  # bool, 1 byte per pixel
+    colour = [~odd & movable, odd & movable]
+    del odd
     sweeps = 0
     for sweeps in range(1, max_sweeps + 1):
         changed = 0
         for c in (0, 1):
-            counts = neighbour_counts(lab, valid, n_labels)
-            score = unary + beta * counts
+            score = beta * neighbour_counts(lab, valid, n_labels)
+            score += unary  # in place: one (K, ny, nx) float array, not two
             best = np.argmax(score, axis=0)
+            del score
             sel = colour[c] & (best != lab)
             changed += int(sel.sum())
             lab[sel] = best[sel]

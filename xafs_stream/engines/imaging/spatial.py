@@ -78,17 +78,29 @@ def variogram(
     if m.sum() < 4:
         raise InputError("z: fewer than 4 valid pixels")
     max_lag = int(max(1, min(max_lag, max(ny, nx) - 1)))
-    shape = (next_fast_len(2 * ny), next_fast_len(2 * nx))
+    # Only lags up to max_lag are used, so each axis is padded by that much, not doubled: a padded length
+    # P >= n + L keeps a lag |h| <= L apart from its alias h -/+ P (further than n - 1, no pairs there). On a
+    # 4000 x 4000 map this is a quarter of the transform's memory and time (see docs/measurements.md).
+    lag_y, lag_x = min(max_lag, ny - 1), min(max_lag, nx - 1)
+    shape = (next_fast_len(ny + lag_y), next_fast_len(nx + lag_x))
     m_hat = rfft2(m, s=shape)
     mz_hat = rfft2(m * zz, s=shape)
     mz2_hat = rfft2(m * zz * zz, s=shape)
-    n_pairs = _corr(m_hat, m_hat, shape)
-    sq = _corr(mz2_hat, m_hat, shape) + _corr(m_hat, mz2_hat, shape) - 2 * _corr(mz_hat, mz_hat, shape)
-    dy = np.fft.fftfreq(shape[0], 1.0 / shape[0])
-    dx = np.fft.fftfreq(shape[1], 1.0 / shape[1])
+    # the lags kept: |dy| <= lag_y, |dx| <= lag_x (rows and columns of the wrapped padded grid)
+    rows = np.r_[0:lag_y + 1, shape[0] - lag_y:shape[0]]
+    cols = np.r_[0:lag_x + 1, shape[1] - lag_x:shape[1]]
+    keep = np.ix_(rows, cols)
+    n_pairs = _corr(m_hat, m_hat, shape)[keep]
+    # sum_i m_i m_{i+h} (z_i - z_{i+h})^2 in one inverse transform: conj(a) b + conj(b) a = 2 Re(conj(a) b)
+    cross = 2.0 * (np.real(np.conj(mz2_hat) * m_hat) - np.abs(mz_hat) ** 2)
+    del mz_hat, mz2_hat
+    sq = irfft2(cross, s=shape)[keep]
+    del cross
+    dy = np.where(rows <= lag_y, rows, rows - shape[0]).astype(float)
+    dx = np.where(cols <= lag_x, cols, cols - shape[1]).astype(float)
     r = np.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
     ring = np.rint(r).astype(np.int64)
-    use = (ring >= 1) & (ring <= max_lag) & (np.abs(dy)[:, None] < ny) & (np.abs(dx)[None, :] < nx)
+    use = (ring >= 1) & (ring <= max_lag)
     pairs = np.bincount(ring[use], weights=np.rint(n_pairs[use]), minlength=max_lag + 1)[1:]
     total = np.bincount(ring[use], weights=sq[use], minlength=max_lag + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
