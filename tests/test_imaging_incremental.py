@@ -109,7 +109,7 @@ def test_resent_tile_is_idempotent_and_state_round_trips(data):
 
 def test_batch_model_shares_its_data_and_continues_after_releasing_block_stats(data):
     """The batch path's memory savings change no result: ``share=True`` keeps the caller's maps (no copy),
-    and a model whose block statistics were released rebuilds them when a tile arrives, continuing exactly
+    and a model whose tile state (block statistics, class log-likelihoods) was released rebuilds it when a tile arrives, continuing exactly
     like a model that kept them."""
     values, config = data
     tiles = ORDERS["rows"]
@@ -117,11 +117,17 @@ def test_batch_model_shares_its_data_and_continues_after_releasing_block_stats(d
     for y, x in tiles[:20]:
         for n in values:
             first[n][y:y + T, x:x + T] = values[n][y:y + T, x:x + T]
-    kept = MapModel.batch((N, N), config, {n: v.copy() for n, v in first.items()})
-    shared = MapModel.batch((N, N), config, first, share=True, release_block_stats=True)
+    kept = _batch_of(values, config, tiles[:20])  # the plain path: a model, its pixels, a solve
+    shared = MapModel.batch((N, N), config, first, share=True, release_tile_state=True)
     assert all(shared.raw[n] is first[n] for n in values)
+    again = MapModel.batch((N, N), config, {n: v.copy() for n, v in first.items()}, release_tile_state=True)
+    again.solve_from_scratch()  # a released model solves again from scratch
+    assert np.array_equal(again.labels, kept.labels)
     assert np.array_equal(kept.labels, shared.labels)
-    assert shared._block_power is None
+    for n in kept.smoothed:
+        assert np.array_equal(kept.smoothed[n], shared.smoothed[n], equal_nan=True)
+        assert np.array_equal(kept.sd[n], shared.sd[n], equal_nan=True)
+    assert shared._block_power is None and shared.unary is None
     for y, x in tiles[20:26]:
         a = kept.add_tile(y, x, _tile(values, y, x))
         b = shared.add_tile(y, x, _tile(values, y, x))

@@ -79,9 +79,11 @@ def presence(total: np.ndarray, total_err: np.ndarray) -> tuple[np.ndarray, np.n
         return np.zeros(total.shape, bool), np.full(total.shape, np.nan), 0.0
     t_max = max(float(np.percentile(total[valid], 99)), float(np.median(err[valid])))
     safe_err = np.where(valid, err, 1.0)
-    u_none = -0.5 * (np.where(valid, total, 0.0) / safe_err) ** 2 - np.log(safe_err * np.sqrt(2 * np.pi))
-    u_present = np.full(total.shape, -np.log(t_max))
-    labels, prob, beta = _potts(np.stack([u_none, u_present]), valid)
+    unary = np.empty((2,) + total.shape)  # U(none), U(present), filled in place (large maps)
+    unary[0] = -0.5 * (np.where(valid, total, 0.0) / safe_err) ** 2 - np.log(safe_err * np.sqrt(2 * np.pi))
+    unary[1] = -np.log(t_max)
+    del safe_err
+    labels, prob, beta = _potts(unary, valid)
     return valid & (labels == 1), np.where(valid, prob[0], np.nan), beta
 
 

@@ -209,7 +209,7 @@ class MapModel:
     phase_model, beta, gmrf, gmrf_class : the learned parameters
     """
 
-    def __init__(self, shape: tuple[int, int], config: MapConfig) -> None:
+    def __init__(self, shape: tuple[int, int], config: MapConfig, *, _solve_first: bool = False) -> None:
         ny, nx = (int(v) for v in shape)
         if ny < 2 or nx < 2:
             raise InputError(f"map shape must be at least 2 x 2, got {shape}")
@@ -223,9 +223,11 @@ class MapModel:
         self._class_valid = np.zeros(self.shape, dtype=bool)
         self.labels = np.full(self.shape, -1, dtype=np.int64)
         self.prob_max = np.full(self.shape, np.nan)
-        self.class_smoothed = {n: np.full(self.shape, np.nan) for n in config.class_features}
-        self.smoothed = {n: np.full(self.shape, np.nan) for n in config.smooth}
-        self.sd = {n: np.full(self.shape, np.nan) for n in config.smooth}
+        # _solve_first (batch only, a whole-map solve follows at once): the solves create these maps, so that
+        # a large map does not hold a NaN copy of each through its first stages
+        self.class_smoothed = {} if _solve_first else {n: np.full(self.shape, np.nan) for n in config.class_features}
+        self.smoothed = {} if _solve_first else {n: np.full(self.shape, np.nan) for n in config.smooth}
+        self.sd = {} if _solve_first else {n: np.full(self.shape, np.nan) for n in config.smooth}
         # class log-likelihoods, 0 where unknown (what ICM and the probabilities use)
         self.unary = np.zeros((config.n_phases,) + self.shape)
         self.phase_model: PhaseModel | None = None
@@ -244,7 +246,7 @@ class MapModel:
         keys = [(n, False) for n in config.class_features] + [(n, n not in config.uncut) for n in config.smooth]
         self._stat_keys = tuple(dict.fromkeys(keys))
         self._reset_block_stats()
-        self._release_after_learning = False  # batch(release_block_stats=True) during its solve
+        self._release_after_learning = False  # batch(release_tile_state=True) during its solve
         self._hist = np.zeros(5 ** (config.n_phases + 1) + 5, dtype=np.int64)
         self._hist_labels = self.labels.copy()
         self._hist_valid = np.zeros(self.shape, dtype=bool)
@@ -336,15 +338,23 @@ class MapModel:
         self._stat_n = {k: 0 for k in self._stat_keys}
         self._stat_in = {k: np.zeros(self._nb, dtype=bool) for k in self._stat_keys}
 
-    def release_block_stats(self) -> None:
-        """Free the per-block powers (8 bytes per pixel and map, as much as the data) once a batch solve is
-        done; the learned parameters stay. A later tile (``add_tile``) recomputes them from the data first."""
+    def release_tile_state(self) -> None:
+        """Free what only tile updates use, once a batch solve is done: the per-block powers (8 bytes per pixel
+        and map, as much as the data), the class log-likelihoods and the label histogram's copy of the labels.
+        Results and learned parameters stay; a later tile (``add_tile``) first rebuilds them from the data."""
         self._block_power = None
+        self.unary = None
+        self._hist_labels = None
 
-    def _ensure_block_stats(self) -> None:
+    def _ensure_tile_state(self) -> None:
         if self._block_power is None:
             self._reset_block_stats()
             self._update_blocks(FULL)  # with the current labels for the cut maps
+        if self.unary is None:
+            self.unary = np.zeros((self.config.n_phases,) + self.shape)
+            self._compute_unary(FULL)
+        if self._hist_labels is None:
+            self._hist_rebuild()
 
     def _update_blocks(self, region: tuple[slice, slice] | None) -> None:
         """Block statistics of the complete blocks that overlap ``region`` (all blocks at once per map)."""
@@ -583,6 +593,8 @@ class MapModel:
         return self.log
 
     def _global(self, cold: bool, reason: str, drift: dict | None = None) -> None:
+        if self.unary is None:  # released (release_tile_state); rewritten below
+            self.unary = np.zeros((self.config.n_phases,) + self.shape)
         if cold:
             if self._block_power is None:
                 self._reset_block_stats()
@@ -602,7 +614,7 @@ class MapModel:
         self._relabel_blocks(FULL)
         self.gmrf = self._learn_map_gmrf()
         if self._release_after_learning:
-            self.release_block_stats()
+            self._block_power = None  # the rest of the tile state after the solve (batch)
         it3 = self._smooth_global(self.config.smooth, self.gmrf, self.smoothed, self.sd, self.labels,
                                   warm=not cold)
         self._refresh_probabilities(FULL)
@@ -692,15 +704,15 @@ class MapModel:
 
     @classmethod
     def batch(cls, shape: tuple[int, int], config: MapConfig, values: dict[str, np.ndarray], *,
-              share: bool = False, release_block_stats: bool = False) -> MapModel:
+              share: bool = False, release_tile_state: bool = False) -> MapModel:
         """Solve a whole map from scratch from full-size per-pixel feature maps (the batch reference).
 
         For large maps (the results are the same): ``share`` keeps the given float64 maps as the model's data
         instead of copying them (8 bytes per pixel and map); the caller must not change them while the model
-        is in use, and later tiles (``add_tile``) write into them. ``release_block_stats`` frees the per-block
-        powers (:meth:`release_block_stats`) as soon as the solve has learned from them, before the last
-        stage's solves."""
-        model = cls(shape, config)
+        is in use, and later tiles (``add_tile``) write into them. ``release_tile_state`` frees what only tile
+        updates use (:meth:`release_tile_state`), the per-block powers as soon as the solve has learned from
+        them, before the last stage's solves."""
+        model = cls(shape, config, _solve_first=True)
         if share:
             for n in model.names:
                 given = values.get(n)
@@ -708,9 +720,11 @@ class MapModel:
                         and given.flags.writeable:
                     model.raw[n] = given  # set_pixels below then copies it onto itself (no new memory)
         model.set_pixels(0, 0, values)
-        model._release_after_learning = release_block_stats
+        model._release_after_learning = release_tile_state
         model.solve_from_scratch()
         model._release_after_learning = False
+        if release_tile_state:
+            model.release_tile_state()
         return model
 
     def solve_from_scratch(self) -> None:
@@ -725,7 +739,7 @@ class MapModel:
             return self._add_tile(y0, x0, values)
 
     def _add_tile(self, y0: int, x0: int, values: dict[str, np.ndarray]) -> SolveLog:
-        self._ensure_block_stats()
+        self._ensure_tile_state()
         region = self.set_pixels(y0, x0, values)
         self._update_blocks(region)
         self.n_updates += 1

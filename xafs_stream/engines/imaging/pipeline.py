@@ -395,8 +395,8 @@ def solve_maps(raw: dict[str, np.ndarray], reasons: dict[str, int], settings: Im
     config = settings.map_config()
     names = dict.fromkeys(config.class_features + config.smooth)
     # on a large map every 8 bytes per pixel count (docs/measurements.md): the model keeps raw's arrays as its
-    # data (they are the result's raw maps too), and frees its block statistics once it has learned from them
-    model = MapModel.batch((ny, nx), config, {n: raw[n] for n in names}, share=True, release_block_stats=True)
+    # data (they are the result's raw maps too), and frees what only tile updates use once it is done with it
+    model = MapModel.batch((ny, nx), config, {n: raw[n] for n in names}, share=True, release_tile_state=True)
     labels, unc = final_labels(model, settings)
     return MapResult(raw=raw, model=model, phase_names=settings.phase_names, labels=labels, label_uncertainty=unc,
                      fractions=fraction_maps(model, settings, labels),

@@ -90,10 +90,10 @@ def icm(
 
 def conditional_probabilities(unary: np.ndarray, labels: np.ndarray, valid: np.ndarray, beta: float) -> np.ndarray:
     """p(l_i = k | neighbour labels, y_i), shape (K, ny, nx); NaN at invalid pixels."""
-    counts = neighbour_counts(labels, valid, unary.shape[0])
-    score = unary + beta * counts
-    score = score - score.max(axis=0, keepdims=True)
-    p = np.exp(score)
+    p = beta * neighbour_counts(labels, valid, unary.shape[0])
+    p += unary  # the score, then the probabilities, in one (K, ny, nx) array (large maps)
+    p -= p.max(axis=0, keepdims=True)
+    np.exp(p, out=p)
     p /= p.sum(axis=0, keepdims=True)
     p[:, ~valid] = np.nan
     return p
