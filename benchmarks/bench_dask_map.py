@@ -95,7 +95,7 @@ def main() -> int:
         n = min(args.compare_size, size)
         crop = tiles.read(0, n, 0, n).astype(np.float64)
         t0 = time.perf_counter()
-        analyze_stack(tiles.energy, crop, settings)
+        analyze_stack(tiles.energy, crop, settings, fft_workers=os.cpu_count() or 1)
         t_mem = time.perf_counter() - t0
         del crop
 
@@ -115,7 +115,7 @@ def main() -> int:
             worker_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
         rss_after_features = _maxrss_mb()
         t0 = time.perf_counter()
-        result = solve_maps(raw, reasons, settings)
+        result = solve_maps(raw, reasons, settings, fft_workers=os.cpu_count() or 1)  # as `xafs-stream map`
         t_model = time.perf_counter() - t0
         correct = float(np.mean(result.labels == truth))
 

@@ -57,8 +57,9 @@ def features_on_cluster(client: Any, tiles: StackTiles, settings: ImagingSetting
 
 def map_stack_on_cluster(client: Any, tiles: StackTiles, settings: ImagingSettings, *, tile: int = TILE_PX,
                          mask: np.ndarray | None = None,
-                         progress: Callable[[int, int], Any] | None = None) -> MapResult:
-    """:func:`~xafs_stream.engines.imaging.pipeline.analyze_stack` for a stack on disk, features on the cluster."""
+                         progress: Callable[[int, int], Any] | None = None, fft_workers: int = 1) -> MapResult:
+    """:func:`~xafs_stream.engines.imaging.pipeline.analyze_stack` for a stack on disk, features on the cluster
+    (the map model in this process, its transforms on ``fft_workers`` threads)."""
     settings = settings.for_energy(tiles.energy)
     raw, reasons = features_on_cluster(client, tiles, settings, tile=tile, progress=progress)
-    return solve_maps(raw, reasons, settings, mask=mask)
+    return solve_maps(raw, reasons, settings, mask=mask, fft_workers=fft_workers)

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from .errors import CliError
+
+
+def local_cores() -> int:
+    """Cores this process may use (the map model's transforms run on all of them: the command has the host)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def add_parser(subparsers) -> None:
@@ -96,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
         from ..batch.stack import TILE_PX, map_stack_on_cluster
 
         with dask_client(args.scheduler, n_workers=args.workers, memory_limit=args.memory_limit) as client:
-            result = map_stack_on_cluster(client, stack, settings, tile=TILE_PX if args.tile is None else args.tile, mask=mask)
+            result = map_stack_on_cluster(client, stack, settings, tile=TILE_PX if args.tile is None else args.tile,
+                                          mask=mask, fft_workers=local_cores())
     else:
-        result = analyze_stack(stack.energy, stack.stack, settings, mask=mask)
+        result = analyze_stack(stack.energy, stack.stack, settings, mask=mask, fft_workers=local_cores())
     verdict = judge_map(result.model)
     _print_table(args.stack, stack, result)
     print(verdict.line())

@@ -364,7 +364,7 @@ def map_statistics(model: MapModel, settings: ImagingSettings, *, max_lag: int =
 
 
 def analyze_stack(energy: np.ndarray, stack: np.ndarray, settings: ImagingSettings | None = None, *,
-                  mask: np.ndarray | None = None) -> MapResult:
+                  mask: np.ndarray | None = None, fft_workers: int = 1) -> MapResult:
     """Features, MRF labels and smoothed maps, and statistics of a whole stack (batch).
 
     Parameters
@@ -373,18 +373,31 @@ def analyze_stack(energy: np.ndarray, stack: np.ndarray, settings: ImagingSettin
     stack : ndarray of shape (n_e, ny, nx), absorption (optical density); NaN pixels are masked
     settings : ImagingSettings (default: no references)
     mask : optional (ny, nx) bool, pixels to use (others are treated as not measured)
+    fft_workers : threads of the map model's transforms (see :func:`solve_maps`)
     """
     settings = (settings or ImagingSettings()).for_energy(energy)
     raw, reasons = stack_features(energy, stack, settings)
-    return solve_maps(raw, reasons, settings, mask=mask)
+    return solve_maps(raw, reasons, settings, mask=mask, fft_workers=fft_workers)
 
 
 def solve_maps(raw: dict[str, np.ndarray], reasons: dict[str, int], settings: ImagingSettings, *,
-               mask: np.ndarray | None = None) -> MapResult:
+               mask: np.ndarray | None = None, fft_workers: int = 1) -> MapResult:
     """The MRF map model, final labels, fractions and statistics from per-pixel feature maps (the second half
     of :func:`analyze_stack`; the maps may come from :func:`stack_features` or from tiles computed
     elsewhere). ``settings`` must already be decided for the stack's energies (``for_energy``); ``raw`` is
-    modified in place where ``mask`` is False."""
+    modified in place where ``mask`` is False.
+
+    ``fft_workers``: threads for the transforms (the GMRF preconditioner, the variogram), for a batch job
+    that has the machine to itself (the results are the same bit for bit: each thread does whole 1-D
+    transforms); the live service keeps 1."""
+    from scipy.fft import set_workers
+
+    with set_workers(max(1, int(fft_workers))):
+        return _solve_maps(raw, reasons, settings, mask)
+
+
+def _solve_maps(raw: dict[str, np.ndarray], reasons: dict[str, int], settings: ImagingSettings,
+                mask: np.ndarray | None) -> MapResult:
     ny, nx = next(iter(raw.values())).shape
     if mask is not None:
         mask = np.asarray(mask, bool)
