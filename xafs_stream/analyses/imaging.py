@@ -262,11 +262,13 @@ class MapAccumulator:
         log = self.model.add_tile(y0, x0, values)
         self.tiles[(y0, x0)] = tuple(int(v) for v in shape)
         n = len(self.tiles)
+        # the final labels (two Potts solves with references) once per tile, for the statistics and the result
+        labels = final_labels(self.model, self.settings)
         if n != self._stats_at and (self.model.shape[0] * self.model.shape[1] <= 256 * 256
                                     or n % self.stats_every == 0 or self.coverage >= 1.0 or n <= 2):
-            self._stats = map_statistics(self.model, self.settings)
+            self._stats = map_statistics(self.model, self.settings, labels=labels[0])
             self._stats_at = n
-        return self.result(update=log.kind)
+        return self.result(update=log.kind, labels=labels)
 
     @property
     def coverage(self) -> float:
@@ -274,10 +276,11 @@ class MapAccumulator:
 
     # ------------------------------------------------------------------------------------- output
 
-    def result(self, update: str = "") -> AnalysisResult:
-        """The full current maps as an AnalysisResult (arrays with dims, flat summary, PNGs)."""
+    def result(self, update: str = "", labels: tuple[np.ndarray, np.ndarray] | None = None) -> AnalysisResult:
+        """The full current maps as an AnalysisResult (arrays with dims, flat summary, PNGs). ``labels``: the
+        model's :func:`final_labels` (labels, uncertainty) if already computed for its current state."""
         m = self.model
-        labels, uncertainty = final_labels(m, self.settings)
+        labels, uncertainty = final_labels(m, self.settings) if labels is None else labels
         arrays: dict[str, np.ndarray] = {"labels": labels, "label_uncertainty": uncertainty,
                                          "observed": m.observed.copy()}
         for n in m.names:
