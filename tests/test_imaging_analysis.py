@@ -86,10 +86,6 @@ def test_accumulator_tiles_any_order_pngs_state(phantom_stack):
     fresh = acc.result()
     assert np.array_equal(res.arrays["labels"], fresh.arrays["labels"])
     assert np.array_equal(res.arrays["label_uncertainty"], fresh.arrays["label_uncertainty"], equal_nan=True)
-    assert res.summary.keys() == fresh.summary.keys()
-    differ = [k for k, v in res.summary.items() if k != "imaging.update"  # which update made it (tile kind)
-              and v != fresh.summary[k] and not (v != v and fresh.summary[k] != fresh.summary[k])]  # NaN == NaN
-    assert differ == []
     # a re-sent tile is idempotent; a worker taking over from the state continues identically
     again = acc.add_tile(0, 0, stack[:, :T, :T])
     assert again.summary["imaging.n_tiles_done"] == 4

@@ -133,6 +133,8 @@ def test_batch_model_shares_its_data_and_continues_after_releasing_block_stats(d
         b = shared.add_tile(y, x, _tile(values, y, x))
         assert (a.kind, a.reason) == (b.kind, b.reason)
     assert np.array_equal(kept.labels, shared.labels)
+    y, x = tiles[25]
+    assert np.array_equal(first["lcf_total"][y:y + T, x:x + T], values["lcf_total"][y:y + T, x:x + T])  # shared
     for n in kept.smoothed:
         np.testing.assert_allclose(shared.smoothed[n], kept.smoothed[n], atol=1e-9, equal_nan=True)
         assert kept.gmrf[n] == shared.gmrf[n] or np.allclose(

@@ -593,13 +593,15 @@ class MapModel:
         return self.log
 
     def _global(self, cold: bool, reason: str, drift: dict | None = None) -> None:
-        if self.unary is None:  # released (release_tile_state); rewritten below
-            self.unary = np.zeros((self.config.n_phases,) + self.shape)
-        if cold:
+        if cold:  # everything is recomputed: a released tile state (release_tile_state) only needs its arrays
+            if self.unary is None:
+                self.unary = np.zeros((self.config.n_phases,) + self.shape)
             if self._block_power is None:
                 self._reset_block_stats()
             self._update_blocks(FULL)
             self.beta = 0.0
+        else:
+            self._ensure_tile_state()
         self.gmrf_class = self._learn_class_gmrf()
         it1 = self._smooth_global(self.config.class_features, self.gmrf_class, self.class_smoothed, None, None,
                                   warm=not cold)
@@ -714,11 +716,13 @@ class MapModel:
         them, before the last stage's solves."""
         model = cls(shape, config, _solve_first=True)
         if share:
+            kept: list[np.ndarray] = []
             for n in model.names:
                 given = values.get(n)
-                if isinstance(given, np.ndarray) and given.dtype == np.float64 and given.shape == model.shape \
-                        and given.flags.writeable:
+                if type(given) is np.ndarray and given.dtype == np.float64 and given.shape == model.shape \
+                        and given.flags.writeable and not any(given is k for k in kept):
                     model.raw[n] = given  # set_pixels below then copies it onto itself (no new memory)
+                    kept.append(given)
         model.set_pixels(0, 0, values)
         model._release_after_learning = release_tile_state
         model.solve_from_scratch()

@@ -76,7 +76,7 @@ def icm(
     for sweeps in range(1, max_sweeps + 1):
         changed = 0
         for c in (0, 1):
-            score = beta * neighbour_counts(lab, valid, n_labels)
+            score = neighbour_counts(lab, valid, n_labels) * float(beta)  # float64 whatever beta's type
             score += unary  # in place: one (K, ny, nx) float array, not two
             best = np.argmax(score, axis=0)
             del score
@@ -90,7 +90,7 @@ def icm(
 
 def conditional_probabilities(unary: np.ndarray, labels: np.ndarray, valid: np.ndarray, beta: float) -> np.ndarray:
     """p(l_i = k | neighbour labels, y_i), shape (K, ny, nx); NaN at invalid pixels."""
-    p = beta * neighbour_counts(labels, valid, unary.shape[0])
+    p = neighbour_counts(labels, valid, unary.shape[0]) * float(beta)
     p += unary  # the score, then the probabilities, in one (K, ny, nx) array (large maps)
     p -= p.max(axis=0, keepdims=True)
     np.exp(p, out=p)

@@ -77,6 +77,9 @@ def variogram(
     ny, nx = zz.shape
     if m.sum() < 4:
         raise InputError("z: fewer than 4 valid pixels")
+    # the variogram depends only on differences: centring first keeps the transforms' cancellation small on
+    # maps far from zero (an edge energy of 7112 eV: 1e-8 relative error in gamma without, see the tests)
+    zz = np.where(m > 0, zz - zz[m > 0].mean(), 0.0)
     max_lag = int(max(1, min(max_lag, max(ny, nx) - 1)))
     # Only lags up to max_lag are used, so each axis is padded by that much, not doubled: a padded length
     # P >= n + L keeps a lag |h| <= L apart from its alias h -/+ P (further than n - 1, no pairs there): about
@@ -92,7 +95,7 @@ def variogram(
     keep = np.ix_(rows, cols)
     n_pairs = _corr(m_hat, m_hat, shape)[keep]
     # sum_i m_i m_{i+h} (z_i - z_{i+h})^2 in one inverse transform: conj(a) b + conj(b) a = 2 Re(conj(a) b)
-    cross = 2.0 * (np.real(np.conj(mz2_hat) * m_hat) - np.abs(mz_hat) ** 2)
+    cross = 2.0 * (np.real(np.conj(mz2_hat) * m_hat) - (mz_hat.real ** 2 + mz_hat.imag ** 2))
     del mz_hat, mz2_hat
     sq = irfft2(cross, s=shape)[keep]
     del cross
