@@ -83,7 +83,7 @@ def variogram(
     max_lag = int(max(1, min(max_lag, max(ny, nx) - 1)))
     # Only lags up to max_lag are used, so each axis is padded by that much, not doubled: a padded length
     # P >= n + L keeps a lag |h| <= L apart from its alias h -/+ P (further than n - 1, no pairs there): about
-    # a quarter of the transforms' size, 13x faster on a 4000 x 4000 map (see docs/measurements.md).
+    # a quarter of the transforms' size, 12x faster on a 4000 x 4000 map (see docs/measurements.md).
     lag_y, lag_x = min(max_lag, ny - 1), min(max_lag, nx - 1)
     shape = (next_fast_len(ny + lag_y), next_fast_len(nx + lag_x))
     m_hat = rfft2(m, s=shape)
