@@ -42,6 +42,9 @@ class TiledHandle:
 
 
 _PROCESS_API_KEY: str | None = None
+#: seconds open requests get to finish when the embedded server stops, and then for its application shutdown
+SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_FORCE_S = 10.0
 
 
 class EmbeddedTiledServer:
@@ -90,7 +93,10 @@ class EmbeddedTiledServer:
         # created: that request took 0.24-0.29 s instead of 0.08-0.13 s, and it is a live map's first write, the
         # one the map's first tiles wait for (docs/measurements.md)
         app = build_app(catalog, authentication=Authentication(single_user_api_key=self.api_key))
-        self._server = ThreadedServer(uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level="warning"))
+        # a bounded shutdown: uvicorn otherwise waits for every open connection and request to end, and a client
+        # that keeps one open held a CI run's last teardown for minutes (see close)
+        self._server = ThreadedServer(uvicorn.Config(app, host=host, port=port, loop="asyncio", log_level="warning",
+                                                     timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
         self._cm = self._server.run_in_thread()
         base_url = self._cm.__enter__()
         try:
@@ -113,8 +119,25 @@ class EmbeddedTiledServer:
         self.web_ui_link = f"{base_url}?api_key={quote_plus(self.api_key)}"
 
     def close(self) -> None:
-        if self._cm is not None:
+        """Stop the server: open requests get ``SHUTDOWN_GRACE_S`` to finish; if the server thread has still
+        not ended ``SHUTDOWN_FORCE_S`` later (its application shutdown hangs), it is told to exit at once."""
+        if self._cm is None:
+            return
+        import threading
+
+        server = self._server
+
+        def force() -> None:
+            log.warning("embedded Tiled did not stop in %.0f s: forcing it", SHUTDOWN_GRACE_S + SHUTDOWN_FORCE_S)
+            server.force_exit = True
+
+        timer = threading.Timer(SHUTDOWN_GRACE_S + SHUTDOWN_FORCE_S, force)
+        timer.daemon = True
+        timer.start()
+        try:
             self._cm.__exit__(None, None, None)
+        finally:
+            timer.cancel()
             self._cm = None
 
     def __enter__(self) -> "EmbeddedTiledServer":
