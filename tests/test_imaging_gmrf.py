@@ -71,6 +71,35 @@ def test_solve_matches_dense_solution_with_cuts_and_mask():
     assert np.isnan(x[~valid]).all()
 
 
+def test_whole_map_solve_with_float32_transforms_reaches_the_float64_tolerance():
+    """Above the matrix-transform size the preconditioner's transforms run in float32 also for float64 solves:
+    the flexible CG, whose residual is checked in float64, must still reach a tight tolerance (against a sparse
+    direct solve, with a mask, cuts and a long smoothing length)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    from xafs_stream.engines.imaging.gmrf import MATRIX_TRANSFORM_MAX_SIDE
+
+    ny, nx = MATRIX_TRANSFORM_MAX_SIDE + 22, MATRIX_TRANSFORM_MAX_SIDE + 12
+    rng = np.random.default_rng(7)
+    valid = rng.random((ny, nx)) > 0.1
+    labels = np.zeros((ny, nx), int)
+    labels[:, nx // 2:] = 1
+    y = rng.normal(size=(ny, nx)) + 7112.0 + 3 * labels  # an edge energy, eV, far from zero
+    lam, eta = 30.0, 0.01
+    x, _ = solve_map(y, valid, GmrfParams(s2=0.1, lam=lam, eta=eta), labels=labels, rtol=1e-10)
+    h, v = grid_edges(valid, labels)
+    idx = np.arange(ny * nx).reshape(ny, nx)
+    p = np.concatenate([idx[:, :-1][h], idx[:-1, :][v]])
+    q = np.concatenate([idx[:, 1:][h], idx[1:, :][v]])
+    a = sparse.coo_matrix((np.repeat([lam, lam, -lam, -lam], p.size), (np.concatenate([p, q, p, q]),
+                          np.concatenate([p, q, q, p]))), shape=(ny * nx,) * 2).tocsr()
+    a = a + sparse.diags(np.where(valid.ravel(), 1.0 + eta, 1.0))
+    mean = y[valid].mean()  # the prior mean solve_map uses by default
+    ref = spsolve(a.tocsc(), np.where(valid, y + eta * mean, 0.0).ravel()).reshape(ny, nx)
+    np.testing.assert_allclose(x[valid], ref[valid], rtol=0, atol=1e-6)
+
+
 def test_posterior_sd_against_exact_inverse():
     """Exact at interior and straight-edge pixels; within 30 % everywhere on a map with cuts."""
     valid = np.ones((20, 20), bool)
