@@ -342,8 +342,10 @@ class _DctPreconditioner:
 
     The residual is always 0 at invalid pixels (there A is the identity and the right-hand side 0, which
     :func:`solve_maps` ensures), so the input needs no mask and masking the output with the valid pixels is
-    "invalid pixels pass through". In float32 (the window solves) the transforms take about half the time
-    (see docs/measurements.md for these measurements and the alternatives tried).
+    "invalid pixels pass through". In float32 the transforms take about half the time; they run in float32 in
+    window solves and, above ``MATRIX_TRANSFORM_MAX_SIDE``, also in float64 (whole-map) solves, whose flexible
+    CG checks its residual in float64 (see docs/measurements.md for these measurements and the alternatives
+    tried).
     """
 
     def __init__(self, vf: np.ndarray, lam: np.ndarray, eta: np.ndarray, shape: tuple[int, int], dtype,
