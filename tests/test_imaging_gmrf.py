@@ -71,10 +71,10 @@ def test_solve_matches_dense_solution_with_cuts_and_mask():
     assert np.isnan(x[~valid]).all()
 
 
-def test_whole_map_solve_with_float32_transforms_reaches_the_float64_tolerance():
-    """Above the matrix-transform size the preconditioner's transforms run in float32 also for float64 solves:
-    the flexible CG, whose residual is checked in float64, must still reach a tight tolerance (against a sparse
-    direct solve, with a mask, cuts and a long smoothing length)."""
+def test_whole_map_solve_above_the_matrix_transform_size_matches_a_sparse_direct_solve():
+    """Above the matrix-transform size the preconditioner uses scipy's fast transforms: a whole-map solve
+    still reaches a tight tolerance (against a sparse direct solve, with a mask, cuts, a long smoothing length
+    and values far from zero)."""
     from scipy import sparse
     from scipy.sparse.linalg import spsolve
 

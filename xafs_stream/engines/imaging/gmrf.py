@@ -203,12 +203,7 @@ def solve_maps(
     # level) run in float32: half the memory traffic per CG step (see _DctPreconditioner)
     dtype = np.float32 if all(s.field_tol is not None for s in stop) else np.float64
     if preconditioner == "dct":
-        # The preconditioner only steers the (flexible) CG, whose residual is checked in the solve's own
-        # dtype: its fast transforms run in float32 also for float64 solves (whole maps: a 1000 x 1000 map's
-        # solve took 8.7 s instead of 10.7, see docs/measurements.md); the matrix products keep the solve's dtype.
-        fast = max(ny, nx) > MATRIX_TRANSFORM_MAX_SIDE
-        pdtype = np.float32 if fast else dtype
-        precond = _DctPreconditioner(vf.reshape(flat).astype(pdtype), lam, eta, (ny, nx), pdtype,
+        precond = _DctPreconditioner(vf.reshape(flat).astype(dtype), lam, eta, (ny, nx), dtype,
                                      kinds=kinds or side_kinds(valid, boundary_edges))
     elif preconditioner == "jacobi":
         precond = _Jacobi(diag.reshape(flat).astype(dtype))
@@ -342,10 +337,8 @@ class _DctPreconditioner:
 
     The residual is always 0 at invalid pixels (there A is the identity and the right-hand side 0, which
     :func:`solve_maps` ensures), so the input needs no mask and masking the output with the valid pixels is
-    "invalid pixels pass through". In float32 the transforms take about half the time; they run in float32 in
-    window solves and, above ``MATRIX_TRANSFORM_MAX_SIDE``, also in float64 (whole-map) solves, whose flexible
-    CG checks its residual in float64 (see docs/measurements.md for these measurements and the alternatives
-    tried).
+    "invalid pixels pass through". In float32 (the window solves) the transforms take about half the time
+    (see docs/measurements.md for these measurements and the alternatives tried).
     """
 
     def __init__(self, vf: np.ndarray, lam: np.ndarray, eta: np.ndarray, shape: tuple[int, int], dtype,
@@ -363,7 +356,7 @@ class _DctPreconditioner:
 
     def __call__(self, r: np.ndarray) -> np.ndarray:
         k = r.shape[0]
-        a = r.reshape((k,) + self.shape).astype(self.dtype, copy=False)  # 0 at invalid pixels (see the class doc)
+        a = r.reshape((k,) + self.shape)  # 0 at invalid pixels (see the class doc)
         if self.mats is not None:
             # the same orthonormal transforms as matrix products: c = Ty a Tx^T, z = Ty^T (response c) Tx
             (ty, ty_t), (tx, tx_t) = self.mats
@@ -385,7 +378,7 @@ class _DctPreconditioner:
             z = _axis_inverse(_axis_inverse(c, self.kinds[1], 2), self.kinds[0], 1)
         z = z.reshape(k, -1)
         z *= self.vf
-        return z.astype(r.dtype, copy=False)  # float32 transforms in a float64 solve: back to its dtype
+        return z
 
     def keep(self, sel: np.ndarray) -> _DctPreconditioner:
         out = _DctPreconditioner.__new__(_DctPreconditioner)
