@@ -246,7 +246,6 @@ class MapModel:
         keys = [(n, False) for n in config.class_features] + [(n, n not in config.uncut) for n in config.smooth]
         self._stat_keys = tuple(dict.fromkeys(keys))
         self._reset_block_stats()
-        self._release_after_learning = False  # batch(release_tile_state=True) during its solve
         self._hist = np.zeros(5 ** (config.n_phases + 1) + 5, dtype=np.int64)
         self._hist_labels = self.labels.copy()
         self._hist_valid = np.zeros(self.shape, dtype=bool)
@@ -592,7 +591,8 @@ class MapModel:
         self._global(cold=False, reason=max(ratio, key=ratio.get), drift=drift)
         return self.log
 
-    def _global(self, cold: bool, reason: str, drift: dict | None = None) -> None:
+    def _global(self, cold: bool, reason: str, drift: dict | None = None, *,
+                release_block_powers: bool = False) -> None:
         if cold:  # everything is recomputed: a released tile state (release_tile_state) only needs its arrays
             if self.unary is None:
                 self.unary = np.zeros((self.config.n_phases,) + self.shape)
@@ -615,7 +615,7 @@ class MapModel:
         rounds = self._solve_labels_global(cold=True)
         self._relabel_blocks(FULL)
         self.gmrf = self._learn_map_gmrf()
-        if self._release_after_learning:
+        if release_block_powers:
             self._block_power = None  # the rest of the tile state after the solve (batch)
         it3 = self._smooth_global(self.config.smooth, self.gmrf, self.smoothed, self.sd, self.labels,
                                   warm=not cold)
@@ -724,17 +724,16 @@ class MapModel:
                     model.raw[n] = given  # set_pixels below then copies it onto itself (no new memory)
                     kept.append(given)
         model.set_pixels(0, 0, values)
-        model._release_after_learning = release_tile_state
-        model.solve_from_scratch()
-        model._release_after_learning = False
+        model.solve_from_scratch(_release_block_powers=release_tile_state)
         if release_tile_state:
             model.release_tile_state()
         return model
 
-    def solve_from_scratch(self) -> None:
-        """Learn everything and solve the whole map from a cold start."""
+    def solve_from_scratch(self, *, _release_block_powers: bool = False) -> None:
+        """Learn everything and solve the whole map from a cold start (``_release_block_powers``: see
+        :meth:`batch`)."""
         with single_blas_thread():
-            self._global(cold=True, reason="cold start")
+            self._global(cold=True, reason="cold start", release_block_powers=_release_block_powers)
         self.n_updates += 1
 
     def add_tile(self, y0: int, x0: int, values: dict[str, np.ndarray]) -> SolveLog:
