@@ -79,7 +79,9 @@ def test_collapsed_moves_from_the_command_line_find_the_two_peaks(two_peaks, cap
 
 def test_xanes_on_normalised_reference_reports_preedge_centroid(capsys):
     path = XANES_REFS_DIR / "FeLibNov2021.nor"
-    rc = main(["bayes", str(path), "--column", "fe(iii)po4", "--normalized", "--kmax", "2", *FAST])
+    # the default sampler of --model xanes (smc), smaller populations
+    rc = main(["bayes", str(path), "--column", "fe(iii)po4", "--normalized", "--kmax", "2", "--particles", "48",
+               "--target-se", "0"])
     out = capsys.readouterr().out
     # short test chains: the verdict decides the exit code, and the two agree
     verdict = re.search(r"^quality: (ok|warn|bad)", out, re.M).group(1)
@@ -99,6 +101,8 @@ def test_xanes_on_raw_mu_uses_the_preprocessing_engine(capsys):
             "--kmax",
             "1",
             "--no-preedge",
+            "--sampler",
+            "remc",
             *FAST,
         ]
     )
@@ -116,6 +120,8 @@ def test_xanes_on_raw_mu_uses_the_preprocessing_engine(capsys):
         (["--xrange", "10:20"], "contains 0 data point"),
         (["--xrange", "2:1"], "A < B"),
         (["--xrange", "a:b"], "two numbers"),
+        (["--sampler", "smc"], "--replicas, --burn, --sweeps apply to --sampler remc, but the sampler is smc"),
+        (["--particles", "10"], "--particles apply to --sampler smc, but the sampler is remc"),
     ],
 )
 def test_bad_options_give_one_line_errors(two_peaks, capsys, args, message):
@@ -123,6 +129,12 @@ def test_bad_options_give_one_line_errors(two_peaks, capsys, args, message):
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_smc_settings_give_one_line_errors(two_peaks, capsys):
+    rc = main(["bayes", str(two_peaks), "--model", "peaks", "--sampler", "smc", "--particles", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "n_particles >= 8" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_files_give_one_line_errors(tmp_path, capsys):

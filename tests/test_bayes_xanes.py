@@ -67,18 +67,21 @@ def _unit_and_upstream(name="fe(iii)po4", index="merge"):
     return unit, upstream
 
 
-QUICK = {"k_max": 2, "n_burn": 100, "n_sweeps": 200, "n_replicas": 12}
+QUICK = {"k_max": 2, "sampler": "remc", "n_burn": 100, "n_sweeps": 200, "n_replicas": 12}
+QUICK_SMC = {"k_max": 2, "n_particles": 64, "mode_starts": 64}  # the default sampler, smaller
 
 
-def test_worker_analysis_stores_flat_summary_and_arrays():
+@pytest.mark.parametrize("config", [QUICK, QUICK_SMC], ids=["remc", "smc"])
+def test_worker_analysis_stores_flat_summary_and_arrays(config):
     registry = default_registry()
     assert "bayes.xanes" in registry
     analysis = registry["bayes.xanes"]
     assert analysis.unit_kind == "spectrum" and analysis.requires == ("xafs.normalize",)
     unit, upstream = _unit_and_upstream()
-    res = analysis.func(unit, upstream, QUICK)
+    res = analysis.func(unit, upstream, config)
     s = res.summary
     assert s["bayes.K"] in (1, 2)
+    assert s["bayes.sampler"] == config.get("sampler", "smc")
     assert {
         "bayes.F.K1",
         "bayes.F.K2",
@@ -113,7 +116,13 @@ def test_worker_analysis_fits_merged_spectra_unless_told_to_fit_every_repeat():
     with pytest.raises(InputError, match="units must be"):
         func(repeat, upstream, {"units": "some"})
     with pytest.raises(InputError, match="collapsed must be true or false"):
-        func(repeat, upstream, {"collapsed": "yes"})
+        func(repeat, upstream, {"sampler": "remc", "collapsed": "yes"})
+    with pytest.raises(InputError, match="n_sweeps apply to sampler 'remc', but the sampler is 'smc'"):
+        func(repeat, upstream, {"n_sweeps": 100})
+    with pytest.raises(InputError, match="n_particles apply to sampler 'smc'"):
+        func(repeat, upstream, {"sampler": "remc", "n_particles": 100})
+    with pytest.raises(InputError, match="sampler must be 'smc' or 'remc'"):
+        func(repeat, upstream, {"sampler": "mcmc"})
 
 
 def test_worker_analysis_skips_and_rejects_bad_input():

@@ -72,11 +72,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--e0", type=float, help="xanes: E0 in eV (default: maximum of dμ/dE)")
     p.add_argument("--edges", metavar="L3:L2", help="xmcd: L3 and L2 edge energies for per-edge areas")
     p.add_argument("--no-preedge", action="store_true", help="xanes: skip the pre-edge centroid fit")
+    p.add_argument("--sampler", choices=("remc", "smc"), default=None,
+                   help="replica-exchange MC, or tempered SMC with jumps between least-squares optima "
+                        "(default: smc for --model xanes, as the live service; remc otherwise)")
+    p.add_argument("--particles", type=int, default=None, help="smc: particles per population (default 128)")
+    p.add_argument("--groups", type=int, default=None,
+                   help="smc: independent populations, the 'chains' of R-hat and se(F) (default 4)")
     p.add_argument("--replicas", type=int, default=None,
-                   help="replicas on the temperature ladder (default 24 for xanes, 16 otherwise)")
-    p.add_argument("--chains", type=int, default=4, help="independent chains (default 4)")
-    p.add_argument("--burn", type=int, default=500, help="burn-in sweeps (default 500)")
-    p.add_argument("--sweeps", type=int, default=1500, help="recorded sweeps (default 1500)")
+                   help="remc: replicas on the temperature ladder (default 24 for xanes, 16 otherwise)")
+    p.add_argument("--chains", type=int, default=None, help="remc: independent chains (default 4)")
+    p.add_argument("--burn", type=int, default=None, help="remc: burn-in sweeps (default 500)")
+    p.add_argument("--sweeps", type=int, default=None, help="remc: recorded sweeps (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--collapsed", action="store_true",
                    help="also move centres and widths with all heights redrawn from their exact conditional: "
@@ -173,14 +179,23 @@ def load_xanes(args):
 
 
 def _settings(args):
-    from ..engines.bayes import RemcSettings
+    from ..engines.bayes import RemcSettings, SmcSettings
 
+    sampler = args.sampler or ("smc" if args.model == "xanes" else "remc")
+    own = {"smc": ("particles", "groups"), "remc": ("replicas", "chains", "burn", "sweeps", "collapsed")}
+    for other, names in own.items():
+        given = [f"--{n}" for n in names if other != sampler and getattr(args, n) not in (None, False)]
+        if given:
+            raise CliError(f"{', '.join(given)} apply to --sampler {other}, but the sampler is {sampler}")
+    if sampler == "smc":
+        return SmcSettings(n_particles=args.particles or 128, n_groups=args.groups or 4)
+    sweeps = args.sweeps or 1500
     return RemcSettings(
         n_replicas=args.replicas or (24 if args.model == "xanes" else 16),
-        n_chains=args.chains,
-        n_burn=args.burn,
-        n_sweeps=args.sweeps,
-        thin=max(1, args.sweeps // 250),
+        n_chains=args.chains or 4,
+        n_burn=500 if args.burn is None else args.burn,
+        n_sweeps=sweeps,
+        thin=max(1, sweeps // 250),
         collapsed=args.collapsed,
     )
 

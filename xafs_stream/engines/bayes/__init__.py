@@ -2,6 +2,9 @@
 
 - :func:`run_remc` / :class:`ReplicaExchange`: REMC vectorised over replicas and independent chains, with a
   tuned temperature ladder, adapted per-parameter steps, ordered peak labels and convergence diagnostics.
+- :func:`run_smc`: tempered sequential Monte Carlo over independent particle populations, with moves shaped
+  by the particles' covariance and jumps between least-squares optima (:func:`find_modes`); its result
+  reads like a REMC run's (free energy, noise scan, R-hat over the populations).
 - :func:`free_energy`, :func:`scan_noise`: F = -log evidence by the bridge over the ladder, its standard
   error, and F as a function of the noise variance (Tokuda et al. 2017).
 - :func:`select_models`: minimum-F choice among candidate models (numbers of peaks, Hamiltonians, prior
@@ -31,10 +34,12 @@ from .models import (
     xanes_priors,
     xmcd_priors,
 )
+from .modes import Modes, find_modes
 from .noise import difference_noise
 from .priors import Gamma, LogUniform, Normal, Uniform
 from .sampler import RemcResult, RemcSettings, ReplicaExchange, run_remc, split_rhat
 from .selection import CandidateFit, Selection, check_k_range, select_models
+from .smc import SmcSettings, extend_smc, run_smc
 from .state import ReplicaState
 from .summary import (
     Band,
@@ -61,13 +66,14 @@ __all__ = [
     "PUBLISHED",
     "Band",
     "CandidateFit",
-    "ClusterScan",
     "ClusterModel",
+    "ClusterScan",
     "FitReport",
     "FreeEnergy",
     "Gamma",
     "Interval",
     "LogUniform",
+    "Modes",
     "NoiseScan",
     "Normal",
     "PeakModel",
@@ -78,6 +84,7 @@ __all__ = [
     "ReplicaExchange",
     "ReplicaState",
     "Selection",
+    "SmcSettings",
     "SpectrumModel",
     "Uniform",
     "XanesModel",
@@ -87,10 +94,12 @@ __all__ = [
     "cluster_hamiltonians",
     "cluster_lines",
     "cluster_spectrum",
-    "delta_regions",
     "decompose_peaks",
     "decompose_xmcd",
+    "delta_regions",
     "difference_noise",
+    "extend_smc",
+    "find_modes",
     "find_preedge_peak",
     "fit_preedge",
     "fit_xanes",
@@ -104,8 +113,9 @@ __all__ = [
     "report",
     "retune",
     "run_remc",
-    "scan_noise",
+    "run_smc",
     "scan_delta",
+    "scan_noise",
     "select_models",
     "split_rhat",
     "summarize_parameters",

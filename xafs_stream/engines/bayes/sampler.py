@@ -156,6 +156,34 @@ def split_rhat(chains: np.ndarray) -> np.ndarray:
         return np.sqrt(var_hat / w)
 
 
+def make_state(
+    model: SpectrumModel, y: np.ndarray, x: np.ndarray, betas: np.ndarray, steps: np.ndarray
+) -> ReplicaState:
+    """A :class:`ReplicaState` for parameters ``x`` (R, P) with its caches, energies and priors computed."""
+    C = x.shape[0] // betas.size
+    shapes = model.shapes(x)
+    comps = shapes.copy()
+    for c in range(model.n_components):
+        sc = model.scale(x, c)
+        if sc is not None:
+            comps[c] *= sc[:, None]
+    resid = y[None, :] - comps.sum(axis=0)
+    R = x.shape[0]
+    return ReplicaState(
+        x=x.copy(),
+        log_prior=model.log_prior_terms(x),
+        energy=energy_of(resid),
+        betas=betas.copy(),
+        steps=steps.copy(),
+        shapes=shapes,
+        components=comps,
+        residual=resid,
+        walker=np.arange(R),
+        direction=np.zeros(R, dtype=int),
+        round_trips=np.zeros(C, dtype=int),
+    )
+
+
 class ReplicaExchange:
     """Replica-exchange sampler for one model and one data set.
 
@@ -211,29 +239,7 @@ class ReplicaExchange:
         return state
 
     def _make_state(self, x: np.ndarray, betas: np.ndarray, steps: np.ndarray) -> ReplicaState:
-        model = self.model
-        C = x.shape[0] // betas.size
-        shapes = model.shapes(x)
-        comps = shapes.copy()
-        for c in range(model.n_components):
-            sc = model.scale(x, c)
-            if sc is not None:
-                comps[c] *= sc[:, None]
-        resid = self.target.y[None, :] - comps.sum(axis=0)
-        R = x.shape[0]
-        return ReplicaState(
-            x=x.copy(),
-            log_prior=model.log_prior_terms(x),
-            energy=energy_of(resid),
-            betas=betas.copy(),
-            steps=steps.copy(),
-            shapes=shapes,
-            components=comps,
-            residual=resid,
-            walker=np.arange(R),
-            direction=np.zeros(R, dtype=int),
-            round_trips=np.zeros(C, dtype=int),
-        )
+        return make_state(self.model, self.target.y, x, betas, steps)
 
     def refresh(self, state: ReplicaState) -> None:
         """Recompute caches and energies exactly (removes drift of the incremental updates)."""

@@ -17,6 +17,7 @@ from .free_energy import FreeEnergy, NoiseScan, free_energy, scan_noise
 from .models.base import SpectrumModel
 from .noise import difference_noise
 from .sampler import RemcResult, RemcSettings, extend_run, run_remc, split_rhat
+from .smc import SmcSettings, extend_smc, run_smc
 
 
 @dataclass
@@ -182,7 +183,9 @@ def _resolve_noise(noise: float | str | None, y: np.ndarray, noise_min: float | 
 
 
 def _run_one(args: tuple) -> RemcResult:
-    model, y, beta_max, settings, seed = args
+    model, y, beta_max, settings, seed, mode = args
+    if isinstance(settings, SmcSettings):
+        return run_smc(model, y, beta_max=beta_max, settings=settings, seed=seed, stop_past_minimum=mode == "auto")
     return run_remc(model, y, beta_max=beta_max, settings=settings, seed=seed)
 
 
@@ -222,7 +225,8 @@ def select_models(
     y : ndarray of shape (N,)
     noise : noise standard deviation (y units), or "auto"/None to estimate it by minimum F
     noise_min : smallest noise the ladder reaches when estimating (default: difference noise / 3)
-    settings : one RemcSettings for all candidates or one per candidate
+    settings : one RemcSettings (replica exchange) or SmcSettings (tempered SMC, :mod:`.smc`) for all
+        candidates, or one per candidate
     seed : base seed; each candidate gets an independent child stream
     n_jobs : candidates run in this many processes (1 = in this process)
     target_se : run-length control: while the standard error of ΔF between the best two candidates, or the
@@ -244,16 +248,16 @@ def select_models(
             raise InputError(f"candidate {name!r} is defined on a different grid")
     y = _check_data(y, n)
     mode, beta_max = _resolve_noise(noise, y, noise_min)
-    if settings is None or isinstance(settings, RemcSettings):
+    if settings is None or isinstance(settings, (RemcSettings, SmcSettings)):
         per = [settings or RemcSettings()] * len(candidates)
     else:
         per = list(settings)
         if len(per) != len(candidates):
-            raise InputError("settings: give one RemcSettings or one per candidate")
+            raise InputError("settings: give one RemcSettings/SmcSettings or one per candidate")
     if mode == "auto":
-        per = [replace(s, adapt_top=True) for s in per]
+        per = [replace(s, adapt_top=True) if isinstance(s, RemcSettings) else s for s in per]
     seeds = np.random.SeedSequence(seed).spawn(len(candidates))
-    jobs = [(m, y, beta_max, s, sd) for (_, m), s, sd in zip(candidates, per, seeds)]
+    jobs = [(m, y, beta_max, s, sd, mode) for (_, m), s, sd in zip(candidates, per, seeds)]
     if n_jobs > 1 and len(jobs) > 1:
         # largest models first so the pool stays busy
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].n_params)
@@ -295,7 +299,10 @@ def _control_run_length(sel: Selection, y: np.ndarray, target: float, budget_s: 
             return
         for i in (a, b):
             f = sel.fits[i]
-            more = extend_run(f.model, y, f.run, f.run.energies.shape[0], seed=seeds[i].spawn(1)[0])
+            if isinstance(f.run.settings, SmcSettings):  # as many new independent populations as it has
+                more = extend_smc(f.model, y, f.run, f.run.energies.shape[1], seed=seeds[i].spawn(1)[0])
+            else:
+                more = extend_run(f.model, y, f.run, f.run.energies.shape[0], seed=seeds[i].spawn(1)[0])
             sel.fits[i] = _fit(f.name, f.model, more, sel.noise_mode)
         sel.best = choose(sel.fits, sel.occam_nat)
         extensions += 1
