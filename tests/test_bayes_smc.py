@@ -10,9 +10,9 @@ from scipy import stats
 from xafs_stream.engines.bayes import (
     RemcSettings,
     SmcSettings,
-    extend_smc,
     XanesModel,
     decompose_peaks,
+    extend_smc,
     find_modes,
     free_energy,
     run_smc,
@@ -177,3 +177,26 @@ def test_smc_settings_are_checked_in_one_line():
         run_smc(model, y, beta_max=1.0, schedule=np.array([0.5, 1.0]))
     with pytest.raises(InputError, match="beta_max"):
         run_smc(model, y, beta_max=float("nan"))
+
+
+def test_a_search_over_k_stops_at_the_first_fit_that_did_not_converge():
+    """``stop_at_rhat``: K = 1 converges, K = 2 is given far too short a run to converge; K is chosen among
+    the converged fits, K = 3 is not run, and the verdict names both."""
+    from xafs_stream.engines.bayes import PeakModel, nagata_priors, report
+    from xafs_stream.engines.bayes.verdict import judge_selection
+
+    x = np.linspace(0, 3, 121)
+    y = np.exp(-60 * (x - 1.2) ** 2 / 2) + 0.05 * np.random.default_rng(0).standard_normal(x.size)
+    pri = nagata_priors(x, y)
+    cands = [(f"K={k}", PeakModel(x, k, **{r: pri[r] for r in ("amplitude", "center", "width")})) for k in (1, 2, 3)]
+    too_short = RemcSettings(n_replicas=6, n_chains=4, n_burn=0, n_sweeps=20, thin=1)
+    settings = [SmcSettings(n_particles=64), too_short, SmcSettings(n_particles=64)]
+    sel = select_models(cands, y, noise=0.05, settings=settings, seed=0, stop_at_rhat=1.05)
+    assert [f.name for f in sel.fits] == ["K=1"] and sel.best == 0
+    assert sel.stopped_at.name == "K=2" and np.nanmax(sel.stopped_at.rhat) > 1.05
+    assert sel.not_run == ["K=3"]
+    assert np.nanmax(sel.fits[0].rhat) <= 1.05
+    verdict = judge_selection(sel, report(sel, seed=0))
+    assert verdict.level == "warn"
+    assert any("K=2 did not converge" in r and "K=3 not run" in r for r in verdict.reasons), verdict.reasons
+    assert not any("extend the range" in r for r in verdict.reasons)

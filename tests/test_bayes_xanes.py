@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from xafs_stream.analyses.registry import AnalysisResult, SkipAnalysis, default_registry
+from xafs_stream.core import WorkUnit
 from xafs_stream.data import XANES_REFS_DIR
 from xafs_stream.engines.bayes import RemcSettings, fit_preedge, fit_xanes
 from xafs_stream.engines.errors import InputError
 from xafs_stream.io import read_spectrum
-from xafs_stream.core import WorkUnit
 
 SETTINGS = RemcSettings(n_replicas=14, n_chains=4, n_burn=250, n_sweeps=500)
 
@@ -82,9 +82,15 @@ def test_worker_analysis_stores_flat_summary_and_arrays(config):
     s = res.summary
     assert s["bayes.K"] in (1, 2)
     assert s["bayes.sampler"] == config.get("sampler", "smc")
-    assert {
-        "bayes.F.K1",
-        "bayes.F.K2",
+    # K = 1, 2 until a fit does not converge: a stopped search names the K, and the verdict says so
+    if "bayes.K_unconverged" in s:
+        assert s["bayes.K_unconverged"] == s["bayes.K"] + 1 and s["bayes.rhat_unconverged"] > 1.05
+        assert any("did not converge" in r for r in res.verdict_reasons) and res.verdict != "ok"
+    else:
+        assert s["bayes.rhat_max"] <= 1.05 or s["bayes.K"] == 1
+    searched = res.arrays["bayes_k"].size  # a search stopped early has no F for the K it did not keep or run
+    assert searched == 2 or res.verdict != "ok"
+    assert {f"bayes.F.K{k}" for k in range(1, searched + 1)} | {
         "bayes.noise",
         "bayes.peak1.center",
         "bayes.peak1.center_err",
@@ -101,7 +107,7 @@ def test_worker_analysis_stores_flat_summary_and_arrays(config):
         assert len(res.dims[name]) == arr.ndim
         if res.dims[name] == ("energy_fit",):
             assert arr.size == n_fit
-    assert res.arrays["bayes_F"].shape == (2,)
+    assert res.arrays["bayes_F"].shape == (searched,)
     assert res.arrays["bayes_samples"].shape[1] == len(res.params["parameter_names"])
     e = res.arrays["bayes_energy"]
     assert e[0] >= upstream["xafs.normalize"].summary["e0"] - 20 - 1e-9
@@ -123,6 +129,8 @@ def test_worker_analysis_fits_merged_spectra_unless_told_to_fit_every_repeat():
         func(repeat, upstream, {"sampler": "remc", "n_particles": 100})
     with pytest.raises(InputError, match="sampler must be 'smc' or 'remc'"):
         func(repeat, upstream, {"sampler": "mcmc"})
+    with pytest.raises(InputError, match="stop_unconverged must be true or false"):
+        func(repeat, upstream, {"stop_unconverged": "yes"})
 
 
 def test_worker_analysis_skips_and_rejects_bad_input():

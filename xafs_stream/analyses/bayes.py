@@ -6,13 +6,15 @@ Config (all optional): ``region`` [-20, 30] (eV relative to E0), ``k_min`` 1, ``
 ``peak_shape``, ``preedge`` true, ``preedge_k_max`` 3, ``sampler`` "smc" (tempered SMC with mode jumps,
 :mod:`xafs_stream.engines.bayes.smc`: ``n_particles`` 128, ``n_groups`` 4, ``n_moves`` 4, ``mode_starts``
 256) or "remc" (replica exchange: ``n_replicas`` 24, ``n_chains`` 2, ``n_burn`` 200, ``n_sweeps`` 400,
-``collapsed`` false), ``seed`` 0, ``max_samples`` 200.
+``collapsed`` false), ``stop_unconverged`` true (K = 1, 2, ... until a fit does not converge; K is chosen
+among the converged ones and the verdict says where the search stopped), ``seed`` 0, ``max_samples`` 200.
 
-The defaults are sized for a live worker (about 10-15 s per spectrum on one core: K = 1..4 over ~100 points,
-then the pre-edge): measured spectra are smooth on the scale of the model's misfit, so F(K) and the intervals
+The defaults are sized for a live worker's slow lane (10-23 s per merged spectrum on one core: K = 1, 2, ...
+over ~100 points, then the pre-edge): measured spectra are smooth on the scale of the model's misfit, so F(K) and the intervals
 are a screening result. The SMC sampler is the default because the replica ladder does not mix within a
-live budget on measured spectra: on the five packaged spectra no REMC fit converged (R-hat 1.2-1.8), and its
-free energies missed modes that fit 3-6 times better (F higher by up to 60 nat); see docs/measurements.md. ``bayes.rhat_max``, ``bayes.exchange_min`` and the F standard errors say how far to
+live budget on measured spectra: on the five packaged spectra no REMC fit converged (R-hat 1.2-2.1), and its
+free energies missed modes that fit several times better (Cu foil, K = 2: F higher by ~60 nat); see
+docs/measurements.md. ``bayes.rhat_max``, ``bayes.exchange_min`` and the F standard errors say how far to
 trust them, and the verdict (:func:`xafs_stream.engines.bayes.verdict.judge_selection`) says it: ``bad`` when
 the chains did not converge (R-hat above 1.2), ``warn`` for R-hat above 1.05, K at the top of the range or
 an undecided K; ``bayes.converged`` is R-hat ≤ 1.05; reprocess with more sweeps (or run ``xafs-stream bayes``)
@@ -51,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "max_samples": 200,
     "sampler": "smc",
+    # K = k_min, k_min + 1, ... until a fit does not converge (R-hat above the verdict's 1.05); K is chosen
+    # among the converged fits and the verdict names the one that stopped the search
+    "stop_unconverged": True,
     "n_particles": 128,
     "n_groups": 4,
     "n_moves": 4,
@@ -113,6 +118,8 @@ def _config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"bayes.xanes config: sampler must be 'smc' or 'remc', got {cfg['sampler']!r}")
     if cfg["signal"] not in ("norm", "flat"):
         raise InputError(f"bayes.xanes config: signal must be 'norm' or 'flat', got {cfg['signal']!r}")
+    if not isinstance(cfg["stop_unconverged"], bool):
+        raise InputError(f"bayes.xanes config: stop_unconverged must be true or false, got {cfg['stop_unconverged']!r}")
     if not isinstance(cfg["collapsed"], bool):
         raise InputError(f"bayes.xanes config: collapsed must be true or false, got {cfg['collapsed']!r}")
     for key in _INT_KEYS:
@@ -183,6 +190,7 @@ def bayes_xanes(
         peak_shape=cfg["peak_shape"],
         settings=settings,
         seed=int(cfg["seed"]),
+        stop_at_rhat=THRESHOLDS["rhat_warn"] if cfg["stop_unconverged"] else None,
     )
     rep = report(sel, seed=int(cfg["seed"]), max_samples=int(cfg["max_samples"]))
     fit = sel.best_fit
@@ -196,6 +204,9 @@ def bayes_xanes(
         "bayes.converged": bool(rep.rhat_max <= THRESHOLDS["rhat_warn"]),
         "bayes.sampler": cfg["sampler"],
     }
+    if sel.stopped_at is not None:  # the fit that ended the search over K (not converged, not chosen)
+        summary["bayes.K_unconverged"] = int(sel.stopped_at.model.n_peaks)
+        summary["bayes.rhat_unconverged"] = float(np.nanmax(sel.stopped_at.rhat))
     verdict = judge_selection(sel, rep)
     if fit.noise_scan is not None and fit.noise_scan.at_edge:
         verdict.warn("the noise estimate is at the end of the scanned range")

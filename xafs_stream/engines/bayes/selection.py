@@ -99,6 +99,9 @@ class Selection:
     run_length : how the run length was decided (:func:`select_models` with ``target_se``): the target, the
         standard error of the best two candidates' ΔF and their drift reached, the extensions made and
         ``stopped`` ("target reached", "time budget spent" or "not requested")
+    stopped_at : with ``select_models(stop_at_rhat=...)``: the first candidate whose chains did not converge
+        (not in ``fits``, so not chosen; None when every candidate run converged or the first did not)
+    not_run : the candidates after ``stopped_at``, not sampled
     """
 
     fits: list[CandidateFit]
@@ -107,6 +110,8 @@ class Selection:
     y: np.ndarray
     run_length: dict = field(default_factory=lambda: {"stopped": "not requested"})
     occam_nat: float | None = None
+    stopped_at: CandidateFit | None = None
+    not_run: list[str] = field(default_factory=list)
 
     def contest(self) -> tuple[int, int, float, float, float]:
         """(best, runner-up, ΔF, se(ΔF), drift of ΔF): the two lowest free energies and how sure the data
@@ -216,6 +221,7 @@ def select_models(
     target_se: float | None = None,
     budget_s: float = 60.0,
     occam_nat: float | None = None,
+    stop_at_rhat: float | None = None,
 ) -> Selection:
     """Sample every candidate and pick the one with the lowest free energy.
 
@@ -236,6 +242,10 @@ def select_models(
     occam_nat : None (default): the lowest F is chosen; a number: candidates are ordered from simple to
         complex and the simplest within max(occam_nat, 2 se) nat of the lowest F is chosen (:func:`choose`;
         the ready-made workflows over K pass :data:`OCCAM_NAT`)
+    stop_at_rhat : None (default): every candidate is sampled. A number: the candidates run one after
+        another (simple to complex) and the first whose largest R-hat exceeds it ends the search; it is kept
+        apart (``Selection.stopped_at``) and the choice is made among those before it, whose free energies
+        and posteriors can be trusted (unless it is the first, which then stays the only fit)
     """
     t0 = time.perf_counter()
     if not candidates:
@@ -258,6 +268,9 @@ def select_models(
         per = [replace(s, adapt_top=True) if isinstance(s, RemcSettings) else s for s in per]
     seeds = np.random.SeedSequence(seed).spawn(len(candidates))
     jobs = [(m, y, beta_max, s, sd, mode) for (_, m), s, sd in zip(candidates, per, seeds)]
+    if stop_at_rhat is not None:
+        return _select_until_unconverged(candidates, jobs, mode, y, float(stop_at_rhat), occam_nat, target_se,
+                                         budget_s, t0, seeds)
     if n_jobs > 1 and len(jobs) > 1:
         # largest models first so the pool stays busy
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].n_params)
@@ -268,6 +281,29 @@ def select_models(
         runs = [_run_one(j) for j in jobs]
     fits = [_fit(name, m, r, mode) for (name, m), r in zip(candidates, runs)]
     selection = Selection(fits=fits, best=choose(fits, occam_nat), noise_mode=mode, y=y, occam_nat=occam_nat)
+    if target_se is not None and len(fits) > 1:
+        _control_run_length(selection, y, float(target_se), float(budget_s), t0, seeds)
+    return selection
+
+
+def _select_until_unconverged(candidates, jobs, mode, y, limit, occam_nat, target_se, budget_s, t0,
+                              seeds) -> Selection:
+    """:func:`select_models` with ``stop_at_rhat``: candidates in order until one does not converge."""
+    fits: list[CandidateFit] = []
+    stopped_at = None
+    not_run: list[str] = []
+    for i, ((name, model), job) in enumerate(zip(candidates, jobs)):
+        fit = _fit(name, model, _run_one(job), mode)
+        rhat = float(np.nanmax(fit.rhat)) if np.any(np.isfinite(fit.rhat)) else math.inf
+        if rhat <= limit or not fits:
+            fits.append(fit)
+        if rhat > limit:
+            if fit is not fits[-1]:
+                stopped_at = fit
+            not_run = [n for n, _ in candidates[i + 1:]]
+            break
+    selection = Selection(fits=fits, best=choose(fits, occam_nat), noise_mode=mode, y=y, occam_nat=occam_nat,
+                          stopped_at=stopped_at, not_run=not_run)
     if target_se is not None and len(fits) > 1:
         _control_run_length(selection, y, float(target_se), float(budget_s), t0, seeds)
     return selection

@@ -17,6 +17,8 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None, ordered: 
     - the smallest neighbour exchange rate of its ladder below ``exchange_min`` (0.05): warn;
     - the chosen candidate the last of several (the top of the searched K range): warn, "extend the range"
       (only for ``ordered`` candidates such as K = 1, 2, ...);
+    - a search stopped at a candidate that did not converge (``select_models(stop_at_rhat=...)``): warn, naming
+      it and the candidates not run;
     - the best two candidates closer than ``undecided_se`` (2) standard errors of their difference: warn.
     """
     t = lambda name: threshold(name, thresholds)  # noqa: E731
@@ -29,7 +31,16 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None, ordered: 
     if math.isfinite(rep.exchange_min) and rep.exchange_min < t("exchange_min"):
         v.warn(f"replica exchange rate {rep.exchange_min:.3f} below {t('exchange_min'):g}")
     fits = selection.fits
-    if ordered and len(fits) > 1 and selection.best == len(fits) - 1:
+    stopped = getattr(selection, "stopped_at", None)
+    if stopped is not None:
+        r = float(np.nanmax(stopped.rhat)) if np.any(np.isfinite(stopped.rhat)) else float("nan")
+        rest = getattr(selection, "not_run", [])
+        among = fits[0].name if len(fits) == 1 else f"{fits[0].name}..{fits[-1].name}"
+        v.warn(f"{stopped.name} did not converge (R-hat {r:.2f})" + (f", so {', '.join(rest)} not run" if rest else "")
+               + f": chosen among {among} only")
+    elif getattr(selection, "not_run", []):  # the first candidate did not converge: nothing else was run
+        v.warn(f"{fits[0].name} did not converge, so {', '.join(selection.not_run)} not run")
+    elif ordered and len(fits) > 1 and selection.best == len(fits) - 1:
         v.warn(f"{fits[-1].name} is the largest model searched: extend the range")
     info = getattr(selection, "run_length", {}) or {}
     if info.get("stopped") == "time budget spent":

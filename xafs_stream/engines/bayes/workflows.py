@@ -13,6 +13,7 @@ from .models import PeakModel, XanesModel, XmcdModel, check_grid, nagata_priors,
 from .models.peaks import published_nagata_priors
 from .priors import Normal, Uniform
 from .sampler import RemcSettings
+from .smc import SmcSettings
 from .selection import OCCAM_NAT, Selection, check_k_range, select_models
 from .summary import Interval, interval
 
@@ -132,18 +133,21 @@ def fit_xanes(
     noise: float | str = "auto",
     edge: str = "arctan",
     peak_shape: str = "gaussian",
-    settings: RemcSettings | Sequence[RemcSettings] | None = None,
+    settings: RemcSettings | SmcSettings | Sequence[RemcSettings | SmcSettings] | None = None,
     seed: int | None = 0,
     n_jobs: int = 1,
+    stop_at_rhat: float | None = None,
 ) -> Selection:
-    """Edge step + K peaks over the XANES region ``e0 + region`` (eV) of a normalised spectrum."""
+    """Edge step + K peaks over the XANES region ``e0 + region`` (eV) of a normalised spectrum.
+    ``stop_at_rhat``: K = k_min, k_min + 1, ... until a fit does not converge (:func:`select_models`)."""
     energy, norm = check_xy(energy, norm, x_name="energy", y_name="norm")
     e0 = _check_e0(e0, energy)
     x, y = window(energy, norm, e0 + region[0], e0 + region[1], what="XANES energy range")
     ks = _k_values(k_range)
     pri = xanes_priors(x, e0)
     cands = [(f"K={k}", XanesModel(x, k, pri, edge=edge, peak_shape=peak_shape)) for k in ks]
-    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs, occam_nat=OCCAM_NAT)
+    return select_models(cands, y, noise=noise, settings=settings, seed=seed, n_jobs=n_jobs, occam_nat=OCCAM_NAT,
+                         stop_at_rhat=stop_at_rhat)
 
 
 def _check_e0(e0: float, energy: np.ndarray) -> float:
