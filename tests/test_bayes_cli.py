@@ -112,6 +112,21 @@ def test_xanes_on_raw_mu_uses_the_preprocessing_engine(capsys):
     assert "normalised here" in out and "E0-15 .. E0+25 eV" in out
 
 
+def test_xanes_search_can_stop_at_the_first_unconverged_k(capsys):
+    """``--stop-unconverged``: the live service's search over K from the command line. Whatever the chains do,
+    the F table holds only converged fits (or the first one), and a stopped search says where in the verdict."""
+    rc = main(["bayes", str(SPECTRA_DIR / "cu_metal_rt.xdi"), "--kmax", "3", "--no-preedge", "--particles", "32",
+               "--stop-unconverged", "--target-se", "0"])
+    out = capsys.readouterr().out
+    quality = re.search(r"^quality: (ok|warn|bad)(.*)$", out, re.M)
+    assert rc == (3 if quality.group(1) == "bad" else 0)
+    table = out.split("F (nat)")[1].split("chosen K")[0]
+    rows = re.findall(r"^\s+(\d)\s+-?\d", table, re.M)
+    assert rows and rows == [str(k) for k in range(1, len(rows) + 1)]
+    if len(rows) < 3:
+        assert "did not converge" in quality.group(2)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 from .common import strict_json
+from ..engines.verdict import THRESHOLDS
 from .errors import CliError
 
 
@@ -84,6 +85,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--burn", type=int, default=None, help="remc: burn-in sweeps (default 500)")
     p.add_argument("--sweeps", type=int, default=None, help="remc: recorded sweeps (default 1500)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--stop-unconverged", action="store_true",
+                   help="xanes: try K = kmin, kmin + 1, ... until a fit does not converge (R-hat above 1.05) and "
+                        "choose among the converged ones, as the live service does (runs the K one after another)")
     p.add_argument("--collapsed", action="store_true",
                    help="also move centres and widths with all heights redrawn from their exact conditional: "
                         "better mixing of overlapping peaks, ~3-4x the time per sweep")
@@ -225,6 +229,7 @@ def run(args) -> int:
             settings=settings,
             seed=args.seed,
             n_jobs=args.jobs,
+            stop_at_rhat=THRESHOLDS["rhat_warn"] if args.stop_unconverged else None,
         )
         head = (
             f"{args.file}: XANES, {how}, E0 = {e0:.2f} eV, fit range E0{region[0]:+g} .. E0{region[1]:+g} eV "
