@@ -258,6 +258,7 @@ def _accept(state, new, idx: np.ndarray) -> None:
         state.components[:, idx] = new.components[:, idx]
 
 
+@single_blas_thread()  # a context manager from contextlib is also a decorator: one thread for each call
 def run_smc(
     model: SpectrumModel,
     y: np.ndarray,
@@ -276,22 +277,6 @@ def run_smc(
     them. Returns a :class:`~.sampler.RemcResult` (see the module docstring for what its fields hold here).
     Runs on one BLAS thread (its matrices are small; see docs/measurements.md).
     """
-    with single_blas_thread():
-        return _run_smc(model, y, beta_max=beta_max, settings=settings, seed=seed,
-                        stop_past_minimum=stop_past_minimum, schedule=schedule)
-
-
-def _run_smc(
-    model: SpectrumModel,
-    y: np.ndarray,
-    *,
-    beta_max: float,
-    settings: SmcSettings | None = None,
-    seed: int | np.random.SeedSequence | None = None,
-    stop_past_minimum: bool = False,
-    schedule: np.ndarray | None = None,
-) -> RemcResult:
-    """:func:`run_smc` on the calling thread's BLAS settings."""
     t0 = time.perf_counter()
     s = settings or SmcSettings()
     if not (isinstance(beta_max, (int, float, np.floating)) and math.isfinite(beta_max) and beta_max > 0):
