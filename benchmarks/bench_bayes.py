@@ -194,7 +194,7 @@ def live(config: dict | None = None, samplers: tuple[str, ...] = ("smc", "remc")
     """The worker's bayes.xanes on each packaged spectrum (after xafs.normalize), for each sampler and
     ``seeds`` sampler seeds, in one run: default settings, or the ``[analysis."bayes.xanes"]`` keys in
     ``config`` (e.g. more particles)."""
-    from xafs_stream.analyses.bayes import bayes_xanes
+    from xafs_stream.analyses.bayes import SAMPLER_KEYS, bayes_xanes
     from xafs_stream.analyses.preprocess import normalize_spectrum
     from xafs_stream.core import WorkUnit
     from xafs_stream.data import SPECTRA_DIR
@@ -210,7 +210,7 @@ def live(config: dict | None = None, samplers: tuple[str, ...] = ("smc", "remc")
             for seed in range(seeds):
                 cfg = {"sampler": sampler, "seed": seed, **(config or {})}
                 if sampler == "remc":  # the other sampler's keys are refused
-                    cfg = {k: v for k, v in cfg.items() if k not in ("n_particles", "n_groups", "n_moves", "mode_starts")}
+                    cfg = {k: v for k, v in cfg.items() if k not in SAMPLER_KEYS["smc"]}
                 t0 = time.perf_counter()
                 res = bayes_xanes(unit, {"xafs.normalize": norm}, cfg)
                 dt = time.perf_counter() - t0
@@ -219,7 +219,8 @@ def live(config: dict | None = None, samplers: tuple[str, ...] = ("smc", "remc")
                              "rhat_max": b.get("bayes.rhat_max"), "converged": b.get("bayes.converged"),
                              "verdict": res.verdict, "reasons": res.verdict_reasons, "time_s": dt,
                              "F_chosen": b.get(f"bayes.F.K{b.get('bayes.K')}")})
-                print(f"{sampler:5} {path.name:18} seed {seed} K={b.get('bayes.K')} R-hat {b.get('bayes.rhat_max'):.2f} "
+                print(f"{sampler:5} {path.name:18} seed {seed} K={b.get('bayes.K')} "
+                      f"R-hat {b.get('bayes.rhat_max'):.2f} "
                       f"converged {b.get('bayes.converged')} verdict {res.verdict} {dt:.1f} s", flush=True)
     print("\n| sampler | fits | converged (R-hat <= 1.05) | time per fit, median (max) | non-converged fits ok |")
     print("|---|---|---|---|---|")

@@ -75,7 +75,8 @@ def service(tmp_path_factory, tiled):
         "dashboard": {"enabled": False},  # the test starts its own dashboard on the session Tiled
     })
     # a quick Bayesian screening (the default settings take 5-10 s per spectrum)
-    cfg.analysis = {"bayes.xanes": {"sampler": "remc", "n_sweeps": 100, "n_burn": 50, "k_max": 3, "n_replicas": 16, "preedge": False}}
+    cfg.analysis = {"bayes.xanes": {"sampler": "remc", "n_sweeps": 100, "n_burn": 50, "k_max": 3, "n_replicas": 16,
+                                    "preedge": False}}
     svc = Service(cfg).start(reconcile=False)
     yield svc
     svc.stop()

@@ -10,15 +10,16 @@ Config (all optional): ``region`` [-20, 30] (eV relative to E0), ``k_min`` 1, ``
 among the converged ones and the verdict says where the search stopped), ``seed`` 0, ``max_samples`` 200.
 
 The defaults are sized for a live worker's slow lane (10-23 s per merged spectrum on one core: K = 1, 2, ...
-over ~100 points, then the pre-edge): measured spectra are smooth on the scale of the model's misfit, so F(K) and the intervals
-are a screening result. The SMC sampler is the default because the replica ladder does not mix within a
-live budget on measured spectra: on the five packaged spectra no REMC fit converged (R-hat 1.2-2.1), and its
-free energies missed modes that fit several times better (Cu foil, K = 2: F higher by ~60 nat); see
-docs/measurements.md. ``bayes.rhat_max``, ``bayes.exchange_min`` and the F standard errors say how far to
-trust them, and the verdict (:func:`xafs_stream.engines.bayes.verdict.judge_selection`) says it: ``bad`` when
-the chains did not converge (R-hat above 1.2), ``warn`` for R-hat above 1.05, K at the top of the range or
-an undecided K; ``bayes.converged`` is R-hat ≤ 1.05; reprocess with more sweeps (or run ``xafs-stream bayes``)
-for publication numbers.
+over ~100 points, then the pre-edge): measured spectra are smooth on the scale of the model's misfit, so F(K)
+and the intervals are a screening result. The SMC sampler is the default because the replica ladder does not
+mix within a live budget on measured spectra: on the five packaged spectra no REMC fit converged (R-hat
+1.2-2.1), and its free energies missed modes that fit several times better (Cu foil, K = 2: F higher by
+~60 nat); see docs/measurements.md. ``bayes.rhat_max``, ``bayes.exchange_min`` and the F standard errors
+say how far to trust them, and the verdict (:func:`xafs_stream.engines.bayes.verdict.judge_selection`) says
+it: ``bad`` when the chains did not converge (R-hat above 1.2), ``warn`` for R-hat above 1.05, K at the top
+of the range or an undecided K, or a search over K stopped at a fit that did not converge;
+``bayes.converged`` is R-hat ≤ 1.05 (of the chosen fit); reprocess with more particles or sweeps (or run
+``xafs-stream bayes``) for publication numbers.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import math
 import re
 from pathlib import Path
 
-from .common import strict_json
 from ..engines.verdict import THRESHOLDS
+from .common import strict_json
 from .errors import CliError
 
 

@@ -123,9 +123,10 @@ def find_modes(
     max_modes: int = 8,
     starts: np.ndarray | None = None,
 ) -> Modes:
-    """Levenberg-Marquardt from ``n_starts`` prior draws at once; the distinct optima inside the prior's
-    support, best first (at most ``max_modes``; two optima are the same when every free parameter agrees
-    within 1e-3 relative or 1e-3 absolute)."""
+    """Levenberg-Marquardt from ``n_starts`` starting points at once (:func:`starting_points`, or ``starts``
+    (S, P)); the distinct optima inside the prior's support, best first (at most ``max_modes``; two optima
+    are the same when their sums of squares agree within 1e-4 relative and every free parameter within 5 %,
+    or 0.05 near 0)."""
     y = np.asarray(y, float)
     lo, hi = _free_bounds(model)
     u = to_free(model, starting_points(model, rng, n_starts) if starts is None else np.asarray(starts, float))
@@ -166,7 +167,8 @@ def find_modes(
     hits: list[int] = []
     for i in order:
         for j, k in enumerate(keep):
-            if abs(cost[i] - cost[k]) <= 1e-4 * cost[k] and np.all(np.abs(u[i] - u[k]) <= 0.05 * np.maximum(1.0, np.abs(u[k]))):
+            same_fit = abs(cost[i] - cost[k]) <= 1e-4 * cost[k]
+            if same_fit and np.all(np.abs(u[i] - u[k]) <= 0.05 * np.maximum(1.0, np.abs(u[k]))):
                 hits[j] += 1
                 break
         else:

@@ -17,8 +17,8 @@ walkers make round trips between the prior and the posterior; in the 600 sweeps 
 walker made one on the packaged spectra and the independent chains stayed in different modes (R-hat
 1.2-1.8). Worse, the posterior of "edge + K peaks" has rare deep modes: on the Cu foil with K = 2 a fit with
 half the edge step and a broad post-edge peak has a sum of squares ~4 times lower than where every chain
-settled, and F lower by ~60 nat. The result has the shape of a :class:`~.sampler.RemcResult`, so the free energy, the noise scan,
-R-hat and the report read it unchanged:
+settled, and F lower by ~60 nat. The result has the shape of a :class:`~.sampler.RemcResult`, so the free
+energy, the noise scan, R-hat and the report read it unchanged:
 
 - the schedule b_0 = 0 < b_1 < ... is the ladder (``betas``);
 - the particles of each step, after their moves, are the records at that rung: ``energies`` has shape
@@ -100,11 +100,6 @@ class SmcSettings:
             raise InputError(f"target_accept must be in [0.05, 0.95], got {self.target_accept}")
         if not (math.isfinite(self.top_factor) and self.top_factor > 1):
             raise InputError(f"top_factor must be > 1, got {self.top_factor}")
-
-    # the names the selection and the report read from a run's settings
-    @property
-    def n_chains(self) -> int:
-        return self.n_groups
 
 
 def _ess_fraction(energy: np.ndarray, d_beta: float) -> np.ndarray:

@@ -13,8 +13,8 @@ from .models import PeakModel, XanesModel, XmcdModel, check_grid, nagata_priors,
 from .models.peaks import published_nagata_priors
 from .priors import Normal, Uniform
 from .sampler import RemcSettings
-from .smc import SmcSettings
 from .selection import OCCAM_NAT, Selection, check_k_range, select_models
+from .smc import SmcSettings
 from .summary import Interval, interval
 
 

@@ -54,8 +54,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
 from .._threads import single_blas_thread
+from ..errors import InputError
 from .decomposition import PhaseModel, fit_phase_model
 from .gmrf import BlockStats, GmrfParams, StopRule, block_powers, learn_params_many, posterior_sd, solve_map
 from .incremental import WindowMap, local_gmrf_many, local_icm, window

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..errors import InputError
 from .._threads import single_blas_thread
+from ..errors import InputError
 from .features import FEATURE_NAMES, pixel_features
 from .lcf import refs_on_energy
 from .mapmodel import MapConfig, MapModel
