@@ -207,7 +207,7 @@ def bayes_xanes(
     }
     if sel.stopped_at is not None:  # the fit that ended the search over K (not converged, not chosen)
         summary["bayes.K_unconverged"] = int(sel.stopped_at.model.n_peaks)
-        summary["bayes.rhat_unconverged"] = float(np.nanmax(sel.stopped_at.rhat))
+        summary["bayes.rhat_unconverged"] = sel.stopped_at.rhat_max
     verdict = judge_selection(sel, rep)
     if fit.noise_scan is not None and fit.noise_scan.at_edge:
         verdict.warn("the noise estimate is at the end of the scanned range")

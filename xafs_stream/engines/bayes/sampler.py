@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import InputError
 from . import ladder as ladder_mod
 from .models.base import SpectrumModel
+from .modes import free_spread
 from .moves import CollapsedMove, ExchangeMove, MetropolisMove, Target, energy_of, relabel_peaks
 from .state import ReplicaState
 
@@ -184,6 +185,13 @@ def make_state(
     )
 
 
+def refresh_state(model: SpectrumModel, y: np.ndarray, state: ReplicaState) -> None:
+    """Recompute the caches and energies of ``state`` exactly (removes drift of the incremental updates)."""
+    fresh = make_state(model, y, state.x, state.betas, state.steps)
+    state.shapes, state.components = fresh.shapes, fresh.components
+    state.residual, state.energy = fresh.residual, fresh.energy
+
+
 class ReplicaExchange:
     """Replica-exchange sampler for one model and one data set.
 
@@ -228,9 +236,7 @@ class ReplicaExchange:
         betas = ladder_mod.geometric_ladder(float(beta_max), s.n_replicas, beta_min)
         L, C = s.n_replicas, s.n_chains
         x = model.sample_prior(rng, L * C)
-        trans = np.where(model.positive[None, :], np.log(np.maximum(probe, 1e-300)), probe)
-        s0 = np.std(trans, axis=0)
-        s0 = np.where(np.isfinite(s0) & (s0 > 0), s0, 1e-3)
+        s0 = free_spread(model, probe)
         scale = np.minimum(1.0, np.sqrt(betas[1] / np.maximum(betas, betas[1])))
         steps = s0[None, :] * scale[:, None]
         self._step_cap = 2.0 * s0
@@ -243,9 +249,7 @@ class ReplicaExchange:
 
     def refresh(self, state: ReplicaState) -> None:
         """Recompute caches and energies exactly (removes drift of the incremental updates)."""
-        fresh = self._make_state(state.x, state.betas, state.steps)
-        state.shapes, state.components = fresh.shapes, fresh.components
-        state.residual, state.energy = fresh.residual, fresh.energy
+        refresh_state(self.model, self.target.y, state)
 
     # --- sweeps ---------------------------------------------------------------------------------
     def sweep(

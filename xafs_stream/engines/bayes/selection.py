@@ -55,6 +55,11 @@ class CandidateFit:
     def noise(self) -> float:
         return self.free_energy.noise
 
+    @property
+    def rhat_max(self) -> float:
+        """The largest R-hat over the parameters (NaN when none is finite)."""
+        return float(np.nanmax(self.rhat)) if np.any(np.isfinite(self.rhat)) else float("nan")
+
     def samples(self) -> np.ndarray:
         """Posterior samples pooled over chains at the rung of this candidate's noise, shape (n, P)."""
         return self.run.flat_samples(self.rung)
@@ -268,45 +273,38 @@ def select_models(
         per = [replace(s, adapt_top=True) if isinstance(s, RemcSettings) else s for s in per]
     seeds = np.random.SeedSequence(seed).spawn(len(candidates))
     jobs = [(m, y, beta_max, s, sd, mode) for (_, m), s, sd in zip(candidates, per, seeds)]
+    stopped_at, not_run = None, []
     if stop_at_rhat is not None:
-        return _select_until_unconverged(candidates, jobs, mode, y, float(stop_at_rhat), occam_nat, target_se,
-                                         budget_s, t0, seeds)
-    if n_jobs > 1 and len(jobs) > 1:
+        fits, stopped_at, not_run = _fit_until_unconverged(candidates, jobs, mode, float(stop_at_rhat))
+    elif n_jobs > 1 and len(jobs) > 1:
         # largest models first so the pool stays busy
         order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].n_params)
         with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs))) as pool:
             done = dict(zip(order, pool.map(_run_one, [jobs[i] for i in order])))
-        runs = [done[i] for i in range(len(jobs))]
+        fits = [_fit(name, m, done[i], mode) for i, (name, m) in enumerate(candidates)]
     else:
-        runs = [_run_one(j) for j in jobs]
-    fits = [_fit(name, m, r, mode) for (name, m), r in zip(candidates, runs)]
-    selection = Selection(fits=fits, best=choose(fits, occam_nat), noise_mode=mode, y=y, occam_nat=occam_nat)
-    if target_se is not None and len(fits) > 1:
-        _control_run_length(selection, y, float(target_se), float(budget_s), t0, seeds)
-    return selection
-
-
-def _select_until_unconverged(candidates, jobs, mode, y, limit, occam_nat, target_se, budget_s, t0,
-                              seeds) -> Selection:
-    """:func:`select_models` with ``stop_at_rhat``: candidates in order until one does not converge."""
-    fits: list[CandidateFit] = []
-    stopped_at = None
-    not_run: list[str] = []
-    for i, ((name, model), job) in enumerate(zip(candidates, jobs)):
-        fit = _fit(name, model, _run_one(job), mode)
-        rhat = float(np.nanmax(fit.rhat)) if np.any(np.isfinite(fit.rhat)) else math.inf
-        if rhat <= limit or not fits:
-            fits.append(fit)
-        if rhat > limit:
-            if fit is not fits[-1]:
-                stopped_at = fit
-            not_run = [n for n, _ in candidates[i + 1:]]
-            break
+        fits = [_fit(name, m, _run_one(j), mode) for (name, m), j in zip(candidates, jobs)]
     selection = Selection(fits=fits, best=choose(fits, occam_nat), noise_mode=mode, y=y, occam_nat=occam_nat,
                           stopped_at=stopped_at, not_run=not_run)
     if target_se is not None and len(fits) > 1:
         _control_run_length(selection, y, float(target_se), float(budget_s), t0, seeds)
     return selection
+
+
+def _fit_until_unconverged(candidates, jobs, mode, limit) -> tuple[list[CandidateFit], CandidateFit | None,
+                                                                    list[str]]:
+    """Candidates in order until one does not converge (``stop_at_rhat`` of :func:`select_models`): the
+    fits to choose from, the one that stopped the search (None if none did or it was the first, which is
+    then kept), and the names not run."""
+    fits: list[CandidateFit] = []
+    for i, ((name, model), job) in enumerate(zip(candidates, jobs)):
+        fit = _fit(name, model, _run_one(job), mode)
+        converged = fit.rhat_max <= limit  # False for NaN
+        if converged or not fits:
+            fits.append(fit)
+        if not converged:
+            return fits, (None if fit is fits[-1] else fit), [n for n, _ in candidates[i + 1:]]
+    return fits, None, []
 
 
 def control_run_length(sel: Selection, y: np.ndarray, target_se: float, budget_s: float,

@@ -196,7 +196,7 @@ def report(selection, *, seed: int | None = 0, max_samples: int = 500) -> FitRep
         band=predictive_band(fit.model, samples, np.asarray(y, float), fit.noise, rng),
         samples=thin_samples(samples, max_samples),
         names=fit.model.names,
-        rhat_max=float(np.nanmax(fit.rhat)) if np.any(np.isfinite(fit.rhat)) else float("nan"),
+        rhat_max=fit.rhat_max,
         exchange_min=float(np.nanmin(fit.run.exchange_rate)),
         acceptance=(float(acc.min()), float(acc.max())),
     )

@@ -33,11 +33,10 @@ def judge_selection(selection, rep, *, thresholds: dict | None = None, ordered: 
     fits = selection.fits
     stopped = getattr(selection, "stopped_at", None)
     if stopped is not None:
-        r = float(np.nanmax(stopped.rhat)) if np.any(np.isfinite(stopped.rhat)) else float("nan")
         rest = getattr(selection, "not_run", [])
         among = fits[0].name if len(fits) == 1 else f"{fits[0].name}..{fits[-1].name}"
-        v.warn(f"{stopped.name} did not converge (R-hat {r:.2f})" + (f", so {', '.join(rest)} not run" if rest else "")
-               + f": chosen among {among} only")
+        v.warn(f"{stopped.name} did not converge (R-hat {stopped.rhat_max:.2f})"
+               + (f", so {', '.join(rest)} not run" if rest else "") + f": chosen among {among} only")
     elif getattr(selection, "not_run", []):  # the first candidate did not converge: nothing else was run
         v.warn(f"{fits[0].name} did not converge, so {', '.join(selection.not_run)} not run")
     elif ordered and len(fits) > 1 and selection.best == len(fits) - 1:
