@@ -29,7 +29,16 @@ siderite's needs more beam than the budget), budget ``PREEDGE_MAX_S``; the grid 
 E0 - 10 ... E0 + 20 eV. FeO, Fe2O3, siderite and hematite were looked at while its estimator was chosen; four
 FeLib references (``PREEDGE_HELD_OUT``) were not.
 
-    python benchmarks/bench_adaptive.py [--quick] [--realisations 20] [--noise 0.01] [--part edge|preedge|all]
+The K part (``--part k``, slow: Bayesian fits at every decision, not in ``all``): beam time until the number of
+peaks is known with P >= 0.9 (:mod:`xafs_stream.engines.adaptive.model_choice`) on synthetic edge + K peak
+spectra (``K_SAMPLES``, K known): (a) the 0.5 eV grid at each dwell of ``K_DWELLS`` in turn, a new measurement
+each, until P(K) reaches the target (its beam time: the first grid that does); (c) the agent with target
+{"K": 0.9}. Reported: how often each met the target and how often with the wrong K, median beam times, and
+the ratio grid / agent per realisation (median, 10-90 %). The Gaussian-process baseline (b) has no model of
+peaks and cannot say K: not compared.
+
+    python benchmarks/bench_adaptive.py [--quick] [--realisations 20] [--noise 0.01]
+                                        [--part edge|preedge|all|k]
 
 Writes benchmarks/results/adaptive.json (``adaptive_<part>.json`` for one part).
 """
@@ -303,6 +312,101 @@ def preedge_samples() -> list[tuple[str, object, bool]]:
     return out
 
 
+#: the K part's synthetic samples (edge + K Gaussian peaks, Fe K-edge-like; the truth is K): name -> peaks as
+#: (height edge steps, centre eV from E0, FWHM eV); arctan edge of step 1 at E0 + 3 eV, half width 2 eV
+K_SAMPLES = {"one peak": [(0.5, 12.0, 6.0)], "two peaks": [(0.06, -4.0, 2.0), (0.5, 12.0, 6.0)]}
+K_TARGET = 0.9
+K_E0 = 7112.0
+K_DWELLS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # the grid's dwell per point, s
+
+
+def k_sample(peaks) -> tuple[int, object]:
+    """(true K, μ(E)) of a synthetic edge + peaks spectrum on a 0.3 μt pre-edge."""
+    from xafs_stream.engines.bayes import XanesModel, xanes_priors
+    from xafs_stream.engines.bayes.models import lineshapes as ls
+
+    grid = np.arange(K_E0 - 60, K_E0 + 80, 0.02)
+    theta = [1.0, K_E0 + 3.0, 2.0, 0.0]
+    for height, centre, fwhm in peaks:
+        theta += [height, K_E0 + centre, float(ls.b_from_fwhm(fwhm))]
+    curve = XanesModel(grid, len(peaks), xanes_priors(grid, K_E0)).predict(np.array(theta))
+    return len(peaks), (lambda e: 0.3 + np.interp(e, grid, curve))
+
+
+def run_k_grid(mu_of, noise, seed) -> dict:
+    """The conventional grid at each dwell of K_DWELLS (a new measurement each) until P(K) reaches the target."""
+    from xafs_stream.engines.adaptive.model_choice import k_posterior
+
+    energy = grid_energies(K_E0)
+    rng = np.random.default_rng(20_000 + seed)
+    tried = []
+    for dwell in K_DWELLS:
+        sd = noise / np.sqrt(dwell)
+        kp = k_posterior(energy, mu_of(energy) + rng.normal(0, sd, energy.size), np.full(energy.size, sd ** 2),
+                         K_E0, seed=seed)
+        tried.append({"dwell_s": dwell, "K": kp.best, "P": kp.cautious, "met": kp.met(K_TARGET)})
+        if kp.met(K_TARGET):
+            return {"beam_time_s": energy.size * (dwell + MOVE_S), "K": kp.best, "met": True, "tried": tried}
+    return {"beam_time_s": energy.size * (K_DWELLS[-1] + MOVE_S), "K": kp.best, "met": False, "tried": tried}
+
+
+def run_k_agent(mu_of, noise, seed, max_time_s=1500.0) -> dict:
+    from xafs_stream.engines.adaptive import AdaptiveXanes
+
+    agent = AdaptiveXanes(K_E0, {"K": K_TARGET}, move_s=MOVE_S, max_time_s=max_time_s, seed=seed)
+    rng = np.random.default_rng(30_000 + seed)
+    while True:
+        decision = agent.ask(10)
+        if not decision.energies:
+            break
+        for e, t in zip(decision.energies, decision.dwells):
+            agent.tell(e, float(mu_of(e)) + rng.normal(0, noise / np.sqrt(t)), t)
+    met = agent.kpost is not None and agent.kpost.met(K_TARGET)
+    return {"beam_time_s": agent.beam_time_s, "points": len(agent.energy), "met": met,
+            "K": agent.kpost.best if agent.kpost is not None else None, "reason": agent.done()[1]}
+
+
+def compare_k(noise, n_real) -> dict:
+    """Beam time until P(K) >= K_TARGET, grid vs agent, per synthetic sample; and how often the K claimed
+    was wrong."""
+    out = {}
+    for name, peaks in K_SAMPLES.items():
+        k_true, mu_of = k_sample(peaks)
+        rows = []
+        for seed in range(n_real):
+            t0 = time.perf_counter()
+            g, a = run_k_grid(mu_of, noise, seed), run_k_agent(mu_of, noise, seed)
+            rows.append({"grid": g, "agent": a, "wall_s": time.perf_counter() - t0})
+            print(f"  {name} #{seed}: grid {g['beam_time_s']:.0f} s K={g['K']} met={g['met']}; agent "
+                  f"{a['beam_time_s']:.0f} s K={a['K']} met={a['met']} ({rows[-1]['wall_s']:.0f} s wall)", flush=True)
+        both = [r for r in rows if r["grid"]["met"] and r["agent"]["met"]]
+        ratio = np.array([r["grid"]["beam_time_s"] / r["agent"]["beam_time_s"] for r in both])
+        out[name] = {
+            "K_true": k_true, "runs": rows,
+            "grid_met": sum(r["grid"]["met"] for r in rows), "agent_met": sum(r["agent"]["met"] for r in rows),
+            "grid_wrong": sum(r["grid"]["met"] and r["grid"]["K"] != k_true for r in rows),
+            "agent_wrong": sum(r["agent"]["met"] and r["agent"]["K"] != k_true for r in rows),
+            "grid_s_median": float(np.median([r["grid"]["beam_time_s"] for r in rows])),
+            "agent_s_median": float(np.median([r["agent"]["beam_time_s"] for r in rows])),
+            "agent_s_10_90": [float(v) for v in np.percentile([r["agent"]["beam_time_s"] for r in rows], [10, 90])],
+            "ratio_median": float(np.median(ratio)) if ratio.size else None,
+            "ratio_10_90": [float(v) for v in np.percentile(ratio, [10, 90])] if ratio.size else None,
+        }
+    return out
+
+
+def print_k_table(rows: dict, noise, n_real) -> None:
+    print(f"\nBeam time until P(K) >= {K_TARGET} (noise {noise} edge steps at 1 s, {n_real} realisations)")
+    print(f"{'sample':<10} {'K':>2} {'grid met':>8} {'wrong':>5} {'grid s':>7} {'agent met':>9} {'wrong':>5} "
+          f"{'agent s (10-90 %)':>22} {'grid/agent (10-90 %)':>22}")
+    for name, r in rows.items():
+        ratio = (f"{r['ratio_median']:.1f} ({r['ratio_10_90'][0]:.1f}-{r['ratio_10_90'][1]:.1f})"
+                 if r["ratio_median"] is not None else "-")
+        lo, hi = r["agent_s_10_90"]
+        print(f"{name:<10} {r['K_true']:>2} {r['grid_met']:>8} {r['grid_wrong']:>5} {r['grid_s_median']:>7.0f} "
+              f"{r['agent_met']:>9} {r['agent_wrong']:>5} {r['agent_s_median']:>8.0f} ({lo:.0f}-{hi:.0f}) {ratio:>22}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5 realisations")
@@ -310,12 +414,17 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.01, help="noise sd at 1 s, edge-step units (default 0.01)")
     ap.add_argument("--preedge-noise", type=float, default=0.003,
                     help="noise sd at 1 s for the pre-edge part, edge-step units (default 0.003)")
-    ap.add_argument("--part", choices=("edge", "preedge", "all"), default="all",
-                    help="E0 and white line, the pre-edge centroid, or both (default)")
+    ap.add_argument("--part", choices=("edge", "preedge", "all", "k"), default="all",
+                    help="E0 and white line, the pre-edge centroid, both (default), or the number of peaks K "
+                         "(slow: Bayesian fits at every decision; not in 'all')")
     args = ap.parse_args()
     n_real = 5 if args.quick else args.realisations
     out = {"host": platform.node(), "cores": os.cpu_count(), "noise_at_1s": args.noise, "target_ev": TARGET,
            "move_s": MOVE_S, "realisations": n_real, "samples": {}}
+    if args.part == "k":
+        out["K_target"] = K_TARGET
+        out["K"] = compare_k(args.noise, n_real)
+        print_k_table(out["K"], args.noise, n_real)
     if args.part in ("edge", "all"):
         out["samples"] = compare(samples(), NAMES, args.noise, n_real, 900.0, "E0/white line")
     if args.part in ("preedge", "all"):

@@ -141,7 +141,7 @@ def test_the_budget_stops_the_agent():
 @pytest.mark.parametrize("kwargs, message", [
     ({"target": {"edge": 0.1}}, "target must name some of"),
     ({"target": {"e0": -1}}, "target 'e0' must be > 0 eV"),
-    ({"target": {"K": 0.9}}, "target must name some of"),  # not yet: see engines/adaptive/design.py
+    ({"target": {"K": 1.5}}, "target 'K' is a probability"),
     ({"window": [10, -10]}, "low < high"),
     ({"max_points": 0}, "max_points must be an integer >= 1"),
     ({"agent": object()}, "agent must provide tell, ask and report"),

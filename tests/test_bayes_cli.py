@@ -89,6 +89,9 @@ def test_xanes_on_normalised_reference_reports_preedge_centroid(capsys):
     assert "chosen K = " in out
     c = float(re.search(r"pre-edge centroid = ([\d.]+)", out).group(1))
     assert abs(c - 7114.8) < 0.5
+    # the centroid's own R-hat is printed, and above 1.05 it is in the verdict
+    rhat = float(re.search(r"pre-edge centroid = .*; R-hat ([\d.]+)\)", out).group(1))
+    assert (rhat > 1.05) == ("pre-edge centroid" in re.search(r"^quality: .*$", out, re.M).group(0))
 
 
 def test_xanes_on_raw_mu_uses_the_preprocessing_engine(capsys):

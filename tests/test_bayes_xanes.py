@@ -102,6 +102,11 @@ def test_worker_analysis_stores_flat_summary_and_arrays(config):
     assert not any(isinstance(v, float) and not math.isfinite(v) for v in s.values())
     assert s["bayes.noise"] > 0 and math.isfinite(s["bayes.F.K1"])
     assert abs(s["bayes.preedge_centroid"] - 7114.8) < 0.5  # FePO4: a single pre-edge peak near 7114.8 eV
+    # the centroid's own convergence is in the summary and, past 1.05, in the verdict
+    pre_rhat = s["bayes.preedge_rhat"]
+    assert (pre_rhat > 1.05) == any(r.startswith("pre-edge centroid") for r in res.verdict_reasons)
+    if pre_rhat > 1.05:
+        assert res.verdict != "ok"
     n_fit = res.arrays["bayes_energy"].size
     for name, arr in res.arrays.items():
         assert len(res.dims[name]) == arr.ndim

@@ -18,7 +18,9 @@ mix within a live budget on measured spectra: on the five packaged spectra no RE
 say how far to trust them, and the verdict (:func:`xafs_stream.engines.bayes.verdict.judge_selection`) says
 it: ``bad`` when the chains did not converge (R-hat above 1.2), ``warn`` for R-hat above 1.05, K at the top
 of the range or an undecided K, or a search over K stopped at a fit that did not converge;
-``bayes.converged`` is R-hat ≤ 1.05 (of the chosen fit); reprocess with more particles or sweeps (or run
+``bayes.converged`` is R-hat ≤ 1.05 (of the chosen fit). The pre-edge fit searches its K the same way
+(``stop_unconverged``) and the centroid's R-hat (``bayes.preedge_rhat``) enters the verdict with the same
+thresholds, named "pre-edge centroid"; reprocess with more particles or sweeps (or run
 ``xafs-stream bayes``) for publication numbers.
 """
 
@@ -32,7 +34,7 @@ import numpy as np
 
 from ..core import WorkUnit
 from ..engines.bayes import RemcSettings, SmcSettings, fit_preedge, fit_xanes, report
-from ..engines.bayes.verdict import judge_selection
+from ..engines.bayes.verdict import judge_preedge, judge_selection
 from ..engines.errors import InputError
 from ..engines.verdict import THRESHOLDS
 from .registry import AnalysisResult, SkipAnalysis, register
@@ -243,6 +245,7 @@ def bayes_xanes(
                 noise=cfg["noise"],
                 settings=settings,
                 seed=int(cfg["seed"]),
+                stop_at_rhat=THRESHOLDS["rhat_warn"] if cfg["stop_unconverged"] else None,
             )
         except InputError as exc:
             diagnostics["preedge"] = f"no pre-edge centroid: {exc}"
@@ -251,6 +254,10 @@ def bayes_xanes(
             summary["bayes.preedge_centroid_err"] = pre.centroid.err
             summary["bayes.preedge_area"] = pre.area.median
             summary["bayes.preedge_K"] = int(pre.selection.best_fit.model.n_peaks)
+            summary["bayes.preedge_rhat"] = pre.centroid_rhat
+            judge_preedge(pre, verdict)  # the centroid is a number a user acts on
+            if pre.selection.stopped_at is not None:
+                summary["bayes.preedge_K_unconverged"] = int(pre.selection.stopped_at.model.n_peaks)
             diagnostics["preedge"] = {
                 "window": list(pre.window),
                 "peak_energy": pre.peak_energy,

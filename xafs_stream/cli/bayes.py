@@ -207,7 +207,7 @@ def _settings(args):
 def run(args) -> int:
 
     from ..engines import bayes as B
-    from ..engines.bayes.verdict import judge_selection
+    from ..engines.bayes.verdict import judge_preedge, judge_selection
 
     noise = parse_noise(args.noise)
     kmax = args.kmax if args.kmax is not None else (5 if args.model == "peaks" else 4)
@@ -239,7 +239,8 @@ def run(args) -> int:
             from ..engines.errors import InputError
 
             try:
-                preedge = B.fit_preedge(energy, norm, e0, noise=noise, settings=settings, seed=args.seed)
+                preedge = B.fit_preedge(energy, norm, e0, noise=noise, settings=settings, seed=args.seed,
+                                        stop_at_rhat=THRESHOLDS["rhat_warn"] if args.stop_unconverged else None)
             except InputError as exc:
                 preedge = str(exc)
     else:
@@ -294,6 +295,8 @@ def run(args) -> int:
         head += f", x {sel.x[0]:g} .. {sel.x[-1]:g} ({sel.x.size} points)"
     rep = B.report(sel, seed=args.seed)
     verdict = judge_selection(sel, rep)
+    if preedge is not None and not isinstance(preedge, str):
+        judge_preedge(preedge, verdict)
     if args.model == "peaks" and args.priors == "nagata":
         from ..engines.bayes.models.peaks import published_nagata_priors
         from ..engines.bayes.priors import mass_in
@@ -361,7 +364,7 @@ def format_report(head: str, rep, noise, preedge=None) -> str:
         lines.append(
             f"pre-edge centroid = {pc.median:.2f} ± {pc.err:.2f} eV "
             f"(95% [{pc.lo95:.2f}, {pc.hi95:.2f}]; {preedge.selection.best_fit.name}, "
-            f"window {preedge.window[0]:.1f}-{preedge.window[1]:.1f} eV)"
+            f"window {preedge.window[0]:.1f}-{preedge.window[1]:.1f} eV; R-hat {preedge.centroid_rhat:.3f})"
         )
     lines.append(
         f"diagnostics: R-hat max {rep.rhat_max:.3f}, min exchange rate {rep.exchange_min:.2f}, "
@@ -397,6 +400,7 @@ def to_json(rep, preedge=None) -> dict:
             "area": preedge.area.as_dict(),
             "window": list(preedge.window),
             "K": preedge.selection.best_fit.name,
+            "rhat": preedge.centroid_rhat,
         }
     return out
 

@@ -8,6 +8,11 @@ among candidate energies and dwell times, the point whose measurement reduces Σ
 each pick (rank-one, so a batch spreads out). It stops when every target is met or the budget (points, beam
 seconds) is spent; :meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
 
+The number of peaks (target ``{"K": 0.9}``, a probability) is not local: after the coarse pass every update
+fits edge + K peaks for K = 1, 2, ... (:mod:`.model_choice`, tempered SMC: seconds per update) and the
+target is met when the cautious P(best K) reaches it with K + 1 fitted. Its points (half the batch when other
+targets are unmet too) go where the best K's posterior predictive and its rivals' differ most per second.
+
 Noise: each point's variance is given with it (from its counts) or, if not, estimated as s²/dwell from the
 local fits' residuals. A local fit whose reduced χ² exceeds 1 has its covariance scaled by it, so a stated sd
 covers the scatter actually seen, not only the counting noise.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,13 +38,15 @@ from .local import (
     whiteline_rivals,
 )
 
+if TYPE_CHECKING:
+    from .model_choice import KPosterior
+
 LOCAL = FEATURES
 #: share of noise redraws that must find a feature at the same place before its value counts
 IDENTIFIED = 0.95
-#: targets the agent can reach. The number of peaks K is not one of them: a BIC comparison of least-squares
-#: fits stopped after the coarse pass claiming P(K) >= 0.9 with the wrong K in 4 of 10 realisations of a
-#: two-peak spectrum (a K = 2 fit in a local optimum); it needs the replica-exchange free energy.
-TARGETS = LOCAL
+#: targets the agent can reach: the local features' sd (eV), and "K", the probability that the number of
+#: peaks (edge + K peaks, :mod:`.model_choice`) is the most probable one
+TARGETS = (*LOCAL, "K")
 
 
 @dataclass
@@ -67,12 +74,15 @@ class AdaptiveXanes:
     move_s : overhead per point (monochromator move and settle), s
     max_points, max_time_s : budget (points, beam seconds including moves)
     candidate_step : energy grid of the candidates, eV
+    k_max, min_height : for the "K" target: the largest K fitted, the smallest peak counted (edge steps)
+    seed : for the "K" target's samplers
     """
 
     def __init__(self, e0: float, targets: Mapping[str, float], *, window: tuple[float, float] = (-30.0, 50.0),
                  coarse_step: float = 3.0, edge_step: float = 1.0, coarse_dwell: float = 0.5,
                  dwells: Sequence[float] = (0.5, 1.0, 2.0, 4.0), move_s: float = 0.3, max_points: int = 300,
-                 max_time_s: float = 900.0, candidate_step: float = 0.1) -> None:
+                 max_time_s: float = 900.0, candidate_step: float = 0.1, k_max: int = 4,
+                 min_height: float = 0.02, seed: int = 0) -> None:
         unknown = set(targets) - set(TARGETS)
         if not targets or unknown:
             raise InputError(f"targets must name some of {TARGETS}, got {sorted(targets)}")
@@ -81,6 +91,8 @@ class AdaptiveXanes:
                 value = float(value)
             except (TypeError, ValueError):
                 raise InputError(f"target {name!r} must be a number, got {value!r}") from None
+            if name == "K" and not 0.5 < value < 1:
+                raise InputError(f"target 'K' is a probability: must be between 0.5 and 1, got {value!r}")
             if not value > 0:
                 raise InputError(f"target {name!r} must be > 0 eV, got {value!r}")
         if not window[0] < window[1] or min(coarse_step, edge_step, candidate_step, coarse_dwell) <= 0:
@@ -89,6 +101,12 @@ class AdaptiveXanes:
             raise InputError("dwells must be > 0 s and move_s >= 0 s")
         if max_points < 1 or max_time_s <= 0:
             raise InputError("max_points must be >= 1 and max_time_s > 0 s")
+        if not (isinstance(k_max, (int, np.integer)) and 2 <= k_max <= 6) or not 0 < min_height < 1:
+            raise InputError(f"k_max must be an integer 2..6 and min_height in (0, 1) edge steps, got {k_max}, "
+                             f"{min_height}")
+        self.k_max, self.min_height, self.seed = int(k_max), float(min_height), int(seed)
+        self.kpost: KPosterior | None = None  # P(K | points), when "K" is a target and the coarse pass is done
+        self.k_error = ""  # why there is no P(K) (too few points, no edge)
         self.e0_guess = float(e0)
         self.targets = {k: float(v) for k, v in targets.items()}
         self.window = (self.e0_guess + window[0], self.e0_guess + window[1])
@@ -143,8 +161,9 @@ class AdaptiveXanes:
 
     def report(self) -> dict[str, Any]:
         """Estimates (eV), their posterior sd (eV), points and beam seconds used, whether and why it is done, the
-        verdict (:func:`~.verdict.judge_agent`) and each local fit's posterior band (``band``: name -> energy
-        eV, mu, sd: the fitted μ over its window and its sd, for plotting)."""
+        verdict (:func:`~.verdict.judge_agent`), each local fit's posterior band (``band``: name -> energy
+        eV, mu, sd: the fitted μ over its window and its sd, for plotting) and, for the K target, the fits
+        behind P(K) (``K``: best, cautious_P, why_not, fits: K, P, F nat, F_se nat, rhat)."""
         from .verdict import judge_agent
 
         est, sd = self._estimates()
@@ -154,11 +173,18 @@ class AdaptiveXanes:
             energy, mu, mu_sd = fit.band()
             bands[name] = {"energy": energy.round(3).tolist(), "mu": mu.tolist(), "sd": mu_sd.tolist()}
         verdict = judge_agent(self)
+        model_choice = {}
+        if "K" in self.targets:
+            kp = self.kpost
+            model_choice = {"error": self.k_error} if kp is None else {
+                "best": kp.best, "cautious_P": kp.cautious, "why_not": kp.why_not(self.targets["K"]),
+                "fits": [{"K": k, "P": float(p), "F": float(f), "F_se": float(se), "rhat": float(r)}
+                         for k, p, f, se, r in zip(kp.ks, kp.prob, kp.F, kp.F_se, kp.rhat)]}
         return {"estimates": est, "sd": sd, "ambiguous": {n: [list(c) for c in v] for n, v in self.ambiguous.items()},
                 "points": len(self.energy),
                 "beam_time_s": self.beam_time_s, "done": done, "reason": why, "targets": dict(self.targets),
                 "misfit": dict(self.scale), "verdict": verdict.level, "verdict_reasons": verdict.reasons,
-                "band": bands}
+                "band": bands, "K": model_choice}
 
     # --- state -------------------------------------------------------------------------------------
     @property
@@ -229,7 +255,20 @@ class AdaptiveXanes:
             rivals = whiteline_rivals(ce, cy, cv, rough["e0"], z_share=1.0 - IDENTIFIED)
             if rivals:
                 self.ambiguous["whiteline"] = rivals
+        if "K" in self.targets and self._told >= self.coarse.size:
+            self._update_k(e, y, var)
         self._fresh = True
+
+    def _update_k(self, e: np.ndarray, y: np.ndarray, var: np.ndarray) -> None:
+        """P(K | points) (:func:`~.model_choice.k_posterior`), a new seed for each number of points."""
+        from .model_choice import k_posterior  # the Bayesian engine loads only when K is a target
+
+        try:
+            self.kpost = k_posterior(e, y, var, self.e0_guess, k_max=self.k_max, min_height=self.min_height,
+                                     seed=self.seed * 100_003 + len(self.energy))
+            self.k_error = ""
+        except InputError as exc:
+            self.kpost, self.k_error = None, str(exc)
 
     def _coarse_points(self, e: np.ndarray, y: np.ndarray, var: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,27 +305,43 @@ class AdaptiveXanes:
         return {n: (est.value if est is not None else float("nan")) for n, est in found.items()}
 
     def _estimates(self) -> tuple[dict[str, float], dict[str, float]]:
+        """name -> value, name -> sd (eV); for K the most probable K and 1 - its cautious probability."""
         self.update()
-        return {n: e.value for n, e in self.local.items()}, {n: e.sd for n, e in self.local.items()}
+        est, sd = {n: e.value for n, e in self.local.items()}, {n: e.sd for n, e in self.local.items()}
+        if self.kpost is not None and "K" in self.targets:
+            est["K"], sd["K"] = float(self.kpost.best), 1.0 - self.kpost.cautious
+        return est, sd
 
     def unmet(self) -> dict[str, float]:
-        """Targets not yet reached: name -> current sd / target."""
+        """Targets not yet reached: name -> current sd / target (for K: (1 - P) / (1 - target))."""
         _, sd = self._estimates()
-        return {name: (np.inf if name in self.ambiguous else sd.get(name, np.inf) / goal)
-                for name, goal in self.targets.items()
-                if name not in sd or sd[name] > goal or name in self.ambiguous}
+        out = {}
+        for name, goal in self.targets.items():
+            if name == "K":
+                if self.kpost is None or not self.kpost.met(goal):
+                    out[name] = np.inf if self.kpost is None else (1.0 - self.kpost.cautious) / (1.0 - goal)
+            elif name not in sd or sd[name] > goal or name in self.ambiguous:
+                out[name] = np.inf if name in self.ambiguous else sd.get(name, np.inf) / goal
+        return out
+
+    def _met_text(self, name: str, goal: float) -> str:
+        est, sd = self._estimates()
+        if name == "K":
+            return f"K = {self.kpost.best} with P {self.kpost.cautious:.2f} (target {goal:g})"
+        return f"{name} = {est[name]:.2f} ± {sd[name]:.3g} eV (target {goal:g})"
 
     def done(self) -> tuple[bool, str]:
         """(True, why) when every target is met or the budget is spent."""
         if self._told >= self.coarse.size and not self.unmet():
-            est, sd = self._estimates()
-            parts = [f"{n} = {est[n]:.2f} ± {sd[n]:.3g} eV (target {g:g})" for n, g in self.targets.items()]
-            return True, "targets met: " + ", ".join(parts)
+            return True, "targets met: " + ", ".join(self._met_text(n, g) for n, g in self.targets.items())
         spent = ""
         if len(self.energy) >= self.max_points:
             spent = f"budget spent: {len(self.energy)} points (max_points {self.max_points})"
         elif self.beam_time_s >= self.max_time_s:
             spent = f"budget spent: {self.beam_time_s:.0f} s of beam (max_time_s {self.max_time_s:g})"
+        if spent and "K" in self.targets and (self.kpost is None or not self.kpost.met(self.targets["K"])):
+            spent += "; K: " + (self.kpost.why_not(self.targets["K"]) if self.kpost is not None else
+                                (self.k_error or "no P(K) yet"))
         if spent and self.ambiguous:
             spent += "; not identified: " + "; ".join(
                 f"{n} at " + " or ".join(f"{v:.1f} eV ({100 * p:.0f} %)" for v, p in c)
@@ -316,6 +371,24 @@ class AdaptiveXanes:
                            + f"; {grid.size} points over {lo:.1f}-{hi:.1f} eV ({t:g} s)")
         if picks_e:
             return Decision(picks_e, picks_t, "; ".join(reasons), est, sd)
+        if "K" in unmet and self.kpost is not None:
+            # where the best K and its rivals disagree most; half the batch when other targets are unmet too
+            share = n if len(unmet) == 1 else max(1, n // 2)
+            from .model_choice import REGION
+
+            lo, hi = self.e0_guess + REGION[0], self.e0_guess + REGION[1]
+            near = self.candidates[(self.candidates >= lo) & (self.candidates <= hi)]
+            ke, kt = self.kpost.design(near, dwell, s2 / self.kpost.step ** 2, self.move_s, share)
+            if not ke:  # no rival fitted (only K = 1 ran): points over the region, longer each round
+                self._fills["K"] = self._fills.get("K", 0) + 1
+                t = self.dwell_choices[min(self._fills["K"] - 1, len(self.dwell_choices) - 1)]
+                ke, kt = [float(x) for x in np.linspace(lo, hi, share)], [t] * share
+            picks_e += ke
+            picks_t += kt
+            reasons.append(f"K: where K={self.kpost.best} and its rivals disagree most per second of beam "
+                           f"({self.kpost.why_not(self.targets['K'])})")
+        elif "K" in unmet:
+            reasons.append(f"K: {self.k_error}")
         # a target without a local fit yet: spread points over its window around the rough feature
         for name in LOCAL:
             if name in unmet and (name not in self.local or not np.isfinite(self.local[name].sd)):
@@ -368,6 +441,7 @@ class AdaptiveXanes:
                     b = bases[name][i]
                     cb = cov @ b
                     covs[name] = cov - np.outer(cb, cb) / (self.scale[name] * s2 / dwell[j] + b @ cb)
-        reasons.append("largest expected reduction per second of beam of " + ", ".join(
-            f"{name} (sd/target {v:.2g})" for name, v in unmet.items()))
+        if covs:
+            reasons.append("largest expected reduction per second of beam of " + ", ".join(
+                f"{name} (sd/target {v:.2g})" for name, v in unmet.items() if name in covs))
         return Decision(picks_e, picks_t, "; ".join(reasons), est, sd)

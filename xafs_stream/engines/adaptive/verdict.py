@@ -1,4 +1,5 @@
 """The verdict on an adaptive scan's answer: every target identified, reached, and its local model adequate.
+For K: P(K) reached with the best K converged and K + 1 fitted (:meth:`~.model_choice.KPosterior.why_not`).
 
 While the scan runs the same rules give ``warn`` (not there yet); once it has stopped, a target that was not
 reached or not identified is ``bad``. A local polynomial that misses its points by more than their noise
@@ -26,6 +27,13 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
     done, _ = agent.done()
     flag = v.bad if done else v.warn
     for name, goal in agent.targets.items():
+        if name == "K":
+            kpost = agent.kpost
+            if kpost is None:
+                flag(f"K: {agent.k_error or 'no P(K) yet'}")
+            elif not kpost.met(goal):
+                flag(f"K: {kpost.why_not(goal)}")
+            continue
         if name in agent.ambiguous:
             places = " or ".join(f"{e:.1f} eV ({100 * p:.0f} %)" for e, p in agent.ambiguous[name])
             flag(f"{name} not identified: the noise moves it between {places}")

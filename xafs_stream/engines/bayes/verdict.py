@@ -86,3 +86,14 @@ def judge_cluster_scan(scan, rep, *, thresholds: dict | None = None) -> Verdict:
     if (best == 0 and q[0] - lo < near) or (best == len(scan.regions) - 1 and hi - q[1] < near):
         v.warn(f"the Δ posterior reaches the end of the scanned range {lo:g}..{hi:g} eV: extend the Δ range")
     return v
+
+
+def judge_preedge(preedge, verdict: Verdict, *, thresholds: dict | None = None) -> None:
+    """Add the pre-edge centroid's own convergence to ``verdict``: its split-R-hat over the fit's independent
+    chains (:attr:`~.workflows.PreedgeResult.centroid_rhat`) above ``rhat_bad``: bad; above ``rhat_warn``:
+    warn. The edge's foot under the pre-edge peaks is a nuisance and is not judged."""
+    rhat = preedge.centroid_rhat
+    if not math.isfinite(rhat) or rhat > threshold("rhat_bad", thresholds):
+        verdict.bad(f"pre-edge centroid not converged: R-hat {rhat:.2f} above {threshold('rhat_bad', thresholds):g}")
+    elif rhat > threshold("rhat_warn", thresholds):
+        verdict.warn(f"pre-edge centroid: R-hat {rhat:.3f} above {threshold('rhat_warn', thresholds):g}")

@@ -3,6 +3,7 @@
 from .base import PeakBlocks, SpectrumModel
 from .hamiltonian import PUBLISHED, ClusterModel, cluster_hamiltonians, cluster_lines, cluster_spectrum
 from .peaks import PeakModel, check_grid, nagata_peak_model, nagata_priors
+from .weighted import WeightedModel
 from .xanes import XanesModel, xanes_priors
 from .xmcd import XmcdModel, xmcd_priors
 
@@ -12,6 +13,7 @@ __all__ = [
     "PeakBlocks",
     "PeakModel",
     "SpectrumModel",
+    "WeightedModel",
     "XanesModel",
     "XmcdModel",
     "check_grid",
