@@ -96,8 +96,10 @@ def xafs_scan_adaptive(
     target : precision to reach, e.g. {"e0": 0.1, "whiteline": 0.05, "preedge": 0.1} (posterior sd, eV: E0,
         the white line's energy, the pre-edge peak's centroid), and/or {"K": 0.9}: the probability that the
         number of peaks (edge + K Gaussian peaks of at least 0.02 edge steps, E0 - 20 ... E0 + 30 eV) is
-        known; default {"e0": 0.1}. The stream's ``adaptive_K`` holds the most probable K and
-        ``adaptive_K_sd`` 1 - its probability
+        known; and/or {"chi_noise": 2e-4}: the RMS noise of χ per 0.05 Å⁻¹ point over k 10-14 Å⁻¹ (the
+        agent measures that grid's energies, E0 + 381 ... 747 eV, outside ``window``); default {"e0": 0.1}.
+        The stream's ``adaptive_K`` holds the most probable K and ``adaptive_K_sd`` 1 - its probability;
+        ``adaptive_chi_noise`` and ``adaptive_chi_noise_sd`` both hold ε
     window : energies relative to E0 the scan may use, eV
     max_points, max_time_s : budget (points; beam seconds, dwell plus ``move_s`` per point)
     batch : points per decision

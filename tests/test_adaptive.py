@@ -142,6 +142,7 @@ def test_the_budget_stops_the_agent():
     ({"target": {"edge": 0.1}}, "target must name some of"),
     ({"target": {"e0": -1}}, "target 'e0' must be > 0 eV"),
     ({"target": {"K": 1.5}}, "target 'K' is a probability"),
+    ({"target": {"chi_noise": -1e-4}}, "target 'chi_noise' must be > 0, got"),
     ({"window": [10, -10]}, "low < high"),
     ({"max_points": 0}, "max_points must be an integer >= 1"),
     ({"agent": object()}, "agent must provide tell, ask and report"),

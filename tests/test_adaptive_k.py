@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from xafs_stream.engines.adaptive import AdaptiveXanes
-from xafs_stream.engines.adaptive.model_choice import RHAT_STOP, KPosterior, k_posterior, normalise
+from xafs_stream.engines.adaptive.edge_step import normalise
+from xafs_stream.engines.adaptive.model_choice import RHAT_STOP, KPosterior, k_posterior
 from xafs_stream.engines.bayes import XanesModel, xanes_priors
 from xafs_stream.engines.bayes.models import WeightedModel
 from xafs_stream.engines.bayes.models import lineshapes as ls

@@ -269,8 +269,8 @@ def test_page_follows_a_live_scan_and_plots_its_results(driver, dashboard, servi
 
 def test_an_adaptive_scan_shows_its_points_band_sd_and_why_it_stopped(driver, dashboard, service, session, wait_for):
     """Issue 21 item 4: the page follows an adaptive scan: its points as they arrive, each target's local fit
-    with its ± 2 sd band, each target's sd against beam time, the verdict badge and the stop reason, all equal
-    to what the run's documents in Tiled hold."""
+    with its ± 2 sd band, each target's sd against beam time (χ's noise at high k against its target), the
+    verdict badge and the stop reason, all equal to what the run's documents in Tiled hold."""
     from xafs_stream.plans import xafs_scan_adaptive
     from xafs_stream.simulated_devices.beamline import make_beamline
 
@@ -280,7 +280,8 @@ def test_an_adaptive_scan_shows_its_points_band_sd_and_why_it_stopped(driver, da
              poll_s=0.1, what="the event stream to connect")
     bl = make_beamline(sample="Fe", seed=3, flux_cps=2e5, time_scale=0.05)  # ~10 s of wall time
     thread, uids = run_in_thread(RE, xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", sample="Fe adaptive",
-                                                        target={"e0": 0.1, "whiteline": 0.1}))
+                                                        target={"e0": 0.1, "whiteline": 0.1,
+                                                                "chi_noise": 5e-3}))
     wait_for(lambda: js(driver, "const a = window.dashboard.adaptive; return !!a && a.running && "
                                 "!document.querySelector('#adaptive-panel').hidden"), 60, poll_s=0.1,
              what="the running adaptive scan on the page")
@@ -314,8 +315,13 @@ def test_an_adaptive_scan_shows_its_points_band_sd_and_why_it_stopped(driver, da
     assert series["adaptive-points"][0]["n"] + series["adaptive-points"][1]["n"] == distinct
     report = json.loads(decisions["adaptive_report"].iloc[-1])
     assert series["adaptive-points"][2]["n"] == len(report["band"]["e0"]["energy"])
-    assert [s["label"] for s in series["adaptive-sd"]] == ["e0 sd", "e0 target", "whiteline sd", "whiteline target"]
+    assert [s["label"] for s in series["adaptive-sd"]] == ["e0 sd", "e0 target", "whiteline sd", "whiteline target",
+                                                          "χ noise ε", "chi_noise target"]
     assert series["adaptive-sd"][0]["n"] == len(decisions)
+    # the χ noise at high k is shown as a value against its target, not as an energy ± sd
+    status = js(driver, "return document.querySelector('#adaptive-status').textContent")
+    eps = decisions["adaptive_chi_noise"].iloc[-1]
+    assert f"χ noise {eps:.3g} (target ≤ 0.005)" in status, status
     assert js(driver, "return document.querySelectorAll('#plot-adaptive-points canvas, #plot-adaptive-sd canvas')"
                       ".length") >= 2
     assert severe_console_errors(driver) == []

@@ -39,14 +39,16 @@ from .local import (
 )
 
 if TYPE_CHECKING:
+    from .high_k import ChiNoise
     from .model_choice import KPosterior
 
 LOCAL = FEATURES
 #: share of noise redraws that must find a feature at the same place before its value counts
 IDENTIFIED = 0.95
-#: targets the agent can reach: the local features' sd (eV), and "K", the probability that the number of
-#: peaks (edge + K peaks, :mod:`.model_choice`) is the most probable one
-TARGETS = (*LOCAL, "K")
+#: targets the agent can reach: the local features' sd (eV); "K", the probability that the number of peaks
+#: (edge + K peaks, :mod:`.model_choice`) is the most probable one; "chi_noise", the RMS noise of χ per 0.05 Å⁻¹
+#: grid point at high k (:mod:`.high_k`)
+TARGETS = (*LOCAL, "K", "chi_noise")
 
 
 @dataclass
@@ -76,13 +78,14 @@ class AdaptiveXanes:
     candidate_step : energy grid of the candidates, eV
     k_max, min_height : for the "K" target: the largest K fitted, the smallest peak counted (edge steps)
     seed : for the "K" target's samplers
+    chi_k : for the "chi_noise" target: the k range (Å⁻¹) its RMS noise is taken over
     """
 
     def __init__(self, e0: float, targets: Mapping[str, float], *, window: tuple[float, float] = (-30.0, 50.0),
                  coarse_step: float = 3.0, edge_step: float = 1.0, coarse_dwell: float = 0.5,
                  dwells: Sequence[float] = (0.5, 1.0, 2.0, 4.0), move_s: float = 0.3, max_points: int = 300,
                  max_time_s: float = 900.0, candidate_step: float = 0.1, k_max: int = 4,
-                 min_height: float = 0.02, seed: int = 0) -> None:
+                 min_height: float = 0.02, seed: int = 0, chi_k: tuple[float, float] = (10.0, 14.0)) -> None:
         unknown = set(targets) - set(TARGETS)
         if not targets or unknown:
             raise InputError(f"targets must name some of {TARGETS}, got {sorted(targets)}")
@@ -94,7 +97,8 @@ class AdaptiveXanes:
             if name == "K" and not 0.5 < value < 1:
                 raise InputError(f"target 'K' is a probability: must be between 0.5 and 1, got {value!r}")
             if not value > 0:
-                raise InputError(f"target {name!r} must be > 0 eV, got {value!r}")
+                unit = "" if name == "chi_noise" else " eV"
+                raise InputError(f"target {name!r} must be > 0{unit}, got {value!r}")
         if not window[0] < window[1] or min(coarse_step, edge_step, candidate_step, coarse_dwell) <= 0:
             raise InputError(f"window must be (low, high) eV with low < high, steps and dwell > 0, got {window}")
         if not dwells or min(dwells) <= 0 or move_s < 0:
@@ -107,6 +111,15 @@ class AdaptiveXanes:
         self.k_max, self.min_height, self.seed = int(k_max), float(min_height), int(seed)
         self.kpost: KPosterior | None = None  # P(K | points), when "K" is a target and the coarse pass is done
         self.k_error = ""  # why there is no P(K) (too few points, no edge)
+        try:
+            k1, k2 = (float(v) for v in chi_k)
+        except (TypeError, ValueError):
+            raise InputError(f"chi_k must be (low, high) Å⁻¹, got {chi_k!r}") from None
+        if not 2.0 <= k1 < k2 <= 20.0:
+            raise InputError(f"chi_k must be (low, high) Å⁻¹ with 2 <= low < high <= 20, got {chi_k!r}")
+        self.chi_k = (k1, k2)
+        self.chi: ChiNoise | None = None  # ε at high k, when "chi_noise" is a target and the coarse pass is done
+        self.chi_error = ""
         self.e0_guess = float(e0)
         self.targets = {k: float(v) for k, v in targets.items()}
         self.window = (self.e0_guess + window[0], self.e0_guess + window[1])
@@ -163,7 +176,9 @@ class AdaptiveXanes:
         """Estimates (eV), their posterior sd (eV), points and beam seconds used, whether and why it is done, the
         verdict (:func:`~.verdict.judge_agent`), each local fit's posterior band (``band``: name -> energy
         eV, mu, sd: the fitted μ over its window and its sd, for plotting) and, for the K target, the fits
-        behind P(K) (``K``: best, cautious_P, why_not, fits: K, P, F nat, F_se nat, rhat)."""
+        behind P(K) (``K``: best, cautious_P, why_not, fits: K, P, F nat, F_se nat, rhat) and, for the
+        chi_noise target, ε and how it was found (``chi_noise``: eps, scale, step, k_range, grid_points,
+        measured)."""
         from .verdict import judge_agent
 
         est, sd = self._estimates()
@@ -173,7 +188,12 @@ class AdaptiveXanes:
             energy, mu, mu_sd = fit.band()
             bands[name] = {"energy": energy.round(3).tolist(), "mu": mu.tolist(), "sd": mu_sd.tolist()}
         verdict = judge_agent(self)
-        model_choice = {}
+        model_choice, high_k = {}, {}
+        if "chi_noise" in self.targets:
+            c = self.chi
+            high_k = {"error": self.chi_error} if c is None else {
+                "eps": c.eps, "scale": c.scale, "step": c.step, "k_range": list(self.chi_k),
+                "grid_points": int(c.var.size), "measured": int(np.isfinite(c.var).sum())}
         if "K" in self.targets:
             kp = self.kpost
             model_choice = {"error": self.k_error} if kp is None else {
@@ -184,7 +204,7 @@ class AdaptiveXanes:
                 "points": len(self.energy),
                 "beam_time_s": self.beam_time_s, "done": done, "reason": why, "targets": dict(self.targets),
                 "misfit": dict(self.scale), "verdict": verdict.level, "verdict_reasons": verdict.reasons,
-                "band": bands, "K": model_choice}
+                "band": bands, "K": model_choice, "chi_noise": high_k}
 
     # --- state -------------------------------------------------------------------------------------
     @property
@@ -257,7 +277,24 @@ class AdaptiveXanes:
                 self.ambiguous["whiteline"] = rivals
         if "K" in self.targets and self._told >= self.coarse.size:
             self._update_k(e, y, var)
+        if "chi_noise" in self.targets and self._told >= self.coarse.size:
+            self._update_chi(e, y, var)
         self._fresh = True
+
+    def _update_chi(self, e: np.ndarray, y: np.ndarray, var: np.ndarray) -> None:
+        """ε at high k (:func:`~.high_k.chi_noise`), the edge step from the XANES points."""
+        from .edge_step import normalise
+        from .high_k import chi_noise, grid_energies
+
+        try:
+            step = normalise(e, y, var, self.e0_guess)[3]
+        except InputError as exc:
+            self.chi, self.chi_error = None, f"no edge step: {exc}"
+            return
+        self.chi = chi_noise(e, y, var, np.asarray(self.dwell), grid_energies(self.e0_guess, self.chi_k)[1], step)
+        if not np.isfinite(self.chi.s2):  # no high-k point yet: the XANES points' noise
+            self.chi.s2 = self._new_s2 / step ** 2
+        self.chi_error = ""
 
     def _update_k(self, e: np.ndarray, y: np.ndarray, var: np.ndarray) -> None:
         """P(K | points) (:func:`~.model_choice.k_posterior`), a new seed for each number of points."""
@@ -310,6 +347,8 @@ class AdaptiveXanes:
         est, sd = {n: e.value for n, e in self.local.items()}, {n: e.sd for n, e in self.local.items()}
         if self.kpost is not None and "K" in self.targets:
             est["K"], sd["K"] = float(self.kpost.best), 1.0 - self.kpost.cautious
+        if self.chi is not None and "chi_noise" in self.targets:
+            est["chi_noise"] = sd["chi_noise"] = self.chi.eps
         return est, sd
 
     def unmet(self) -> dict[str, float]:
@@ -320,6 +359,9 @@ class AdaptiveXanes:
             if name == "K":
                 if self.kpost is None or not self.kpost.met(goal):
                     out[name] = np.inf if self.kpost is None else (1.0 - self.kpost.cautious) / (1.0 - goal)
+            elif name == "chi_noise":
+                if self.chi is None or not self.chi.eps <= goal:
+                    out[name] = np.inf if self.chi is None else self.chi.eps / goal
             elif name not in sd or sd[name] > goal or name in self.ambiguous:
                 out[name] = np.inf if name in self.ambiguous else sd.get(name, np.inf) / goal
         return out
@@ -328,6 +370,9 @@ class AdaptiveXanes:
         est, sd = self._estimates()
         if name == "K":
             return f"K = {self.kpost.best} with P {self.kpost.cautious:.2f} (target {goal:g})"
+        if name == "chi_noise":
+            return (f"χ noise {self.chi.eps:.3g} per 0.05 Å⁻¹ point over k {self.chi_k[0]:g}-{self.chi_k[1]:g} Å⁻¹ "
+                    f"(target {goal:g})")
         return f"{name} = {est[name]:.2f} ± {sd[name]:.3g} eV (target {goal:g})"
 
     def done(self) -> tuple[bool, str]:
@@ -389,6 +434,18 @@ class AdaptiveXanes:
                            f"({self.kpost.why_not(self.targets['K'])})")
         elif "K" in unmet:
             reasons.append(f"K: {self.k_error}")
+        if "chi_noise" in unmet and self.chi is not None and len(picks_e) < n:
+            from .high_k import grid_energies
+
+            share = n - len(picks_e) if len(unmet) == 1 else max(1, n // 2)
+            ce, ct = self.chi.design(grid_energies(self.e0_guess, self.chi_k)[1], self.dwell_choices,
+                                     self.targets["chi_noise"], share)
+            picks_e += ce
+            picks_t += ct
+            reasons.append(f"chi_noise: the noisiest of the k {self.chi_k[0]:g}-{self.chi_k[1]:g} Å⁻¹ grid points "
+                           f"(ε {self.chi.eps:.3g}, target {self.targets['chi_noise']:g})")
+        elif "chi_noise" in unmet:
+            reasons.append(f"chi_noise: {self.chi_error}")
         # a target without a local fit yet: spread points over its window around the rough feature
         for name in LOCAL:
             if name in unmet and (name not in self.local or not np.isfinite(self.local[name].sd)):

@@ -37,6 +37,7 @@ import numpy as np
 from ..bayes import SmcSettings, XanesModel, select_models, xanes_priors
 from ..bayes.models import WeightedModel
 from ..errors import InputError
+from .edge_step import normalise
 
 #: region of the fit, eV relative to the expected edge (as the live ``bayes.xanes``)
 REGION = (-20.0, 30.0)
@@ -154,29 +155,6 @@ class KPosterior:
         model = XanesModel(np.asarray(energy, float), k, self.priors, slope=True)
         curves = model.predict(self.draws[k])
         return curves.mean(axis=0), curves.var(axis=0)
-
-
-def normalise(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: float
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Rough normalisation over a XANES window: μ minus its mean below E0 - 15 eV, divided by the mean of that
-    above E0 + 30 eV (an affine map, so that a model of the edge stays one: a line subtracted through the
-    pre-edge would cut into the edge's tail, and extra peaks would be needed to mend it; the fitted model has
-    its own slope). Returns energy (eV, merged: repeated energies averaged with
-    inverse-variance weights, increasing), normalised μ, its sd, and the step (μ units)."""
-    e, y, v = (np.asarray(a, float) for a in (energy, mu, var))
-    key, inverse = np.unique(np.round(e, 6), return_inverse=True)
-    w = np.bincount(inverse, weights=1.0 / v)
-    y = np.bincount(inverse, weights=y / v) / w
-    v = 1.0 / w
-    pre = key < e0 - 15.0
-    post = key > e0 + 30.0
-    if pre.sum() < 1 or post.sum() < 1:
-        raise InputError("K needs points below E0 - 15 eV and above E0 + 30 eV to normalise the edge")
-    base = float(np.average(y[pre], weights=1.0 / v[pre]))
-    step = float(np.average(y[post] - base, weights=1.0 / v[post]))
-    if not step > 0:
-        raise InputError(f"K: the edge step is not positive ({step:.3g}): no edge in the window")
-    return key, (y - base) / step, np.sqrt(v) / step, step
 
 
 def k_posterior(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: float, *, k_max: int = 4,

@@ -1,5 +1,6 @@
 """The verdict on an adaptive scan's answer: every target identified, reached, and its local model adequate.
 For K: P(K) reached with the best K converged and K + 1 fitted (:meth:`~.model_choice.KPosterior.why_not`).
+For chi_noise: ε reached; warn when the scatter at high k exceeds the counting noise (ε is scaled up by it).
 
 While the scan runs the same rules give ``warn`` (not there yet); once it has stopped, a target that was not
 reached or not identified is ``bad``. A local polynomial that misses its points by more than their noise
@@ -33,6 +34,20 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
                 flag(f"K: {agent.k_error or 'no P(K) yet'}")
             elif not kpost.met(goal):
                 flag(f"K: {kpost.why_not(goal)}")
+            continue
+        if name == "chi_noise":
+            chi = agent.chi
+            if chi is None:
+                flag(f"chi_noise: {agent.chi_error or 'no estimate yet'}")
+                continue
+            if not chi.eps <= goal:
+                flag(f"χ noise {chi.eps:.3g} above the target {goal:g}" if np.isfinite(chi.eps)
+                     else "χ noise: not every high-k grid point measured")
+            dof = 3 * (chi.var.size // 7)
+            if np.isfinite(chi.scale) and dof and chi.scale > chi2.ppf(1.0 - threshold("adaptive_misfit_p", thresholds),
+                                                                       dof) / dof:
+                v.warn(f"χ at high k scatters {np.sqrt(chi.scale):.2f}x more than its counting noise: ε scaled up "
+                       f"(glitches, harmonics or beam motion?)")
             continue
         if name in agent.ambiguous:
             places = " or ".join(f"{e:.1f} eV ({100 * p:.0f} %)" for e, p in agent.ambiguous[name])

@@ -484,9 +484,12 @@ async function loadAdaptive(d) {
   badge.textContent = a.verdict ? `quality ${a.verdict}` : "not judged yet";
   const last = n ? a.decisions[n - 1] : null;
   // K (the number of peaks): its column holds the most probable K, K_sd 1 − its (cautious) probability
+  // chi_noise: ε, the RMS noise of χ per 0.05 Å⁻¹ point at high k (its _sd column holds the same)
   const estOf = (t) => t === "K"
     ? `K = ${last.K ?? "?"}, P ${last.K_sd == null ? "?" : (1 - last.K_sd).toFixed(2)} (target P ≥ ${a.target.K})`
-    : `${t} ${pm(last[t], last[`${t}_sd`], 7)} eV (target ± ${a.target[t]})`;
+    : t === "chi_noise"
+      ? `χ noise ${last.chi_noise == null ? "?" : last.chi_noise.toPrecision(3)} (target ≤ ${a.target.chi_noise})`
+      : `${t} ${pm(last[t], last[`${t}_sd`], 7)} eV (target ± ${a.target[t]})`;
   const est = last ? Object.keys(a.target).map(estOf).join(" · ") : "";
   const state = a.running ? `running · decision ${n}${last ? ": " + last.reason : ""}` : `stopped: ${a.stop_reason || "(no reason recorded)"}`;
   const why = a.verdict_reasons.length ? `<div class="verdict-${esc(a.verdict)}">quality ${esc(a.verdict)}: ${esc(a.verdict_reasons.join("; "))}</div>` : "";
@@ -518,10 +521,10 @@ async function loadAdaptive(d) {
   Object.keys(a.target).forEach((name, i) => {
     const color = COLORS[(i + 1) % COLORS.length];
     const isK = name === "K";  // for K: 1 − P(K) against 1 − its target
-    sdSeries.push({ label: isK ? "K: 1 − P" : `${name} sd`, x: t, y: a.decisions.map((x) => x[`${name}_sd`]), color, points: true, width: 1.5 });
+    sdSeries.push({ label: isK ? "K: 1 − P" : name === "chi_noise" ? "χ noise ε" : `${name} sd`, x: t, y: a.decisions.map((x) => x[`${name}_sd`]), color, points: true, width: 1.5 });
     sdSeries.push({ label: `${name} target`, x: t, y: t.map(() => (isK ? 1 - a.target[name] : a.target[name])), color, dash: [5, 4] });
   });
-  drawPlot("adaptive-sd", $("#plot-adaptive-sd"), sdSeries, { xlabel: "beam time / s", ylabel: "K" in a.target ? "sd / eV; 1 − P for K" : "sd / eV" });
+  drawPlot("adaptive-sd", $("#plot-adaptive-sd"), sdSeries, { xlabel: "beam time / s", ylabel: "sd / eV" + ("K" in a.target ? "; 1 − P for K" : "") + ("chi_noise" in a.target ? "; ε for χ" : "") });
   $("#adaptive-decisions").innerHTML = a.decisions.slice(-8).reverse().map((x) =>
     `<li value="${x.decision}">${esc(x.energies.length)} point(s) · ${esc(x.reason)}</li>`).join("");
 }
