@@ -37,7 +37,7 @@ def test_grid_and_epsilon_follow_the_points_variances():
 
 
 def test_scatter_the_counts_do_not_show_scales_epsilon_up():
-    k, energy = grid_energies(E0)
+    _, energy = grid_energies(E0)
     rng = np.random.default_rng(0)
     stated = 1e-3
     y = mu_of(energy) + rng.normal(0, 2 * stated, energy.size)  # twice the noise the counts claim

@@ -371,8 +371,8 @@ class AdaptiveXanes:
         if name == "K":
             return f"K = {self.kpost.best} with P {self.kpost.cautious:.2f} (target {goal:g})"
         if name == "chi_noise":
-            return (f"χ noise {self.chi.eps:.3g} per 0.05 Å⁻¹ point over k {self.chi_k[0]:g}-{self.chi_k[1]:g} Å⁻¹ "
-                    f"(target {goal:g})")
+            k1, k2 = self.chi_k
+            return f"χ noise {self.chi.eps:.3g} per 0.05 Å⁻¹ point over k {k1:g}-{k2:g} Å⁻¹ (target {goal:g})"
         return f"{name} = {est[name]:.2f} ± {sd[name]:.3g} eV (target {goal:g})"
 
     def done(self) -> tuple[bool, str]:
