@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import InputError
-from .free_energy import FreeEnergy, NoiseScan, free_energy, scan_noise
+from .free_energy import FreeEnergy, NoiseScan, free_energy, free_energy_curve, scan_noise
 from .models.base import SpectrumModel
 from .noise import difference_noise
 from .sampler import RemcResult, RemcSettings, extend_run, run_remc, split_rhat
@@ -66,6 +66,23 @@ class CandidateFit:
 
     def energies(self) -> np.ndarray:
         return self.run.energies[:, :, self.rung]
+
+    def noise_marginal_samples(self, rng: np.random.Generator, n: int = 4000) -> np.ndarray:
+        """n posterior draws (n, P) with the noise integrated out when it was estimated: every rung's draws,
+        weighted by exp(-F) at its noise times its share of log(noise) (a log-uniform prior over the noise the
+        run scanned). Where F(noise) has two minima within a nat or so (the pre-edge of Fe2O3), the draws at
+        the lowest one alone would change with the seed. With the noise known: :meth:`samples`."""
+        if self.noise_scan is None:
+            pool = self.samples()
+            return pool[rng.choice(pool.shape[0], n)]
+        betas = self.run.betas[1:]
+        F = free_energy_curve(self.run.betas, self.run.energies, self.model.n_points, betas)
+        logw = -(F - np.nanmin(F)) + np.log(np.gradient(np.log(betas))) if betas.size > 1 else np.zeros(1)
+        w = np.exp(np.where(np.isfinite(logw), logw - np.nanmax(logw), -np.inf))
+        rungs = 1 + rng.choice(betas.size, n, p=w / w.sum())
+        draws = self.run.samples  # (N, C, L, P)
+        flat = rng.integers(0, draws.shape[0] * draws.shape[1], n)
+        return draws[flat // draws.shape[1], flat % draws.shape[1], rungs]
 
 
 #: Kass & Raftery (1995) / Jeffreys: a Bayes factor below ~e (ΔF < 1 nat) is "not worth more than a bare
