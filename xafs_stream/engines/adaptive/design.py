@@ -12,6 +12,8 @@ The number of peaks (target ``{"K": 0.9}``, a probability) is not local: after t
 fits edge + K peaks for K = 1, 2, ... (:mod:`.model_choice`, tempered SMC: seconds per update) and the
 target is met when the cautious P(best K) reaches it with K + 1 fitted. Its points (half the batch when other
 targets are unmet too) go where the best K's posterior predictive and its rivals' differ most per second.
+The noise of χ at high k (``{"chi_noise": 2e-4}``, :mod:`.high_k`) is met by measuring the 0.05 Å⁻¹ grid's
+energies over ``chi_k``, the noisiest first, each for the dwell it still needs.
 
 Noise: each point's variance is given with it (from its counts) or, if not, estimated as s²/dwell from the
 local fits' residuals. A local fit whose reduced χ² exceeds 1 has its covariance scaled by it, so a stated sd
@@ -394,6 +396,12 @@ class AdaptiveXanes:
         return bool(spent), spent
 
     # --- the design ----------------------------------------------------------------------------------
+    def _fill_dwell(self, name: str) -> float:
+        """The dwell of the next round of points spread over a window (``name``'s count of rounds): the
+        shortest choice first, one longer each round, then the longest."""
+        self._fills[name] = self._fills.get(name, 0) + 1
+        return self.dwell_choices[min(self._fills[name] - 1, len(self.dwell_choices) - 1)]
+
     def _design(self, n: int) -> Decision:
         unmet = self.unmet()
         est, sd = self._estimates()
@@ -407,8 +415,7 @@ class AdaptiveXanes:
         for name, cands in self.ambiguous.items():
             lo = min(v for v, _ in cands) - HALF_WIDTH[name]
             hi = max(v for v, _ in cands) + HALF_WIDTH[name]
-            self._fills[f"id:{name}"] = self._fills.get(f"id:{name}", 0) + 1
-            t = self.dwell_choices[min(self._fills[f"id:{name}"] - 1, len(self.dwell_choices) - 1)]
+            t = self._fill_dwell(f"id:{name}")
             grid = self.coarse[(self.coarse >= lo) & (self.coarse <= hi)]  # the points that identify it
             picks_e += [float(x) for x in grid]
             picks_t += [t] * grid.size
@@ -425,8 +432,7 @@ class AdaptiveXanes:
             near = self.candidates[(self.candidates >= lo) & (self.candidates <= hi)]
             ke, kt = self.kpost.design(near, dwell, s2 / self.kpost.step ** 2, self.move_s, share)
             if not ke:  # no rival fitted (only K = 1 ran): points over the region, longer each round
-                self._fills["K"] = self._fills.get("K", 0) + 1
-                t = self.dwell_choices[min(self._fills["K"] - 1, len(self.dwell_choices) - 1)]
+                t = self._fill_dwell("K")
                 ke, kt = [float(x) for x in np.linspace(lo, hi, share)], [t] * share
             picks_e += ke
             picks_t += kt
@@ -453,8 +459,7 @@ class AdaptiveXanes:
                 half = HALF_WIDTH[name]
                 # around the fit's window if there is one (a pre-edge fit follows its anchor off the rough place)
                 centre = self.local[name].anchor if name in self.local else rough[name]
-                self._fills[name] = self._fills.get(name, 0) + 1
-                t = self.dwell_choices[min(self._fills[name] - 1, len(self.dwell_choices) - 1)]
+                t = self._fill_dwell(name)
                 m = max(n - len(picks_e), 0)
                 if name == "preedge":
                     # the batch's free places over the whole window, shifted by a golden-ratio step each round
