@@ -131,16 +131,10 @@ def run_grid(sample, truths, noise, n_real, names=NAMES) -> dict:
 
 
 def run_agent(sample, truths, noise, seed, names=NAMES, max_time_s=900.0) -> dict:
-    rng = np.random.default_rng(seed)
-    agent = _agent(sample.e0, names, max_time_s=max_time_s)
-    while True:
-        decision = agent.ask(5)
-        if not decision.energies:
-            break
-        for e, t in zip(decision.energies, decision.dwells):
-            sd = noise / np.sqrt(t)
-            agent.tell(e, float(sample.mu_t(np.array([e]))[0] + rng.normal(0, sd)), t, sd)
-    rep = agent.report()
+    from xafs_stream.engines.adaptive.simulate import run_simulated
+
+    rep = run_simulated(_agent(sample.e0, names, max_time_s=max_time_s), sample.mu_t, noise,
+                        np.random.default_rng(seed))
     return {"beam_time_s": rep["beam_time_s"], "points": rep["points"], "met": rep["reason"].startswith("targets met"),
             "error_ev": {n: rep["estimates"].get(n, np.nan) - truths[n] for n in names},
             "sd_ev": {n: rep["sd"].get(n, np.inf) for n in names}, "verdict": rep.get("verdict", "")}
@@ -353,15 +347,10 @@ def run_k_grid(mu_of, noise, seed) -> dict:
 
 def run_k_agent(mu_of, noise, seed, max_time_s=1500.0) -> dict:
     from xafs_stream.engines.adaptive import AdaptiveXanes
+    from xafs_stream.engines.adaptive.simulate import run_simulated
 
     agent = AdaptiveXanes(K_E0, {"K": K_TARGET}, move_s=MOVE_S, max_time_s=max_time_s, seed=seed)
-    rng = np.random.default_rng(30_000 + seed)
-    while True:
-        decision = agent.ask(10)
-        if not decision.energies:
-            break
-        for e, t in zip(decision.energies, decision.dwells):
-            agent.tell(e, float(mu_of(e)) + rng.normal(0, noise / np.sqrt(t)), t)
+    run_simulated(agent, mu_of, noise, np.random.default_rng(30_000 + seed), batch=10, told_sd=None)
     met = agent.kpost is not None and agent.kpost.met(K_TARGET)
     return {"beam_time_s": agent.beam_time_s, "points": len(agent.energy), "met": met,
             "K": agent.kpost.best if agent.kpost is not None else None, "reason": agent.done()[1]}

@@ -11,6 +11,7 @@ from xafs_stream.simulated_devices.samples import load_sample
 
 from xafs_stream.engines.adaptive import AdaptiveXanes
 from xafs_stream.engines.adaptive.local import estimate, rough_features, whiteline_rivals
+from xafs_stream.engines.adaptive.simulate import run_simulated
 
 EE, WIDTH, PEAK_AT = 7000.0, 1.5, 7009.0
 
@@ -45,16 +46,7 @@ def test_local_estimators_recover_the_edge_and_white_line_of_a_known_spectrum():
 
 
 def _run_agent(mu_of, e0_guess, sigma1, seed, targets):
-    rng = np.random.default_rng(seed)
-    agent = AdaptiveXanes(e0_guess, targets)
-    while True:
-        decision = agent.ask(5)
-        if not decision.energies:
-            break
-        for energy, dwell in zip(decision.energies, decision.dwells):
-            sd = sigma1 / np.sqrt(dwell)
-            agent.tell(energy, float(mu_of(np.array([energy]))[0] + rng.normal(0, sd)), dwell, sd)
-    return agent.report()
+    return run_simulated(AdaptiveXanes(e0_guess, targets), mu_of, sigma1, np.random.default_rng(seed))
 
 
 @pytest.mark.parametrize("sample", ["synthetic", "Fe"])

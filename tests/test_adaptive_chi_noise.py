@@ -7,6 +7,7 @@ import pytest
 
 from xafs_stream.engines.adaptive import AdaptiveXanes
 from xafs_stream.engines.adaptive.high_k import chi_noise, grid_energies
+from xafs_stream.engines.adaptive.simulate import run_simulated
 from xafs_stream.engines.errors import InputError
 
 E0 = 8979.0
@@ -47,16 +48,8 @@ def test_scatter_the_counts_do_not_show_scales_epsilon_up():
 
 
 def _run(seed, noise, target, claimed=1.0):
-    rng = np.random.default_rng(seed)
     agent = AdaptiveXanes(E0, {"chi_noise": target}, max_time_s=3000, max_points=2000)
-    while True:
-        decision = agent.ask(10)
-        if not decision.energies:
-            break
-        for e, t in zip(decision.energies, decision.dwells):
-            sd = noise / np.sqrt(t)
-            agent.tell(e, float(mu_of(e)) + rng.normal(0, sd), t, claimed * sd)
-    report = agent.report()
+    report = run_simulated(agent, mu_of, noise, np.random.default_rng(seed), batch=10, told_sd=claimed)
     # the error really made: each grid point's mean against the noiseless μ, in the agent's χ units
     _, grid = grid_energies(E0)
     e, y, t = np.array(agent.energy), np.array(agent.mu), np.array(agent.dwell)  # variance ∝ 1 / dwell
