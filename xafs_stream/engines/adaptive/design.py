@@ -402,6 +402,33 @@ class AdaptiveXanes:
         self._fills[name] = self._fills.get(name, 0) + 1
         return self.dwell_choices[min(self._fills[name] - 1, len(self.dwell_choices) - 1)]
 
+    def _k_points(self, share: int, dwell: np.ndarray, s2: float) -> tuple[list[float], list[float], str]:
+        """Points for the K target: where the best K and its rivals disagree most per second of beam."""
+        if self.kpost is None:
+            return [], [], self.k_error
+        from .model_choice import REGION
+
+        lo, hi = self.e0_guess + REGION[0], self.e0_guess + REGION[1]
+        near = self.candidates[(self.candidates >= lo) & (self.candidates <= hi)]
+        energies, dwells = self.kpost.design(near, dwell, s2 / self.kpost.step ** 2, self.move_s, share)
+        if not energies:  # no rival fitted (only K = 1 ran): points over the region, longer each round
+            t = self._fill_dwell("K")
+            energies, dwells = [float(x) for x in np.linspace(lo, hi, share)], [t] * share
+        return energies, dwells, (f"where K={self.kpost.best} and its rivals disagree most per second of beam "
+                                  f"({self.kpost.why_not(self.targets['K'])})")
+
+    def _chi_points(self, share: int, dwell: np.ndarray, s2: float) -> tuple[list[float], list[float], str]:
+        """Points for the chi_noise target: the noisiest grid points at high k, each for the dwell it needs."""
+        if self.chi is None:
+            return [], [], self.chi_error
+        from .high_k import grid_energies
+
+        energies, dwells = self.chi.design(grid_energies(self.e0_guess, self.chi_k)[1], self.dwell_choices,
+                                           self.targets["chi_noise"], share)
+        k1, k2 = self.chi_k
+        return energies, dwells, (f"the noisiest of the k {k1:g}-{k2:g} Å⁻¹ grid points (ε {self.chi.eps:.3g}, "
+                                  f"target {self.targets['chi_noise']:g})")
+
     def _design(self, n: int) -> Decision:
         unmet = self.unmet()
         est, sd = self._estimates()
@@ -423,35 +450,13 @@ class AdaptiveXanes:
                            + f"; {grid.size} points over {lo:.1f}-{hi:.1f} eV ({t:g} s)")
         if picks_e:
             return Decision(picks_e, picks_t, "; ".join(reasons), est, sd)
-        if "K" in unmet and self.kpost is not None:
-            # where the best K and its rivals disagree most; half the batch when other targets are unmet too
-            share = n if len(unmet) == 1 else max(1, n // 2)
-            from .model_choice import REGION
-
-            lo, hi = self.e0_guess + REGION[0], self.e0_guess + REGION[1]
-            near = self.candidates[(self.candidates >= lo) & (self.candidates <= hi)]
-            ke, kt = self.kpost.design(near, dwell, s2 / self.kpost.step ** 2, self.move_s, share)
-            if not ke:  # no rival fitted (only K = 1 ran): points over the region, longer each round
-                t = self._fill_dwell("K")
-                ke, kt = [float(x) for x in np.linspace(lo, hi, share)], [t] * share
-            picks_e += ke
-            picks_t += kt
-            reasons.append(f"K: where K={self.kpost.best} and its rivals disagree most per second of beam "
-                           f"({self.kpost.why_not(self.targets['K'])})")
-        elif "K" in unmet:
-            reasons.append(f"K: {self.k_error}")
-        if "chi_noise" in unmet and self.chi is not None and len(picks_e) < n:
-            from .high_k import grid_energies
-
-            share = n - len(picks_e) if len(unmet) == 1 else max(1, n // 2)
-            ce, ct = self.chi.design(grid_energies(self.e0_guess, self.chi_k)[1], self.dwell_choices,
-                                     self.targets["chi_noise"], share)
-            picks_e += ce
-            picks_t += ct
-            reasons.append(f"chi_noise: the noisiest of the k {self.chi_k[0]:g}-{self.chi_k[1]:g} Å⁻¹ grid points "
-                           f"(ε {self.chi.eps:.3g}, target {self.targets['chi_noise']:g})")
-        elif "chi_noise" in unmet:
-            reasons.append(f"chi_noise: {self.chi_error}")
+        # the global targets (not one local feature): half the batch each when other targets are unmet too
+        for name, points in (("K", self._k_points), ("chi_noise", self._chi_points)):
+            if name in unmet and len(picks_e) < n:
+                more_e, more_t, why = points(n - len(picks_e) if len(unmet) == 1 else max(1, n // 2), dwell, s2)
+                picks_e += more_e
+                picks_t += more_t
+                reasons.append(f"{name}: {why}")
         # a target without a local fit yet: spread points over its window around the rough feature
         for name in LOCAL:
             if name in unmet and (name not in self.local or not np.isfinite(self.local[name].sd)):
