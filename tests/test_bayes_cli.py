@@ -115,11 +115,13 @@ def test_xanes_on_raw_mu_uses_the_preprocessing_engine(capsys):
     assert "normalised here" in out and "E0-15 .. E0+25 eV" in out
 
 
-def test_xanes_search_can_stop_at_the_first_unconverged_k(capsys):
-    """``--stop-unconverged``: the live service's search over K from the command line. Whatever the chains do,
-    the F table holds only converged fits (or the first one), and a stopped search says where in the verdict."""
+@pytest.mark.parametrize("flag", [[], ["--stop-unconverged"]])
+def test_xanes_search_stops_at_the_first_unconverged_k(capsys, flag):
+    """The live service's search over K, the default of ``--model xanes`` (``--stop-unconverged`` says it
+    again). Whatever the chains do, the F table holds only converged fits (or the first one), and a stopped
+    search says where in the verdict."""
     rc = main(["bayes", str(SPECTRA_DIR / "cu_metal_rt.xdi"), "--kmax", "3", "--no-preedge", "--particles", "32",
-               "--stop-unconverged", "--target-se", "0"])
+               "--target-se", "0", *flag])
     out = capsys.readouterr().out
     quality = re.search(r"^quality: (ok|warn|bad)(.*)$", out, re.M)
     assert rc == (3 if quality.group(1) == "bad" else 0)
@@ -128,6 +130,17 @@ def test_xanes_search_can_stop_at_the_first_unconverged_k(capsys):
     assert rows and rows == [str(k) for k in range(1, len(rows) + 1)]
     if len(rows) < 3:
         assert "did not converge" in quality.group(2)
+
+
+def test_every_k_fits_the_whole_range(capsys):
+    rc = main(["bayes", str(SPECTRA_DIR / "cu_metal_rt.xdi"), "--kmax", "2", "--no-preedge", "--particles", "32",
+               "--target-se", "0", "--every-k"])
+    out = capsys.readouterr().out
+    table = out.split("F (nat)")[1].split("chosen K")[0]
+    assert re.findall(r"^\s+(\d)\s+-?\d", table, re.M) == ["1", "2"]
+    assert rc in (0, 3) and "did not converge" not in re.search(r"^quality: .*$", out, re.M).group(0)
+    assert main(["bayes", str(SPECTRA_DIR / "cu_metal_rt.xdi"), "--every-k", "--stop-unconverged"]) == 2
+    assert "--every-k and --stop-unconverged: choose one" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
