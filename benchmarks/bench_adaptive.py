@@ -345,11 +345,13 @@ def run_k_grid(mu_of, noise, seed) -> dict:
     return {"beam_time_s": energy.size * (K_DWELLS[-1] + MOVE_S), "K": kp.best, "met": False, "tried": tried}
 
 
-def run_k_agent(mu_of, noise, seed, max_time_s=1500.0) -> dict:
+def run_k_agent(mu_of, noise, seed, max_time_s=1500.0, max_points=3000) -> dict:
     from xafs_stream.engines.adaptive import AdaptiveXanes
     from xafs_stream.engines.adaptive.simulate import run_simulated
 
-    agent = AdaptiveXanes(K_E0, {"K": K_TARGET}, move_s=MOVE_S, max_time_s=max_time_s, seed=seed)
+    # the beam time is the budget (the default 300 points would end a K scan before its time)
+    agent = AdaptiveXanes(K_E0, {"K": K_TARGET}, move_s=MOVE_S, max_time_s=max_time_s, max_points=max_points,
+                          seed=seed)
     run_simulated(agent, mu_of, noise, np.random.default_rng(30_000 + seed), batch=10, told_sd=None)
     met = agent.kpost is not None and agent.kpost.met(K_TARGET)
     return {"beam_time_s": agent.beam_time_s, "points": len(agent.energy), "met": met,
