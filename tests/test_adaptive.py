@@ -158,6 +158,7 @@ def test_adaptive_scan_on_the_simulated_beamline_records_its_decisions_and_is_an
     start = next(d for n, d in collect if n == "start")
     stop = next(d for n, d in collect if n == "stop")
     assert start["plan_name"] == "xafs_scan_adaptive" and start["adaptive_target"] == {"e0": 0.1, "whiteline": 0.1}
+    assert start["max_points"] == 300  # the default for local targets
     streams = {d["uid"]: d["name"] for n, d in collect if n == "descriptor"}
     decisions = [d["data"] for n, d in collect if n == "event" and streams[d["descriptor"]] == "adaptive"]
     points = [d["data"] for n, d in collect if n == "event" and streams[d["descriptor"]] == "primary"]

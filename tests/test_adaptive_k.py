@@ -141,6 +141,8 @@ def test_k_scan_on_the_simulated_beamline_finds_the_two_peaks_and_records_why(RE
     bl = make_beamline(sample=sample, seed=2, flux_cps=1e8)
     RE(xafs_scan_adaptive([bl.scaler], bl.dcm, element="Fe", e0=E0, target={"K": 0.9}, batch=10,
                           max_time_s=600))
+    start = next(d for n, d in collect if n == "start")
+    assert start["max_points"] == 3000  # the default with K: the beam time is the budget
     stop = next(d for n, d in collect if n == "stop")
     streams = {d["uid"]: d["name"] for n, d in collect if n == "descriptor"}
     decisions = [d["data"] for n, d in collect if n == "event" and streams[d["descriptor"]] == "adaptive"]
