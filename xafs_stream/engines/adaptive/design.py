@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
+from .edge_step import merge_repeats
 from .local import (
     FEATURES,
     HALF_WIDTH,
@@ -316,13 +317,8 @@ class AdaptiveXanes:
         Which feature is E0 and which the white line is decided on these alone: a smoothed slope depends on
         where the points are, so deciding it on points the design placed near one feature would let the design
         choose the feature (on the oxides, the next inflection 1.5-2 eV away)."""
-        key = np.round(e, 6)
-        on = np.isin(key, np.round(self.coarse, 6))
-        energies, inverse = np.unique(key[on], return_inverse=True)
-        w = 1.0 / var[on]
-        wsum = np.bincount(inverse, weights=w)
-        mean = np.bincount(inverse, weights=w * y[on]) / wsum
-        return energies, mean, 1.0 / wsum
+        on = np.isin(np.round(e, 6), np.round(self.coarse, 6))
+        return merge_repeats(e[on], y[on], var[on])
 
     def rough(self, e: np.ndarray, y: np.ndarray, var: np.ndarray) -> tuple[float, float]:
         """:func:`~.local.rough_features` of the coarse-pass points (see :meth:`_coarse_points`)."""
