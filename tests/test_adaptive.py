@@ -207,3 +207,23 @@ def test_adaptive_scan_on_the_simulated_beamline_records_its_decisions_and_is_an
     if abs(shift) > 1.0:
         assert any("reference foil's E0" in r and "uncertain" in r for r in reasons), reasons
         assert any("calibration shifts the energy by" in r for r in reasons) == (abs(shift) > 5), reasons
+
+
+def test_cubic_scatter_recovers_the_noise_on_a_smooth_signal():
+    """On a smooth curve plus known noise (sd ∝ 1/√dwell), the dwell-weighted scatter about local cubics over
+    its degrees of freedom gives variance x dwell; the 1/variance weighting gives a reduced χ² of 1."""
+    from xafs_stream.engines.adaptive.scatter import cubic_scatter
+
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.0, 50.0, 7 * 200)
+    dwell = rng.choice([0.5, 1.0, 4.0], x.size)
+    s2 = 4e-6  # variance x dwell
+    y = np.tanh((x - 20.0) / 4.0) + 0.02 * np.sin(x / 3.0) + rng.normal(0.0, np.sqrt(s2 / dwell))
+    rss, dof = cubic_scatter(x, y, dwell)
+    assert dof == 200 * 3
+    assert rss / dof == pytest.approx(s2, rel=0.12)  # 600 dof: sd of the estimate ~6 %
+    rss, dof = cubic_scatter(x, y, dwell / s2)
+    assert rss / dof == pytest.approx(1.0, rel=0.12)
+    # an incomplete last block and repeated x (no span) are left out
+    assert cubic_scatter(x[:10], y[:10], dwell[:10])[1] == 3
+    assert cubic_scatter(np.ones(7), y[:7], dwell[:7]) == (0.0, 0)

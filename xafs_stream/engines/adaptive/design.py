@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import InputError
 from .edge_step import merge_repeats
+from .scatter import cubic_scatter
 from .local import (
     FEATURES,
     HALF_WIDTH,
@@ -219,20 +220,12 @@ class AdaptiveXanes:
         return np.array([s * s if s is not None else s2 / t for s, t in zip(self.sigma, self.dwell)])
 
     def _noise_s2(self) -> float:
-        """s² (variance x dwell) for points without their own sd: from local cubic residuals of the data."""
+        """s² (variance x dwell) for points without their own sd: from local cubic residuals of the data
+        (:func:`~.scatter.cubic_scatter`, each point weighted by its dwell)."""
         e, y, t = (np.asarray(a, float) for a in (self.energy, self.mu, self.dwell))
         order = np.argsort(e)
-        e, y, t = e[order], y[order], t[order]
-        resid, dof = [], 0
-        for lo in range(0, e.size - 7, 7):  # blocks of 7 neighbouring points, a cubic each
-            sl = slice(lo, lo + 7)
-            if np.ptp(e[sl]) <= 0:
-                continue
-            X = np.vander(e[sl] - e[sl].mean(), 4, increasing=True)
-            coef, *_ = np.linalg.lstsq(X * np.sqrt(t[sl])[:, None], y[sl] * np.sqrt(t[sl]), rcond=None)
-            resid.append(((y[sl] - X @ coef) ** 2 * t[sl]).sum())
-            dof += 3
-        return float(sum(resid) / dof) if dof else float(np.var(y) + 1e-12)
+        rss, dof = cubic_scatter(e[order], y[order], t[order])
+        return rss / dof if dof else float(np.var(y) + 1e-12)
 
     def update(self) -> None:
         """Refit the local targets to the points so far (each from its last value, or from its feature on the

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..xafs.kspace import ETOK, KSTEP
+from .scatter import BLOCK, cubic_scatter
 
 #: the high-k range ε is taken over by default, Å⁻¹
 K_RANGE = (10.0, 14.0)
-#: points per block of the local cubic that checks the scatter against the counting noise
-BLOCK = 7
 
 
 def grid_energies(e0: float, k_range: tuple[float, float] = K_RANGE) -> tuple[np.ndarray, np.ndarray]:
@@ -87,16 +86,7 @@ def chi_noise(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, dwell: np.nda
     s2 = float(np.median(v[on] * t[on])) / step ** 2 if on.any() else float("nan")
     scale = float("nan")
     if np.all(w > 0) and key.size >= BLOCK:
-        chi = mean / step
-        resid, dof = 0.0, 0
-        for lo in range(0, key.size - BLOCK + 1, BLOCK):
-            sl = slice(lo, lo + BLOCK)
-            x = np.arange(BLOCK, dtype=float) - (BLOCK - 1) / 2
-            wt = 1.0 / np.sqrt(var_chi[sl])
-            X = np.vander(x, 4, increasing=True)
-            coef, *_ = np.linalg.lstsq(X * wt[:, None], chi[sl] * wt, rcond=None)
-            resid += float((((chi[sl] - X @ coef) * wt) ** 2).sum())
-            dof += BLOCK - 4
-        scale = max(resid / dof, 1.0) if dof else float("nan")
+        rss, dof = cubic_scatter(np.arange(key.size, dtype=float), mean / step, 1.0 / var_chi)
+        scale = max(rss / dof, 1.0) if dof else float("nan")
     eps = float(np.sqrt(np.mean(var_chi) * (scale if np.isfinite(scale) else 1.0)))
     return ChiNoise(eps=eps, var=var_chi, scale=scale, s2=s2, step=step)
