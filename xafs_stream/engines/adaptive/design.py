@@ -30,17 +30,18 @@ import numpy as np
 
 from ..errors import InputError
 from .edge_step import merge_repeats
-from .scatter import cubic_scatter
 from .local import (
     FEATURES,
     HALF_WIDTH,
     LocalEstimate,
+    e0_rivals,
     estimate,
     feature_candidates,
     local_sd,
     rough_features,
     whiteline_rivals,
 )
+from .scatter import cubic_scatter
 
 if TYPE_CHECKING:
     from .high_k import ChiNoise
@@ -271,6 +272,10 @@ class AdaptiveXanes:
             rivals = whiteline_rivals(ce, cy, cv, rough["e0"], z_share=1.0 - IDENTIFIED)
             if rivals:
                 self.ambiguous["whiteline"] = rivals
+        if "e0" in self.targets and "e0" not in self.ambiguous:
+            rivals = e0_rivals(ce, cy, cv, self.e0_guess, rough["e0"], z_share=1.0 - IDENTIFIED)
+            if rivals:
+                self.ambiguous["e0"] = rivals
         if "K" in self.targets and self._told >= self.coarse.size:
             self._update_k(e, y, var)
         if "chi_noise" in self.targets and self._told >= self.coarse.size:

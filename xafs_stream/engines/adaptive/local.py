@@ -31,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 E0_HALF_EV = 2.0
+#: E0's check on its cubic: a quintic over the same window, whose cubic part (:func:`cubic_part`) should give the
+#: same inflection point (see :func:`_checked_e0`)
+E0_CHECK_DEGREE = 5
 WL_HALF_EV = 3.0
 #: 2 eV: wider windows take in the rising edge on FeO and siderite (whose centroids then move by 0.3-0.5 eV
 #: between half widths 2.5 and 3 eV on the noiseless spectra); a sextic follows Fe2O3's peak to 0.0008
@@ -46,6 +49,7 @@ PE_ANCHOR_SHARE = 0.6
 #: the features, in the order :func:`rough_features` returns them
 FEATURES = ("e0", "whiteline", "preedge")
 _DEGREE = {"e0": 3, "whiteline": 4, "preedge": 6}
+_MODEL_NAMES = {3: "cubic", 4: "quartic", 5: "quintic", 6: "sextic"}
 HALF_WIDTH = {"e0": E0_HALF_EV, "whiteline": WL_HALF_EV, "preedge": PE_HALF_EV}  # eV
 
 
@@ -65,6 +69,10 @@ class LocalEstimate:
     grad : d value / d coef
     n_points : points in the window
     anchor : where the window is re-centred, eV: the value itself, except for the pre-edge (its anchor)
+    data_row : d value / d μ for the points in the window (in energy order as given), for comparing two fits
+    model : the polynomial's name ("cubic", "quartic", ...)
+    model_sd : eV, the share of ``sd`` that the model's check adds (E0: :func:`_checked_e0`), else 0
+    model_note : why the model's value may be biased beyond its sd (E0: :func:`_checked_e0`), else ""
     """
 
     name: str
@@ -77,10 +85,16 @@ class LocalEstimate:
     grad: np.ndarray
     n_points: int
     anchor: float = float("nan")
+    data_row: np.ndarray | None = None
+    model: str = ""
+    model_sd: float = 0.0
+    model_note: str = ""
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.anchor):
             self.anchor = self.value
+        if not self.model:
+            self.model = _MODEL_NAMES[self.coef.size - 1]
 
     def basis(self, energy: np.ndarray) -> np.ndarray:
         """Rows [1, x, x², ...] for energies (eV), shape (n, degree + 1)."""
@@ -144,6 +158,19 @@ def preedge_area_row(coef: np.ndarray, half: float) -> np.ndarray:
     return b @ shift_matrix(coef.size, preedge_anchor(coef, half))
 
 
+def cubic_part(coef: np.ndarray, half: float) -> np.ndarray:
+    """The cubic closest to the polynomial ``coef`` (x relative to the window's centre, lowest order first) in
+    the mean square over [-half, half]: its Legendre series cut after degree 3. A cubic fitted to points spread
+    evenly over the window estimates this cubic of the curve, whatever the curve; fitted to the points an
+    adaptive scan placed (some measured far longer), it estimates another one when the curve is not a cubic."""
+    L = np.polynomial.legendre
+    scale = half ** np.arange(coef.size)
+    legendre = L.poly2leg(np.asarray(coef, float) * scale)[:4]
+    t_coef = np.zeros(4)
+    t_coef[:legendre.size] = L.leg2poly(legendre)[:4] if legendre.size else 0.0
+    return t_coef / half ** np.arange(4)
+
+
 def _target(name: str, coef: np.ndarray, half: float) -> float:
     """The target (x relative to the centre) of polynomial coefficients ``coef`` (lowest order first), in
     closed form so that it moves smoothly with them: the inflection point -c2 / (3 c3) of a cubic whose slope
@@ -160,8 +187,9 @@ def _target(name: str, coef: np.ndarray, half: float) -> float:
         area = float(b @ q)
         return float(np.clip(xk + a @ q / area, -half, half)) if area > 0 else float(half)
     if name == "e0":
-        if coef.size == 4 and coef[3] < 0:
-            return float(np.clip(-coef[2] / (3.0 * coef[3]), -half, half))
+        c = cubic_part(coef, half)
+        if c[3] < 0:
+            return float(np.clip(-c[2] / (3.0 * c[3]), -half, half))
         return float(half)
     d1, d2 = P.polyder(coef), P.polyder(coef, 2)
     roots = P.polyroots(d1)
@@ -172,11 +200,11 @@ def _target(name: str, coef: np.ndarray, half: float) -> float:
     return float(ok[int(np.argmax(P.polyval(ok, coef)))])
 
 
-def fit_local(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, centre: float
-              ) -> LocalEstimate | None:
-    """Weighted least-squares polynomial of the target's degree within its half width of ``centre`` (eV);
-    ``var``: each point's noise variance. None with fewer than degree + 3 points there."""
-    half, deg = HALF_WIDTH[name], _DEGREE[name]
+def fit_local(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, centre: float, *,
+              degree: int | None = None) -> LocalEstimate | None:
+    """Weighted least-squares polynomial of the target's degree (or ``degree``) within its half width of
+    ``centre`` (eV); ``var``: each point's noise variance. None with fewer than degree + 3 points there."""
+    half, deg = HALF_WIDTH[name], _DEGREE[name] if degree is None else degree
     energy, mu, var = (np.asarray(a, float) for a in (energy, mu, var))
     sel = np.abs(energy - centre) <= half
     if sel.sum() < deg + 3 or np.unique(np.round(energy[sel], 3)).size < deg + 2:
@@ -198,7 +226,7 @@ def fit_local(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, ce
         grad[j] = (_target(name, coef + d, half) - _target(name, coef - d, half)) / (2 * step)
     anchor = centre + preedge_anchor(coef, half) if name == "preedge" else centre + x0
     est = LocalEstimate(name, float(centre), half, coef, cov, float(centre + x0), 0.0, grad, int(sel.sum()),
-                        float(anchor))
+                        float(anchor), data_row=grad @ cov @ (X.T * w))
     est.sd = local_sd(est)
     return est
 
@@ -214,7 +242,7 @@ def local_sd(est: LocalEstimate) -> float:
         r = preedge_area_row(est.coef, est.half_width)
         if not r @ est.coef > PE_MIN_AREA_Z * np.sqrt(max(r @ est.cov @ r, 0.0)):
             return float("inf")
-    return float(np.sqrt(max(est.grad @ est.cov @ est.grad, 0.0)))
+    return float(np.sqrt(max(est.grad @ est.cov @ est.grad, 0.0) + est.model_sd ** 2))
 
 
 def estimate(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, start: float, *,
@@ -223,7 +251,8 @@ def estimate(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, sta
     within 0.05 eV of the centre. An E0 or white-line fit whose feature lies at its window's edge (sd inf) is
     returned as it is, never followed: walking window by window would leave the first inflection point for the
     next feature up the edge. A pre-edge fit follows its anchor (its most negative curvature) up to
-    ``PE_HALF_EV`` from ``start``, and the last fit with a finite sd is returned."""
+    ``PE_HALF_EV`` from ``start``, and the last fit with a finite sd is returned. E0's cubic is then checked
+    by a quintic over its window (:func:`_checked_e0`)."""
     centre = float(start)
     est = None
     follow = name == "preedge"
@@ -240,7 +269,40 @@ def estimate(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, sta
         if follow and abs(est.anchor - start) > HALF_WIDTH[name]:
             break
         centre = est.anchor
-    return found if follow and found is not None else est
+    if follow:
+        return found if found is not None else est
+    return _checked_e0(est, energy, mu, var) if name == "e0" else est
+
+
+def _checked_e0(est: LocalEstimate | None, energy: np.ndarray, mu: np.ndarray, var: np.ndarray
+                ) -> LocalEstimate | None:
+    """The cubic ``est`` checked by a quintic over the same window: the inflection point of the quintic's cubic
+    part (:func:`cubic_part`) against the cubic's, from the same points (so the sd of their difference is that
+    of one linear map of the data).
+
+    Where μ is not a cubic over the window (an oxide's shoulder below the main rise), a cubic fitted to an
+    adaptive scan's points, some measured 10-30x longer than others, has its inflection where the heavy points
+    pull it: 0.2-0.3 eV (4 sd) from where a cubic through evenly spread points puts it (the truth of the tests),
+    on hematite and Fe2O3, while the cubic still fits its points within their noise. The quintic's cubic part
+    does not depend on where the points are. So the difference d beyond its own noise, √(d² - se²), is added
+    to the stated sd as the model's share (``model_sd``; an unbiased estimate of the squared bias where d is
+    Gaussian about it). A quintic without an inflection point in the window gives no such estimate: that is
+    noted (``model_note``; the verdict's ``warn``)."""
+    if est is None or not np.isfinite(est.sd):
+        return est
+    wide = fit_local("e0", energy, mu, var, est.centre, degree=E0_CHECK_DEGREE)
+    if wide is None:  # too few distinct energies for a quintic yet: the cubic unchecked
+        return est
+    if not np.isfinite(wide.sd):
+        est.model_note = (f"a quintic over the same ±{est.half_width:g} eV has no inflection point there: μ is not "
+                          "a cubic near E0 (a shoulder?), and the cubic's inflection depends on where the points are")
+        return est
+    sel = np.abs(np.asarray(energy, float) - est.centre) <= est.half_width
+    se = float(np.sqrt(((est.data_row - wide.data_row) ** 2 * np.asarray(var, float)[sel]).sum()))
+    d = est.value - wide.value
+    est.model_sd = float(np.sqrt(max(d * d - se * se, 0.0)))
+    est.sd = local_sd(est)
+    return est
 
 
 def _smoothed(energy: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,16 +316,28 @@ def _smoothed(energy: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return grid, gaussian_filter1d(np.interp(grid, e, y), 4)
 
 
-def _rows(energy: np.ndarray, idx: np.ndarray, *, slope: bool = False) -> np.ndarray:
+def _rows(energy: np.ndarray, idx: np.ndarray, *, deriv: int = 0) -> np.ndarray:
     """Rows (len(idx), n) of the linear map from the data (sorted ``energy``, eV) to the smoothed curve of
-    :func:`_smoothed`, or to its slope, at the grid points ``idx``: the smoothing of unit vectors."""
+    :func:`_smoothed` (``deriv`` 0), its slope (1) or the slope's derivative (2) at the grid points ``idx``: the
+    smoothing of unit vectors."""
     op = np.empty((idx.size, energy.size))
     for j in range(energy.size):
         unit = np.zeros(energy.size)
         unit[j] = 1.0
-        grid, smooth = _smoothed(energy, unit)
-        op[:, j] = (np.gradient(smooth, grid) if slope else smooth)[idx]
+        grid, curve = _smoothed(energy, unit)
+        for _ in range(deriv):
+            curve = np.gradient(curve, grid)
+        op[:, j] = curve[idx]
     return op
+
+
+def _p_below(value: float, row: np.ndarray, var: np.ndarray) -> float:
+    """P(the noiseless value of a linear function of the data is below 0): Φ(-value / se), se from the map's
+    row and the points' variances."""
+    from scipy.stats import norm
+
+    se = float(np.sqrt(max(float((row * row * var).sum()), 1e-300)))
+    return float(norm.cdf(-value / se))
 
 
 def whiteline_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: float, *, z_share: float = 0.05
@@ -309,6 +383,70 @@ def whiteline_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: fl
     if not out:
         return []
     return [(float(grid[idx[0]]), 1.0 - max(p for _, p in out)), *sorted(out, key=lambda c: -c[1])]
+
+
+def e0_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0_guess: float, e0: float, *,
+              z_share: float = 0.05) -> list[tuple[float, float]]:
+    """Whether the first inflection point (:func:`rough_features`' E0 rule: the first local maximum of the
+    smoothed slope within 30 eV of ``e0_guess`` that reaches half the largest slope there) could be another one,
+    given each point's noise variance ``var``; ``e0`` (eV) is where the rule put it on these data.
+
+    The smoothed slope and its derivative are linear in the data, so each way the rule could have gone otherwise
+    has a probability from one linear statistic (Φ of its value over its se):
+
+    - a shoulder below ``e0`` (a local minimum of the slope's derivative, at least 1.5 eV below): it would be
+      the first inflection if the derivative there were below 0 (a local maximum of the slope) and its slope
+      reached half the largest; P = product of the two (the oxides' case: a shoulder 3-4 eV below the steepest
+      rise, which the noise flattens into no maximum at all, so no test on the maxima the data show sees it);
+    - a slope maximum below ``e0`` that missed the half-slope threshold: P(it reaches it);
+    - ``e0`` itself, when it is a slope maximum below the largest: P(the dip after it is no dip) or P(it misses
+      the threshold); the rival is the next maximum that reaches it.
+
+    Returns [(energy eV, probability of being the first inflection)] for ``e0`` and the rivals whose probability
+    exceeds ``z_share`` (largest first), or [] when none does (the same form as :func:`whiteline_rivals`).
+    The parametric bootstrap of :func:`feature_candidates` misses these: its redraws centre on the noisy data,
+    so a shoulder the noise flattened stays flat in them."""
+    energy, mu, var = (np.asarray(a, float) for a in (energy, mu, var))
+    order = np.argsort(energy)
+    energy, mu, var = energy[order], mu[order], var[order]
+    if energy.size < 4:
+        return []
+    grid, smooth = _smoothed(energy, mu)
+    near = np.flatnonzero(np.abs(grid - e0_guess) <= 30.0)
+    if grid.size < 8 or near.size < 5:
+        return []
+    slope = np.gradient(smooth, grid)
+    bend = np.gradient(slope, grid)
+    s, c, g = slope[near], bend[near], grid[near]
+    i0, top = int(np.argmin(np.abs(g - e0))), int(np.argmax(s))
+    maxima = [i for i in range(1, s.size - 1) if s[i] >= s[i - 1] and s[i] > s[i + 1]]
+    # the linear maps to the slope and its derivative at every place a test below reads
+    ops = {1: _rows(energy, near, deriv=1), 2: _rows(energy, near, deriv=2)}
+    S, C = ops[1], ops[2]
+
+    def reaches_half(i: int) -> float:  # P(slope_i >= slope_top / 2)
+        return 1.0 - _p_below(s[i] - 0.5 * s[top], S[i] - 0.5 * S[top], var)
+
+    rivals = []
+    for i in range(1, i0):
+        if g[i] > e0 - 1.5:
+            break
+        if i in maxima:  # a slope maximum that missed the threshold (else the rule would have taken it)
+            rivals.append((float(g[i]), reaches_half(i)))
+        elif c[i] > 0 and c[i] <= c[i - 1] and c[i] < c[i + 1]:  # a shoulder: no maximum, but it could be one
+            rivals.append((float(g[i]), _p_below(c[i], C[i], var) * reaches_half(i)))
+    if i0 in maxima and i0 != top:
+        later = [i for i in maxima if i > i0 and s[i] > s[i0]]
+        if later:
+            nxt = later[0]
+            dip = i0 + int(np.argmin(s[i0:nxt + 1]))
+            p_no_dip = _p_below(s[i0] - s[dip], S[i0] - S[dip], var)
+            p_low = 1.0 - reaches_half(i0)
+            rivals.append((float(g[nxt]), 1.0 - (1.0 - p_no_dip) * (1.0 - p_low)))
+    out = [(e, p) for e, p in rivals if p > z_share]
+    if not out:
+        return []
+    return [(float(g[i0]), 1.0 - max(p for _, p in out)), *sorted(out, key=lambda c: -c[1])]
 
 
 def rough_features(energy: np.ndarray, mu: np.ndarray, e0_guess: float) -> tuple[float, float, float]:

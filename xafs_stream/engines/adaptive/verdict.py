@@ -16,8 +16,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from ..verdict import Verdict, threshold
-
-_MODEL = {"e0": "cubic", "whiteline": "quartic"}
+from .scatter import BLOCK
 
 
 def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
@@ -43,7 +42,7 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
             if not chi.eps <= goal:
                 flag(f"χ noise {chi.eps:.3g} above the target {goal:g}" if np.isfinite(chi.eps)
                      else "χ noise: not every high-k grid point measured")
-            dof = 3 * (chi.var.size // 7)
+            dof = (BLOCK - 4) * (chi.var.size // BLOCK)
             if np.isfinite(chi.scale) and dof and chi.scale > chi2.ppf(1.0 - threshold("adaptive_misfit_p", thresholds),
                                                                        dof) / dof:
                 v.warn(f"χ at high k scatters {np.sqrt(chi.scale):.2f}x more than its counting noise: ε scaled up "
@@ -57,11 +56,13 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
         elif sd[name] > goal:
             flag(f"{name} sd {sd[name]:.2g} eV above the target {goal:g} eV")
         fit = agent.local.get(name)
+        if fit is not None and fit.model_note:
+            v.warn(f"{name}: {fit.model_note}")
         if fit is not None:
             dof = max(fit.n_points - fit.coef.size, 1)
             scale = agent.scale.get(name, 1.0)
             limit = chi2.ppf(1.0 - threshold("adaptive_misfit_p", thresholds), dof) / dof
             if scale > limit:
-                v.warn(f"{name}: the local {_MODEL.get(name, 'polynomial')} misses its {fit.n_points} points "
+                v.warn(f"{name}: the local {fit.model} misses its {fit.n_points} points "
                        f"(χ²/dof {scale:.2f} > {limit:.2f}): the value may be biased beyond its sd")
     return v
