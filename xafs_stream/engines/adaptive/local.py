@@ -424,9 +424,8 @@ def e0_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0_guess: flo
     s, c, g = slope[near], bend[near], grid[near]
     i0, top = int(np.argmin(np.abs(g - e0))), int(np.argmax(s))
     maxima = [i for i in range(1, s.size - 1) if s[i] >= s[i - 1] and s[i] > s[i + 1]]
-    # the linear maps to the slope and its derivative at every place a test below reads
-    ops = {1: _rows(energy, near, deriv=1), 2: _rows(energy, near, deriv=2)}
-    S, C = ops[1], ops[2]
+    # the linear maps from the data to the slope and to its derivative over ``near``
+    S, C = _rows(energy, near, deriv=1), _rows(energy, near, deriv=2)
 
     def reaches_half(i: int) -> float:  # P(slope_i >= slope_top / 2)
         return 1.0 - _p_below(s[i] - 0.5 * s[top], S[i] - 0.5 * S[top], var)
@@ -450,7 +449,7 @@ def e0_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0_guess: flo
     out = [(e, p) for e, p in rivals if p > z_share]
     if not out:
         return []
-    return [(float(g[i0]), 1.0 - max(p for _, p in out)), *sorted(out, key=lambda c: -c[1])]
+    return [(float(g[i0]), 1.0 - max(p for _, p in out)), *sorted(out, key=lambda r: -r[1])]
 
 
 def rough_features(energy: np.ndarray, mu: np.ndarray, e0_guess: float) -> tuple[float, float, float]:
