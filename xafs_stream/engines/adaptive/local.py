@@ -335,6 +335,19 @@ def _rows(energy: np.ndarray, idx: np.ndarray, *, deriv: int = 0) -> np.ndarray:
     return op
 
 
+def _sorted_and_smoothed(energy: np.ndarray, mu: np.ndarray, var: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The points sorted by energy and their smoothed curve (:func:`_smoothed`): energy, μ, var, grid, smoothed
+    μ; None when there are too few points (4) or grid points (8) for the rivals' tests."""
+    energy, mu, var = (np.asarray(a, float) for a in (energy, mu, var))
+    order = np.argsort(energy)
+    energy, mu, var = energy[order], mu[order], var[order]
+    if energy.size < 4:
+        return None
+    grid, smooth = _smoothed(energy, mu)
+    return None if grid.size < 8 else (energy, mu, var, grid, smooth)
+
+
 def _p_below(value: float, row: np.ndarray, var: np.ndarray) -> float:
     """P(the noiseless value of a linear function of the data is below 0): Φ(-value / se), se from the map's
     row and the points' variances."""
@@ -356,14 +369,10 @@ def whiteline_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: fl
     values, as :func:`feature_candidates` does, understates this: the redraws centre on the observed noise.)"""
     from scipy.stats import norm
 
-    energy, mu, var = (np.asarray(a, float) for a in (energy, mu, var))
-    order = np.argsort(energy)
-    energy, mu, var = energy[order], mu[order], var[order]
-    if energy.size < 4:
+    data = _sorted_and_smoothed(energy, mu, var)
+    if data is None:
         return []
-    grid, smooth = _smoothed(energy, mu)
-    if grid.size < 8:
-        return []
+    energy, mu, var, grid, smooth = data
     above = np.flatnonzero((grid >= e0) & (grid <= e0 + 30.0))
     if above.size < 3:
         return []
@@ -410,14 +419,12 @@ def e0_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0_guess: flo
     exceeds ``z_share`` (largest first), or [] when none does (the same form as :func:`whiteline_rivals`).
     The parametric bootstrap of :func:`feature_candidates` misses these: its redraws centre on the noisy data,
     so a shoulder the noise flattened stays flat in them."""
-    energy, mu, var = (np.asarray(a, float) for a in (energy, mu, var))
-    order = np.argsort(energy)
-    energy, mu, var = energy[order], mu[order], var[order]
-    if energy.size < 4:
+    data = _sorted_and_smoothed(energy, mu, var)
+    if data is None:
         return []
-    grid, smooth = _smoothed(energy, mu)
+    energy, mu, var, grid, smooth = data
     near = np.flatnonzero(np.abs(grid - e0_guess) <= 30.0)
-    if grid.size < 8 or near.size < 5:
+    if near.size < 5:
         return []
     slope = np.gradient(smooth, grid)
     bend = np.gradient(slope, grid)
