@@ -8,6 +8,12 @@ among candidate energies and dwell times, the point whose measurement reduces Σ
 each pick (rank-one, so a batch spreads out). It stops when every target is met or the budget (points, beam
 seconds) is spent; :meth:`AdaptiveXanes.done` says which and :meth:`report` gives the estimates.
 
+Before a local value counts, its feature must be identified on the coarse-pass points: which maximum is the
+white line (:func:`~.local.whiteline_rivals`), which inflection point is the first (:func:`~.local.e0_rivals`),
+and a parametric bootstrap of both (:func:`~.local.feature_candidates`). While the noise could still move a
+feature to another place with probability above 5 %, the batch re-measures the coarse points over all of them,
+longer each round.
+
 The number of peaks (target ``{"K": 0.9}``, a probability) is not local: after the coarse pass every update
 fits edge + K peaks for K = 1, 2, ... (:mod:`.model_choice`, tempered SMC: seconds per update) and the
 target is met when the cautious P(best K) reaches it with K + 1 fitted. Its points (half the batch when other
@@ -16,8 +22,9 @@ The noise of χ at high k (``{"chi_noise": 2e-4}``, :mod:`.high_k`) is met by me
 energies over ``chi_k``, the noisiest first, each for the dwell it still needs.
 
 Noise: each point's variance is given with it (from its counts) or, if not, estimated as s²/dwell from the
-local fits' residuals. A local fit whose reduced χ² exceeds 1 has its covariance scaled by it, so a stated sd
-covers the scatter actually seen, not only the counting noise.
+scatter of the points about local cubics (:func:`~.scatter.cubic_scatter`). A local fit whose reduced χ²
+exceeds 1 has its covariance scaled by it, so a stated sd covers the scatter actually seen, not only the
+counting noise.
 """
 
 from __future__ import annotations
