@@ -40,9 +40,9 @@ realisation where the agent met it (median, 10-90 %; how many are lower bounds).
 after each batch of 10, until 1500 s of beam.
 
 The held-out part (``--part heldout``): the agent alone (E0 and white line ± 0.1 eV, ``--noise``) on every
-reference of FeLibNov2021 (11 Fe compounds, none used while its rules were chosen; their E0 and white lines
-were first run in this way after the rules of 2026-12-06, and again after E0's rivals and cubic check): how
-often the answer is more than 4 stated sd from the noiseless value and still called ok.
+reference of FeLibNov2021 (11 Fe compounds, none used while its rules were chosen; they were first run this way
+in an earlier stop, and again after E0's rivals and cubic check of 2026-12-07): how often the answer is more
+than 4 stated sd from the noiseless value and still called ok.
 
     python benchmarks/bench_adaptive.py [--quick] [--realisations 20] [--noise 0.01]
                                         [--part edge|preedge|all|k|heldout]
