@@ -32,8 +32,8 @@ import numpy as np
 
 E0_HALF_EV = 2.0
 #: the check on E0's cubic: a polynomial of this degree over the same window, whose cubic part
-#: (:func:`polynomial_part`) should give the same inflection point (see :func:`_checked`)
-CHECK_DEGREE = {"e0": 5}
+#: (:func:`polynomial_part`) should give the same inflection point (see :func:`_checked_e0`)
+E0_CHECK_DEGREE = 5
 WL_HALF_EV = 3.0
 #: 2 eV: wider windows take in the rising edge on FeO and siderite (whose centroids then move by 0.3-0.5 eV
 #: between half widths 2.5 and 3 eV on the noiseless spectra); a sextic follows Fe2O3's peak to 0.0008
@@ -71,8 +71,8 @@ class LocalEstimate:
     anchor : where the window is re-centred, eV: the value itself, except for the pre-edge (its anchor)
     data_row : d value / d μ for the points in the window (in energy order as given), for comparing two fits
     model : the polynomial's name ("cubic", "quartic", ...)
-    model_sd : eV, the share of ``sd`` that the model's check adds (:func:`_checked`), else 0
-    model_note : why the model's value may be biased beyond its sd (:func:`_checked`), else ""
+    model_sd : eV, the share of ``sd`` that the model's check adds (:func:`_checked_e0`), else 0
+    model_note : why the model's value may be biased beyond its sd (:func:`_checked_e0`), else ""
     """
 
     name: str
@@ -175,7 +175,7 @@ def _target(name: str, coef: np.ndarray, half: float) -> float:
     """The target (x relative to the centre) of polynomial coefficients ``coef`` (lowest order first), in
     closed form so that it moves smoothly with them: the inflection point -c2 / (3 c3) of a cubic whose slope
     has a maximum (c3 < 0; of a higher degree polynomial: of its cubic part, :func:`polynomial_part`, as
-    :func:`_checked` uses); the highest stationary maximum (p' = 0, p'' < 0) of a quartic; the pre-edge
+    :func:`_checked_e0` uses); the highest stationary maximum (p' = 0, p'' < 0) of a quartic; the pre-edge
     centroid (:func:`preedge_moments`) when the peak's area is positive. Without one inside the window: the
     window's edge (which :func:`fit_local` reports as no estimate)."""
     P = np.polynomial.polynomial
@@ -253,7 +253,7 @@ def estimate(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, sta
     returned as it is, never followed: walking window by window would leave the first inflection point for the
     next feature up the edge. A pre-edge fit follows its anchor (its most negative curvature) up to
     ``PE_HALF_EV`` from ``start``, and the last fit with a finite sd is returned. E0's cubic is then checked by
-    a quintic over the same window (:func:`_checked`)."""
+    a quintic over the same window (:func:`_checked_e0`)."""
     centre = float(start)
     est = None
     follow = name == "preedge"
@@ -272,11 +272,11 @@ def estimate(name: str, energy: np.ndarray, mu: np.ndarray, var: np.ndarray, sta
         centre = est.anchor
     if follow:
         return found if found is not None else est
-    return _checked(est, energy, mu, var)
+    return _checked_e0(est, energy, mu, var) if name == "e0" else est
 
 
-def _checked(est: LocalEstimate | None, energy: np.ndarray, mu: np.ndarray, var: np.ndarray
-             ) -> LocalEstimate | None:
+def _checked_e0(est: LocalEstimate | None, energy: np.ndarray, mu: np.ndarray, var: np.ndarray
+                ) -> LocalEstimate | None:
     """E0's cubic ``est`` checked by a quintic over the same window: the inflection point of the quintic's cubic
     part (:func:`polynomial_part`) against the cubic's, from the same points (so the sd of their difference is
     that of one linear map of the data).
@@ -291,15 +291,14 @@ def _checked(est: LocalEstimate | None, energy: np.ndarray, mu: np.ndarray, var:
     noted (``model_note``; the verdict's ``warn``). The same check of the white line's quartic by a sextic
     changed nothing on the development spectra and did not catch Fe3P's white line (held out: answers 0.6-1 eV
     off at sd 0.1 eV, where the sextic agrees with the quartic), so it is not made."""
-    if est is None or not np.isfinite(est.sd) or est.name not in CHECK_DEGREE:
+    if est is None or not np.isfinite(est.sd):
         return est
-    wide = fit_local(est.name, energy, mu, var, est.centre, degree=CHECK_DEGREE[est.name])
-    if wide is None:  # too few distinct energies for the check yet: the fit unchecked
+    wide = fit_local("e0", energy, mu, var, est.centre, degree=E0_CHECK_DEGREE)
+    if wide is None:  # too few distinct energies for a quintic yet: the cubic unchecked
         return est
     if not np.isfinite(wide.sd):
-        est.model_note = (f"a {wide.model} over the same ±{est.half_width:g} eV has no inflection point there: μ is "
-                          f"not a {est.model} near E0 (a shoulder?), and the {est.model}'s inflection depends on "
-                          "where the points are")
+        est.model_note = (f"a quintic over the same ±{est.half_width:g} eV has no inflection point there: μ is not "
+                          "a cubic near E0 (a shoulder?), and the cubic's inflection depends on where the points are")
         return est
     sel = np.abs(np.asarray(energy, float) - est.centre) <= est.half_width
     se = float(np.sqrt(((est.data_row - wide.data_row) ** 2 * np.asarray(var, float)[sel]).sum()))

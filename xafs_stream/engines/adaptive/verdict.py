@@ -6,7 +6,7 @@ While the scan runs the same rules give ``warn`` (not there yet); once it has st
 reached or not identified is ``bad``. A local polynomial that misses its points by more than their noise
 (χ² above its ``adaptive_misfit_p`` quantile) is ``warn`` at any time: its sd is scaled up by the misfit, but
 a model that does not follow the data can be biased by more than that. So is an E0 whose cubic a quintic over
-the same window cannot confirm (no inflection point there: :func:`~.local._checked`).
+the same window cannot confirm (no inflection point there: :func:`~.local._checked_e0`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
             flag(f"{name} sd {sd[name]:.2g} eV above the target {goal:g} eV")
         fit = agent.local.get(name)
         if fit is not None:
-            if fit.model_note:  # E0's quintic check (local._checked)
+            if fit.model_note:  # E0's quintic check (local._checked_e0)
                 v.warn(f"{name}: {fit.model_note}")
             dof = max(fit.n_points - fit.coef.size, 1)
             scale = agent.scale.get(name, 1.0)
