@@ -366,8 +366,6 @@ def whiteline_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: fl
     [(energy eV, probability of being the highest)] for the highest maximum and the rivals whose probability
     exceeds ``z_share`` (largest first), or [] when no rival reaches it. (A redraw of the data around its own
     values, as :func:`feature_candidates` does, understates this: the redraws centre on the observed noise.)"""
-    from scipy.stats import norm
-
     data = _sorted_and_smoothed(energy, mu, var)
     if data is None:
         return []
@@ -385,11 +383,9 @@ def whiteline_rivals(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, e0: fl
         return []
     idx = above[[best, *rivals]]
     op = _rows(energy, idx)
-    cov = (op * var[None, :]) @ op.T
     out = []
     for r in range(1, idx.size):
-        se = np.sqrt(max(cov[0, 0] + cov[r, r] - 2 * cov[0, r], 1e-300))
-        p = float(norm.cdf(-(smooth[idx[0]] - smooth[idx[r]]) / se))
+        p = _p_below(smooth[idx[0]] - smooth[idx[r]], op[0] - op[r], var)  # P(the rival is higher)
         if p > z_share:
             out.append((float(grid[idx[r]]), p))
     if not out:
