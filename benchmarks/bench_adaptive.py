@@ -146,9 +146,30 @@ def run_agent(sample, truths, noise, seed, names=NAMES, max_time_s=900.0) -> dic
             "sd_ev": {n: rep["sd"].get(n, np.inf) for n in names}, "verdict": rep.get("verdict", "")}
 
 
-def run_gp(sample, truths, noise, seed, max_points=300, names=NAMES, windows=False) -> dict:
+def gp_picks(energy, mu, var, candidates, e0, kernel, n, optimise=True) -> tuple[list[float], object]:
+    """The GP baseline's next ``n`` energies (Du et al. style): scikit-learn GaussianProcessRegressor (``kernel``,
+    the points' variances ``var`` as its noise; hyperparameters fitted when ``optimise``) on the points so far,
+    then the candidates where posterior sd x |slope of the posterior mean| is largest, at least 0.5 eV apart.
+    Returns the energies and the fitted kernel."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.gaussian_process import GaussianProcessRegressor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gp = GaussianProcessRegressor(kernel=kernel, alpha=var, normalize_y=True,
+                                      optimizer="fmin_l_bfgs_b" if optimise else None)
+        gp.fit(np.asarray(energy)[:, None] - e0, np.asarray(mu))
+    mean, sd = gp.predict(candidates[:, None] - e0, return_std=True)
+    score = sd * np.abs(np.gradient(mean, candidates))  # uncertainty where the spectrum changes
+    picks = []
+    for _ in range(n):
+        i = int(np.argmax(score))
+        picks.append(float(candidates[i]))
+        score[np.abs(candidates - candidates[i]) < 0.55] = 0.0  # spread the batch (0.5 eV apart at least)
+    return picks, gp.kernel_
+
+
+def run_gp(sample, truths, noise, seed, max_points=300, names=NAMES, windows=False) -> dict:
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     from xafs_stream.engines.adaptive import AdaptiveXanes
@@ -186,17 +207,8 @@ def run_gp(sample, truths, noise, seed, max_points=300, names=NAMES, windows=Fal
         if all(est[n][1] <= TARGET for n in names):
             met = True
             break
-        x = np.asarray(energy)[:, None] - sample.e0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gp = GaussianProcessRegressor(kernel=kernel, alpha=var, normalize_y=True, n_restarts_optimizer=0)
-            gp.fit(x, np.asarray(mu))
-        mean, sd = gp.predict(candidates[:, None] - sample.e0, return_std=True)
-        score = sd * np.abs(np.gradient(mean, candidates))  # uncertainty where the spectrum changes
-        for _ in range(5):
-            i = int(np.argmax(score))
-            measure(candidates[i], 1.0)
-            score[np.abs(candidates - candidates[i]) < 0.55] = 0.0  # spread the batch (0.5 eV apart at least)
+        for e in gp_picks(energy, mu, var, candidates, sample.e0, kernel, 5)[0]:
+            measure(e, 1.0)
     var = (noise ** 2) / np.asarray(dwell)
     est = estimate_all(sample.e0, np.asarray(energy), np.asarray(mu), var, names)
     if not met:
@@ -404,8 +416,6 @@ def run_k_gp(mu_of, noise, seed, max_time_s=1500.0, batch=10) -> dict:
     the same P(K) as the agent after each batch. P(K) costs seconds, so the first batch at which it reaches the
     target is found by bisection over the batches (assuming it stays reached once reached; the answer is
     checked at the batch found)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     from xafs_stream.engines.adaptive import AdaptiveXanes
@@ -425,21 +435,11 @@ def run_k_gp(mu_of, noise, seed, max_time_s=1500.0, batch=10) -> dict:
     candidates = np.arange(K_E0 + REGION[0], K_E0 + REGION[1], 0.1)
     kernel = ConstantKernel(1.0) * RBF(length_scale=3.0, length_scale_bounds=(0.3, 30.0)) + WhiteKernel(1e-4)
     while sum(dwell) + MOVE_S * len(dwell) < max_time_s:
-        var = noise ** 2 / np.asarray(dwell)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            # the kernel's hyperparameters are refitted every 10 batches (a GP fit costs O(n³))
-            refit = (len(ends) - 1) % 10 == 0
-            gp = GaussianProcessRegressor(kernel=kernel, alpha=var, normalize_y=True,
-                                          optimizer="fmin_l_bfgs_b" if refit else None)
-            gp.fit(np.asarray(energy)[:, None] - K_E0, np.asarray(mu))
-        kernel = gp.kernel_
-        mean, sd = gp.predict(candidates[:, None] - K_E0, return_std=True)
-        score = sd * np.abs(np.gradient(mean, candidates))
-        for _ in range(batch):
-            i = int(np.argmax(score))
-            measure(candidates[i], 1.0)
-            score[np.abs(candidates - candidates[i]) < 0.55] = 0.0
+        # the kernel's hyperparameters are refitted every 10 batches (a GP fit costs O(n³))
+        picks, kernel = gp_picks(energy, mu, noise ** 2 / np.asarray(dwell), candidates, K_E0, kernel, batch,
+                                 optimise=(len(ends) - 1) % 10 == 0)
+        for e in picks:
+            measure(e, 1.0)
         ends.append(len(energy))
     e_all, y_all, v_all = np.asarray(energy), np.asarray(mu), noise ** 2 / np.asarray(dwell)
     cache = {}
