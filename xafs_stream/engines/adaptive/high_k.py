@@ -42,6 +42,7 @@ class ChiNoise:
     scale : reduced χ² of the grid points about local cubics (>= 1), NaN before every point is measured
     s2 : χ variance x dwell of a new point (s), for the design
     step : edge step (μ units)
+    dof : degrees of freedom of ``scale``'s χ² (0 while it is NaN)
     """
 
     eps: float
@@ -49,6 +50,7 @@ class ChiNoise:
     scale: float
     s2: float
     step: float
+    dof: int = 0
 
     def design(self, energies: np.ndarray, dwells: tuple[float, ...], target: float, n: int
                ) -> tuple[list[float], list[float]]:
@@ -84,9 +86,9 @@ def chi_noise(energy: np.ndarray, mu: np.ndarray, var: np.ndarray, dwell: np.nda
         var_chi = np.where(w > 0, 1.0 / w, np.inf) / step ** 2
     # a new point's χ variance x dwell: from the high-k points measured so far
     s2 = float(np.median(v[on] * t[on])) / step ** 2 if on.any() else float("nan")
-    scale = float("nan")
+    scale, dof = float("nan"), 0
     if np.all(w > 0) and key.size >= BLOCK:
         rss, dof = cubic_scatter(np.arange(key.size, dtype=float), mean / step, 1.0 / var_chi)
         scale = max(rss / dof, 1.0) if dof else float("nan")
     eps = float(np.sqrt(np.mean(var_chi) * (scale if np.isfinite(scale) else 1.0)))
-    return ChiNoise(eps=eps, var=var_chi, scale=scale, s2=s2, step=step)
+    return ChiNoise(eps=eps, var=var_chi, scale=scale, s2=s2, step=step, dof=dof)

@@ -17,7 +17,6 @@ import numpy as np
 from scipy.stats import chi2
 
 from ..verdict import Verdict, threshold
-from .scatter import BLOCK
 
 
 def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
@@ -43,7 +42,7 @@ def judge_agent(agent: Any, *, thresholds: dict | None = None) -> Verdict:
             if not chi.eps <= goal:
                 flag(f"χ noise {chi.eps:.3g} above the target {goal:g}" if np.isfinite(chi.eps)
                      else "χ noise: not every high-k grid point measured")
-            dof = (BLOCK - 4) * (chi.var.size // BLOCK)
+            dof = chi.dof
             if np.isfinite(chi.scale) and dof and chi.scale > chi2.ppf(1.0 - threshold("adaptive_misfit_p", thresholds),
                                                                        dof) / dof:
                 v.warn(f"χ at high k scatters {np.sqrt(chi.scale):.2f}x more than its counting noise: ε scaled up "
